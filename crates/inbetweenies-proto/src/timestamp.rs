@@ -1,0 +1,203 @@
+//! Wire timestamps: UTC, explicit `+00:00` offset, microsecond precision.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::error::TimestampError;
+
+/// A point in time as the protocol carries it.
+///
+/// Always UTC and truncated to whole microseconds, so that a value survives a
+/// trip over the wire unchanged. It is written as
+/// `2026-06-15T09:41:02.581234+00:00`; when read, an explicit offset is
+/// converted to UTC, a trailing `Z` or a naive timestamp (no offset) is taken
+/// as UTC, and a number is taken as seconds since the Unix epoch (milliseconds
+/// when it is larger than `2e10`), as the reference server accepts.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(OffsetDateTime);
+
+const WIRE_FORMAT: &[time::format_description::FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00");
+
+impl Timestamp {
+    /// The Unix epoch.
+    pub const UNIX_EPOCH: Timestamp = Timestamp(OffsetDateTime::UNIX_EPOCH);
+
+    /// The current time, read from the system clock.
+    pub fn now() -> Self {
+        Self::from_datetime(OffsetDateTime::now_utc())
+    }
+
+    /// Wraps a `time` value, converting it to UTC and truncating to microseconds.
+    pub fn from_datetime(dt: OffsetDateTime) -> Self {
+        let dt = dt.to_offset(UtcOffset::UTC);
+        let micros = dt.microsecond();
+        // Truncation to microseconds cannot fail: the value is in range.
+        let dt = dt.replace_microsecond(micros).unwrap_or(dt);
+        Timestamp(dt)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub fn unix_micros(&self) -> i64 {
+        (self.0.unix_timestamp_nanos() / 1_000) as i64
+    }
+
+    /// Builds a timestamp from microseconds since the Unix epoch.
+    pub fn from_unix_micros(micros: i64) -> Result<Self, TimestampError> {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+            .map(Timestamp)
+            .map_err(|_| TimestampError::OutOfRange(micros.to_string()))
+    }
+
+    /// The underlying `time` value (always UTC).
+    pub fn as_datetime(&self) -> OffsetDateTime {
+        self.0
+    }
+
+    /// Parses any accepted form (see the type's docs).
+    pub fn parse(s: &str) -> Result<Self, TimestampError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(TimestampError::Invalid(s.to_owned()));
+        }
+        if let Ok(dt) = OffsetDateTime::parse(s, &Rfc3339) {
+            return Ok(Self::from_datetime(dt));
+        }
+        // Naive form: read as UTC, as the reference does.
+        if let Ok(dt) = OffsetDateTime::parse(&format!("{s}Z"), &Rfc3339) {
+            return Ok(Self::from_datetime(dt));
+        }
+        // A space instead of `T`, as Python's `str(datetime)` writes.
+        if s.len() > 10 && s.as_bytes()[10] == b' ' {
+            let t = format!("{}T{}", &s[..10], &s[11..]);
+            return Self::parse(&t);
+        }
+        Err(TimestampError::Invalid(s.to_owned()))
+    }
+
+    /// Reads a number of seconds (or milliseconds above `2e10`) since the epoch.
+    pub fn from_unix_number(n: f64) -> Result<Self, TimestampError> {
+        if !n.is_finite() {
+            return Err(TimestampError::OutOfRange(n.to_string()));
+        }
+        let secs = if n.abs() > 2e10 { n / 1000.0 } else { n };
+        let micros = (secs * 1_000_000.0).round();
+        if micros.abs() > 2.5e17 {
+            return Err(TimestampError::OutOfRange(n.to_string()));
+        }
+        Self::from_unix_micros(micros as i64)
+    }
+
+    /// Adds a number of microseconds (negative to subtract), saturating at the range ends.
+    pub fn saturating_add_micros(&self, micros: i64) -> Self {
+        let d = time::Duration::microseconds(micros);
+        Timestamp(self.0.checked_add(d).unwrap_or(self.0))
+    }
+}
+
+impl From<OffsetDateTime> for Timestamp {
+    fn from(dt: OffsetDateTime) -> Self {
+        Self::from_datetime(dt)
+    }
+}
+
+impl From<Timestamp> for OffsetDateTime {
+    fn from(t: Timestamp) -> Self {
+        t.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.format(WIRE_FORMAT) {
+            Ok(s) => f.write_str(&s),
+            Err(_) => Err(fmt::Error),
+        }
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({self})")
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = TimestampError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an ISO-8601 timestamp or a Unix time in seconds")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                Timestamp::parse(v).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timestamp, E> {
+                Timestamp::from_unix_number(v as f64).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
+                Timestamp::from_unix_number(v as f64).map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timestamp, E> {
+                Timestamp::from_unix_number(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_offset_and_micros() {
+        let t = Timestamp::parse("2026-06-15T09:41:02.5812349Z").unwrap();
+        assert_eq!(t.to_string(), "2026-06-15T09:41:02.581234+00:00");
+    }
+
+    #[test]
+    fn reads_naive_and_offsets_as_utc() {
+        let naive = Timestamp::parse("2020-01-01T00:00:00").unwrap();
+        let z = Timestamp::parse("2020-01-01T00:00:00Z").unwrap();
+        let plus2 = Timestamp::parse("2020-01-01T02:00:00+02:00").unwrap();
+        assert_eq!(naive, z);
+        assert_eq!(naive, plus2);
+        assert_eq!(naive.to_string(), "2020-01-01T00:00:00.000000+00:00");
+    }
+
+    #[test]
+    fn rejects_garbage_and_out_of_range() {
+        assert!(Timestamp::parse("not-a-date").is_err());
+        assert!(Timestamp::parse("2026-13-45T25:61:00+00:00").is_err());
+        assert!(Timestamp::parse("").is_err());
+    }
+
+    #[test]
+    fn reads_epoch_numbers() {
+        let t: Timestamp = serde_json::from_str("1700000000").unwrap();
+        assert_eq!(t.to_string(), "2023-11-14T22:13:20.000000+00:00");
+        let ms: Timestamp = serde_json::from_str("1700000000000").unwrap();
+        assert_eq!(t, ms);
+    }
+}
