@@ -1,1 +1,25 @@
-//! placeholder
+//! The Goodies graph store: async traits in domain types, with SQLite and PostgreSQL backends.
+//!
+//! - [`GraphRead`]: graph queries shared by both sides.
+//! - [`ServerStore`]: what the server needs — apply a pushed batch in one
+//!   transaction (deciding conflicts with `inbetweenies-conflict`), page the
+//!   change feed without ever skipping a late commit, conflicts, blobs.
+//! - [`ClientStore`]: what the client needs — local writes with an outbox,
+//!   atomic pull-apply with the pull-guard, the persisted watermark.
+//!
+//! Open a store from a URL with [`open_server_store`] or [`open_client_store`]:
+//! `sqlite://PATH` (created if missing), `sqlite::memory:`, or
+//! `postgres://…` (feature `postgres`). Each backend embeds its migrations and
+//! applies them on connect. No sqlx type or error crosses this crate's API.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod api;
+pub mod graph;
+pub mod error;
+mod types;
+
+pub use api::{ClientStore, GraphRead, ServerStore};
+pub use error::{Result, StoreError};
+pub use types::*;

@@ -1,0 +1,150 @@
+//! The storage traits, in domain terms. Backends implement them; callers hold `Arc<dyn …>`.
+
+use async_trait::async_trait;
+use inbetweenies_proto::{Entity, EntityId, EntityType, Relationship, RelationshipId, RelationshipType, Timestamp, Version};
+
+use crate::error::Result;
+use crate::types::*;
+
+/// Reads of the graph, shared by server and client stores.
+#[async_trait]
+pub trait GraphRead: Send + Sync + std::fmt::Debug {
+    /// The latest version of an entity (tombstones included), if the id exists.
+    async fn entity(&self, id: &EntityId) -> Result<Option<Entity>>;
+
+    /// One version of an entity, latest or not.
+    async fn entity_version(&self, id: &EntityId, version: &Version) -> Result<Option<Entity>>;
+
+    /// Every stored version of an id (winners, losers, tombstones, merges), in sequence order.
+    async fn history(&self, id: &EntityId) -> Result<Vec<StoredEntity>>;
+
+    /// Latest entities matching a filter, ordered by name then id.
+    async fn entities(&self, query: &EntityQuery) -> Result<Vec<Entity>>;
+
+    /// A relationship by id.
+    async fn relationship(&self, id: &RelationshipId) -> Result<Option<Relationship>>;
+
+    /// Relationships matching a filter, in sequence order.
+    async fn relationships(&self, query: &RelationshipQuery) -> Result<Vec<Relationship>>;
+
+    /// Entities one edge away (latest versions; tombstoned neighbours left out), optionally
+    /// only over edges of one type.
+    async fn neighbours(
+        &self,
+        id: &EntityId,
+        relationship_type: Option<&RelationshipType>,
+        direction: Direction,
+    ) -> Result<Vec<Neighbour>>;
+
+    /// The shortest path of entity ids from `from` to `to` over edges in either
+    /// direction, at most `max_depth` edges long (breadth-first).
+    async fn path(&self, from: &EntityId, to: &EntityId, max_depth: usize) -> Result<Option<Vec<EntityId>>>;
+
+    /// The graph as it was at time `at`: per id, the last version that had become
+    /// latest by then (by receipt time), tombstones left out.
+    async fn entities_as_of(&self, at: Timestamp, entity_types: Option<&[EntityType]>) -> Result<Vec<Entity>>;
+
+    /// Counts for statistics.
+    async fn stats(&self) -> Result<GraphStats>;
+
+    /// The convergence digest over the latest row of every id (see `inbetweenies_conflict`).
+    async fn state_digest(&self) -> Result<String>;
+
+    /// `(id, latest version)` of every id, in id byte order (for digests and Merkle trees).
+    async fn latest_versions(&self) -> Result<Vec<(EntityId, Version)>>;
+}
+
+/// The server's store: applies pushes, serves the change feed, keeps conflicts and blobs.
+#[async_trait]
+pub trait ServerStore: GraphRead {
+    /// Applies a pushed batch in ONE transaction: entities before relationships, parents
+    /// before children, each contested id decided by the conflict crate. On error nothing
+    /// is applied.
+    async fn apply_push(&self, batch: PushBatch) -> Result<PushOutcome>;
+
+    /// One page of the change feed.
+    async fn changes(&self, query: &ChangeQuery) -> Result<ChangePage>;
+
+    /// The highest sequence number assigned so far (0 for an empty store).
+    async fn max_seq(&self) -> Result<Seq>;
+
+    /// Conflicts, newest first; only those with one of `statuses` when given.
+    async fn conflicts(&self, statuses: Option<&[ConflictStatus]>, limit: usize) -> Result<Vec<ConflictRecord>>;
+
+    /// Resolves a pending conflict by writing a new latest version whose parents are both sides.
+    async fn resolve_conflict(&self, id: i64, resolution: ManualResolution, user_id: &str) -> Result<(ConflictRecord, Entity)>;
+
+    /// Dismisses a pending conflict: the automatic outcome stands.
+    async fn dismiss_conflict(&self, id: i64) -> Result<ConflictRecord>;
+
+    /// Records that a device synced (called on every sync round trip).
+    async fn record_sync(&self, device_id: &str) -> Result<()>;
+
+    /// Records a device's confirmed watermark (five-step `sync_ack`).
+    async fn record_ack(&self, device_id: &str, watermark: Timestamp) -> Result<()>;
+
+    /// What the store knows about a device.
+    async fn client_status(&self, device_id: &str) -> Result<Option<ClientSyncStatus>>;
+
+    /// Stores blob bytes for an entity, content-addressed; storing the same bytes again is a no-op.
+    async fn put_blob(&self, entity_id: &EntityId, content_type: &str, bytes: &[u8]) -> Result<BlobMeta>;
+
+    /// Blob metadata by address.
+    async fn blob_meta(&self, sha256: &str) -> Result<Option<BlobMeta>>;
+
+    /// Reads `len` bytes of a blob from `offset` (fewer at the end).
+    async fn read_blob(&self, sha256: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+
+    /// Blobs of an entity.
+    async fn blobs_of(&self, entity_id: &EntityId) -> Result<Vec<BlobMeta>>;
+}
+
+/// A client's local mirror: local writes with an outbox, atomic pull-apply with the pull-guard.
+#[async_trait]
+pub trait ClientStore: GraphRead {
+    /// Writes a new version for a local edit and its outbox entry in one transaction.
+    /// The version is made by `user_id` with the local clock; `parent_versions` names the
+    /// previous latest.
+    async fn write_local(&self, edit: LocalEdit, user_id: &str) -> Result<Entity>;
+
+    /// Stores a local relationship (endpoints at their latest versions) and its outbox entry.
+    async fn write_local_relationship(
+        &self,
+        from: &EntityId,
+        to: &EntityId,
+        relationship_type: RelationshipType,
+        properties: inbetweenies_proto::JsonObject,
+        user_id: &str,
+    ) -> Result<Relationship>;
+
+    /// Pending outbox entries in order, at most `limit`.
+    async fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
+
+    /// Number of pending outbox entries.
+    async fn pending_count(&self) -> Result<u64>;
+
+    /// Counts one more failed send for these outbox positions.
+    async fn mark_attempted(&self, positions: &[i64]) -> Result<()>;
+
+    /// Ids with a pending outbox entry.
+    async fn pending_ids(&self) -> Result<Vec<EntityId>>;
+
+    /// Applies a server response in ONE transaction: first drops the sent outbox entries
+    /// whose id was acknowledged, then applies the pulled changes (entities before
+    /// relationships, parents before children) without overwriting any id that still has a
+    /// pending entry (the incoming version is stored aside as non-latest), then stores the
+    /// cursor, and the watermark when the page completes the pull.
+    async fn apply_response(&self, acks: &AckSet, page: &PulledPage) -> Result<ApplyReport>;
+
+    /// The persisted sync position.
+    async fn sync_state(&self) -> Result<SyncState>;
+
+    /// Forgets the watermark and cursor (the next pull is a full one).
+    async fn reset_sync_state(&self) -> Result<()>;
+
+    /// A persisted setting.
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+
+    /// Persists a setting.
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+}
