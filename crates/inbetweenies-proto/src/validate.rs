@@ -29,7 +29,12 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ValidationError> {
         return Err(ValidationError::EmptyBody);
     }
     serde_json::from_slice(body).map_err(|e| ValidationError::Json {
-        position: byte_offset(body, e.line(), e.column()),
+        // A truncated body fails at its end, where FastAPI's `loc` points too.
+        position: if e.is_eof() {
+            body.len()
+        } else {
+            byte_offset(body, e.line(), e.column())
+        },
         message: e.to_string(),
     })
 }
