@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use inbetweenies_conflict::ResolverConfig;
 use inbetweenies_proto::{
-    ChangeType, ConflictInfo, Entity, EntityId, EntityType, JsonObject, Relationship, RelationshipId,
-    RelationshipType, SyncChange, Timestamp, Version,
+    ChangeType, ConflictInfo, Entity, EntityId, EntityType, JsonObject, Relationship,
+    RelationshipId, RelationshipType, SyncChange, Timestamp, Version,
 };
 
 /// A server sequence number: every inserted row (entity version or relationship) gets the next one.
@@ -435,6 +435,11 @@ pub struct AckSet {
     pub entities: Vec<EntityId>,
     /// Relationship ids named in `applied_relationships`.
     pub relationships: Vec<RelationshipId>,
+    /// From the response's `conflicts`: each entity id with its `resolved_version`.
+    /// After the acknowledged entries are dropped, an id left without a pending
+    /// entry whose resolved version is stored locally is made latest again (so a
+    /// push that lost converges without a full pull).
+    pub resolved_versions: Vec<(EntityId, Version)>,
 }
 
 /// One pulled page, to apply atomically on a client.
@@ -479,4 +484,44 @@ pub struct StoreOptions {
     pub max_connections: Option<u32>,
     /// Directory for blob bytes (SQLite; default: beside the database file).
     pub blob_dir: Option<std::path::PathBuf>,
+    /// Test hook: awaited by every write transaction after its inserts and
+    /// before its COMMIT (while it holds its sequence numbers and write lock).
+    /// An `Err` rolls the transaction back and fails the write.
+    #[doc(hidden)]
+    pub before_commit: Option<BeforeCommitHook>,
 }
+
+impl StoreOptions {
+    /// Runs the [`StoreOptions::before_commit`] hook, if any (backends call
+    /// this just before COMMIT).
+    #[doc(hidden)]
+    pub async fn run_before_commit(&self) -> crate::error::Result<()> {
+        match &self.before_commit {
+            Some(hook) => (hook.0)()
+                .await
+                .map_err(|msg| crate::error::StoreError::Database(Box::new(InjectedFailure(msg)))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The future a [`BeforeCommitHook`] returns: `Err(message)` fails the write.
+#[doc(hidden)]
+pub type HookFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// A test hook run by write transactions before COMMIT (see [`StoreOptions::before_commit`]).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct BeforeCommitHook(pub Arc<dyn Fn() -> HookFuture + Send + Sync>);
+
+impl std::fmt::Debug for BeforeCommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeCommitHook")
+    }
+}
+
+/// The error a failing [`BeforeCommitHook`] produces (as the source of `StoreError::Database`).
+#[derive(Debug, thiserror::Error)]
+#[error("injected failure: {0}")]
+struct InjectedFailure(String);
