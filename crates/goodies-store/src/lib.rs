@@ -11,13 +11,16 @@
 //! `sqlite://PATH` (created if missing), `sqlite::memory:`, or
 //! `postgres://…` (feature `postgres`). Each backend embeds its migrations and
 //! applies them on connect. No sqlx type or error crosses this crate's API.
+//!
+//! Every backend implements the behaviour set out in `SEMANTICS.md` beside this crate's manifest.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod api;
-pub mod graph;
 pub mod error;
+pub mod graph;
+pub mod logic;
 mod types;
 
 pub use api::{ClientStore, GraphRead, ServerStore};
