@@ -35,8 +35,19 @@ impl Timestamp {
     }
 
     /// Wraps a `time` value, converting it to UTC and truncating to microseconds.
+    ///
+    /// Meant for trusted values such as the system clock; input from the wire
+    /// goes through [`Timestamp::parse`], which refuses what cannot be written
+    /// back.
     pub fn from_datetime(dt: OffsetDateTime) -> Self {
-        let dt = dt.to_offset(UtcOffset::UTC);
+        // `to_offset` panics when UTC falls outside `time`'s range; saturate instead.
+        let dt = dt
+            .checked_to_offset(UtcOffset::UTC)
+            .unwrap_or(if dt.year() < 0 {
+                time::PrimitiveDateTime::MIN.assume_utc()
+            } else {
+                time::PrimitiveDateTime::MAX.assume_utc()
+            });
         let micros = dt.microsecond();
         // Truncation to microseconds cannot fail: the value is in range.
         let dt = dt.replace_microsecond(micros).unwrap_or(dt);
@@ -48,11 +59,21 @@ impl Timestamp {
         (self.0.unix_timestamp_nanos() / 1_000) as i64
     }
 
-    /// Builds a timestamp from microseconds since the Unix epoch.
+    /// Builds a timestamp from microseconds since the Unix epoch (years 0000 to 9999).
     pub fn from_unix_micros(micros: i64) -> Result<Self, TimestampError> {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
-            .map(Timestamp)
-            .map_err(|_| TimestampError::OutOfRange(micros.to_string()))
+            .ok()
+            .and_then(Self::checked)
+            .ok_or_else(|| TimestampError::OutOfRange(micros.to_string()))
+    }
+
+    /// Converts to UTC, keeping only years the wire form can carry (0000 to
+    /// 9999, four digits), so every timestamp read can be written and read back.
+    fn checked(dt: OffsetDateTime) -> Option<Self> {
+        let utc = dt.checked_to_offset(UtcOffset::UTC)?;
+        (0..=9999)
+            .contains(&utc.year())
+            .then(|| Self::from_datetime(utc))
     }
 
     /// The underlying `time` value (always UTC).
@@ -66,12 +87,13 @@ impl Timestamp {
         if s.is_empty() {
             return Err(TimestampError::Invalid(s.to_owned()));
         }
+        let out_of_range = || TimestampError::OutOfRange(s.to_owned());
         if let Ok(dt) = OffsetDateTime::parse(s, &Rfc3339) {
-            return Ok(Self::from_datetime(dt));
+            return Self::checked(dt).ok_or_else(out_of_range);
         }
         // Naive form: read as UTC, as the reference does.
         if let Ok(dt) = OffsetDateTime::parse(&format!("{s}Z"), &Rfc3339) {
-            return Ok(Self::from_datetime(dt));
+            return Self::checked(dt).ok_or_else(out_of_range);
         }
         // A space instead of `T`, as Python's `str(datetime)` writes.
         if s.len() > 10 && s.as_bytes()[10] == b' ' {

@@ -61,11 +61,13 @@ pub fn sync_request_from_value(value: Value) -> Result<SyncRequest, ValidationEr
             input: value,
         }]));
     };
-    opt_string(obj, &root, "protocol_version", &mut errs);
+    defaulted_string(obj, &root, "protocol_version", &mut errs);
     req_string(obj, &root, "device_id", &mut errs);
     req_string(obj, &root, "user_id", &mut errs);
     req_choice(obj, &root, "sync_type", SYNC_TYPES, &mut errs);
-    if let Some(changes) = present(obj, "changes") {
+    // `changes`, `vector_clock` and the lists inside a change may be left out
+    // (they default to empty) but not sent as null, as with the reference.
+    if let Some(changes) = obj.get("changes") {
         let p = root.key("changes");
         match changes.as_array() {
             Some(items) => {
@@ -79,7 +81,7 @@ pub fn sync_request_from_value(value: Value) -> Result<SyncRequest, ValidationEr
     if let Some(f) = present(obj, "filters") {
         check_filters(f, &root.key("filters"), &mut errs);
     }
-    if let Some(vc) = present(obj, "vector_clock") {
+    if let Some(vc) = obj.get("vector_clock") {
         check_vector_clock(vc, &root.key("vector_clock"), &mut errs);
     }
     opt_string(obj, &root, "cursor", &mut errs);
@@ -125,6 +127,19 @@ fn req_string(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut Ve
             &Value::Object(obj.clone()),
         )),
         Some(Value::String(_)) => {}
+        Some(v) => errs.push(err(at.key(key), FieldErrorKind::NotAString, v)),
+    }
+}
+
+/// A string that may be left out (it has a default) but not sent as null.
+fn defaulted_string(
+    obj: &Map<String, Value>,
+    at: &FieldPath,
+    key: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    match obj.get(key) {
+        None | Some(Value::String(_)) => {}
         Some(v) => errs.push(err(at.key(key), FieldErrorKind::NotAString, v)),
     }
 }
@@ -223,7 +238,7 @@ fn check_change(c: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
     if let Some(e) = present(obj, "entity") {
         check_entity(e, &at.key("entity"), errs);
     }
-    if let Some(rels) = present(obj, "relationships") {
+    if let Some(rels) = obj.get("relationships") {
         let p = at.key("relationships");
         match rels.as_array() {
             Some(items) => {
@@ -248,7 +263,15 @@ fn check_entity(e: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
     dict(obj, at, "content", true, errs);
     req_string(obj, at, "source_type", errs);
     req_string(obj, at, "user_id", errs);
-    opt_string_list(obj, at, "parent_versions", errs);
+    if obj.get("parent_versions") == Some(&Value::Null) {
+        errs.push(err(
+            at.key("parent_versions"),
+            FieldErrorKind::NotAList,
+            &Value::Null,
+        ));
+    } else {
+        opt_string_list(obj, at, "parent_versions", errs);
+    }
     opt_string(obj, at, "checksum", errs);
     if let Some(Value::String(id)) = obj.get("id") {
         if id.trim().is_empty() {
@@ -332,7 +355,7 @@ fn check_vector_clock(vc: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
         errs.push(err(at.clone(), FieldErrorKind::NotADict, vc));
         return;
     };
-    if let Some(clocks) = present(obj, "clocks") {
+    if let Some(clocks) = obj.get("clocks") {
         let p = at.key("clocks");
         match clocks.as_object() {
             Some(m) => {

@@ -114,7 +114,10 @@ fn parse_version(s: &str) -> Result<VersionParts, VersionError> {
             }
         }
     }
-    let ts_str = &s[..ts_end];
+    // The offset is ASCII in any valid version; anything else ends mid-character.
+    let ts_str = s
+        .get(..ts_end)
+        .ok_or_else(|| bad("unparseable timestamp"))?;
     let ts_clean = ts_str
         .strip_suffix(['Z', 'z'])
         .filter(|t| {
