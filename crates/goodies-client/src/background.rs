@@ -1,0 +1,111 @@
+//! Background sync: a task that syncs every interval, owned by a handle.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use crate::client::BlowingOffClient;
+use crate::sync::error_chain;
+
+/// What a background sync did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackgroundStats {
+    /// Syncs run.
+    pub runs: u64,
+    /// Syncs that failed or finished with errors.
+    pub failures: u64,
+}
+
+/// The handle of a background sync started with
+/// [`BlowingOffClient::start_background_sync`]. Stop it with [`BackgroundSync::stop`];
+/// dropping it aborts the task.
+pub struct BackgroundSync {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<BackgroundStats>>,
+}
+
+impl fmt::Debug for BackgroundSync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackgroundSync")
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+impl BackgroundSync {
+    pub(crate) fn start(client: BlowingOffClient, interval: Duration, runs: Option<u64>) -> Self {
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut stats = BackgroundStats::default();
+            let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                if runs.is_some_and(|n| stats.runs >= n) {
+                    break;
+                }
+                tokio::select! {
+                    _ = &mut rx => break,
+                    _ = ticker.tick() => {}
+                }
+                // A sync in progress is finished before a stop is honoured.
+                stats.runs += 1;
+                match client.sync().await {
+                    Ok(r) if r.is_ok() => {}
+                    Ok(r) => {
+                        stats.failures += 1;
+                        tracing::warn!(
+                            errors = r.errors.len(),
+                            "background sync finished with errors"
+                        );
+                    }
+                    Err(e) => {
+                        stats.failures += 1;
+                        tracing::warn!(error = %error_chain(&e), "background sync failed");
+                    }
+                }
+            }
+            stats
+        });
+        BackgroundSync {
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Whether the task is still running.
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops after the sync in progress (if any) and returns what was done.
+    pub async fn stop(mut self) -> BackgroundStats {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.join().await
+    }
+
+    /// Waits until the task ends by itself (a limited background sync), without stopping it.
+    pub async fn wait(mut self) -> BackgroundStats {
+        self.join().await
+    }
+
+    async fn join(&mut self) -> BackgroundStats {
+        match self.task.take() {
+            Some(t) => t.await.unwrap_or_default(),
+            None => BackgroundStats::default(),
+        }
+    }
+}
+
+impl Drop for BackgroundSync {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,899 @@
+//! [`BlowingOffClient`]: the local-first API over a SQLite mirror, and its settings.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::Stream;
+use goodies_store::{
+    ClientStore, Direction, EntityQuery, GraphStats, LocalEdit, Neighbour, RelationshipQuery,
+    StoreOptions, StoredEntity,
+};
+use inbetweenies_proto::{
+    Entity, EntityId, EntityType, JsonObject, Relationship, RelationshipType, SourceType,
+    Timestamp, Version,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::background::BackgroundSync;
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::events::{ClientEvent, EventHub, SubscriptionHandle};
+use crate::http::Http;
+use crate::model::{Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, MANUFACTURER_KEY};
+use crate::settings::{keys, ClientStatus, DigestCheck, LastSync, RecordedConflict, Settings};
+use crate::sync::SyncResult;
+use crate::transport::{HyperTransport, Method, Transport};
+
+/// The login endpoint.
+pub const LOGIN_PATH: &str = "/api/v1/auth/admin/login";
+
+/// The client's shared state.
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn ClientStore>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) config: ClientConfig,
+    pub(crate) events: EventHub,
+    pub(crate) sync_lock: tokio::sync::Mutex<()>,
+    pub(crate) compress: AtomicBool,
+    user_id: RwLock<String>,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner")
+            .field("store", &self.store)
+            .field("transport", &self.transport)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Blowing-Off client: a local SQLite mirror of the graph, an outbox of local edits,
+/// and a sync engine.
+///
+/// Every read and write works offline; [`BlowingOffClient::sync`] exchanges changes with
+/// the server. Cloning is cheap and clones share everything (store, events, sync lock).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), goodies_client::ClientError> {
+/// use goodies_client::BlowingOffClient;
+///
+/// let client = BlowingOffClient::open("my-home.db").await?;
+/// let home = client.create_home("Home").await?;
+/// let kitchen = client.create_room(&home.id, "Kitchen", Some(0)).await?;
+/// let lamp = client.create_device(&kitchen.id, "Lamp", "light", Some("Acme")).await?;
+/// client
+///     .update_device_state(&lamp.id, serde_json::json!({"power": "on"}).as_object().unwrap().clone())
+///     .await?;
+///
+/// client.login("http://127.0.0.1:8000", "demo-password").await?;
+/// let result = client.sync().await?;
+/// println!("synced {} entities", result.synced_entities);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct BlowingOffClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Opens a [`BlowingOffClient`] with a chosen configuration or transport.
+#[derive(Debug)]
+pub struct ClientBuilder {
+    path: PathBuf,
+    config: ClientConfig,
+    transport: Option<Arc<dyn Transport>>,
+}
+
+impl ClientBuilder {
+    /// Sets the configuration.
+    pub fn config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses this transport instead of [`HyperTransport`].
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Opens (creating if missing) the local database and the client.
+    pub async fn open(self) -> Result<BlowingOffClient, ClientError> {
+        let url = store_url(&self.path);
+        let store = goodies_store::open_client_store(&url, StoreOptions::default()).await?;
+        let transport = self
+            .transport
+            .unwrap_or_else(|| Arc::new(HyperTransport::with_timeout(self.config.request_timeout)));
+        let db_path = self.path.display().to_string();
+        BlowingOffClient::from_parts(store, transport, self.config, &db_path).await
+    }
+}
+
+fn store_url(path: &Path) -> String {
+    let s = path.display().to_string();
+    if s == ":memory:" {
+        "sqlite::memory:".to_owned()
+    } else if s.starts_with("sqlite:") {
+        s
+    } else {
+        format!("sqlite://{s}")
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginResponse {
+    access_token: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// What a login obtained.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct LoginInfo {
+    /// The user the token names (its `sub`), now the user edits are made by.
+    pub user_id: String,
+    /// The role the server granted.
+    pub role: Option<String>,
+    /// Seconds until the token expires, as the server said.
+    pub expires_in: Option<u64>,
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+/// The `sub` claim of a JWT, read without verifying it (the server verifies).
+fn token_subject(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("sub")?.as_str().map(str::to_owned)
+}
+
+impl BlowingOffClient {
+    /// Opens (creating if missing) the local database at `path` with the default
+    /// configuration and transport. `":memory:"` opens a throw-away in-memory mirror.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        Self::builder(path).open().await
+    }
+
+    /// A builder to choose the configuration or the transport.
+    pub fn builder(path: impl AsRef<Path>) -> ClientBuilder {
+        ClientBuilder {
+            path: path.as_ref().to_path_buf(),
+            config: ClientConfig::default(),
+            transport: None,
+        }
+    }
+
+    /// A client over an already opened store.
+    pub async fn from_parts(
+        store: Arc<dyn ClientStore>,
+        transport: Arc<dyn Transport>,
+        config: ClientConfig,
+        db_path: &str,
+    ) -> Result<Self, ClientError> {
+        if store.setting(keys::CLIENT_ID).await?.is_none() {
+            store
+                .set_setting(keys::CLIENT_ID, &uuid::Uuid::new_v4().to_string())
+                .await?;
+        }
+        let user_id = match non_empty(store.setting(keys::USER_ID).await?) {
+            Some(u) => u,
+            None => {
+                store
+                    .set_setting(keys::USER_ID, &config.default_user_id)
+                    .await?;
+                config.default_user_id.clone()
+            }
+        };
+        store.set_setting(keys::DB_PATH, db_path).await?;
+        let inner = Inner {
+            store,
+            transport,
+            events: EventHub::new(config.event_capacity),
+            compress: AtomicBool::new(config.compress_requests),
+            config,
+            sync_lock: tokio::sync::Mutex::new(()),
+            user_id: RwLock::new(user_id),
+        };
+        Ok(BlowingOffClient {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The local store (for queries this API does not cover).
+    pub fn store(&self) -> &Arc<dyn ClientStore> {
+        &self.inner.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    // ----- settings ------------------------------------------------------------------
+
+    /// The persisted connection settings.
+    pub async fn settings(&self) -> Result<Settings, ClientError> {
+        self.inner.settings().await
+    }
+
+    /// Stores the server URL and (when given) a bearer token. Works offline: nothing is
+    /// sent. Pointing the client at another server forgets the sync position, so the next
+    /// sync pulls that server's full state.
+    pub async fn connect(
+        &self,
+        server_url: &str,
+        auth_token: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let url = server_url.trim().trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 8 {
+            return Err(ClientError::Invalid(format!(
+                "server url {server_url:?} must start with http:// or https://"
+            )));
+        }
+        let store = &self.inner.store;
+        let previous = non_empty(store.setting(keys::SERVER_URL).await?);
+        if previous.as_deref().is_some_and(|p| p != url) {
+            store.reset_sync_state().await?;
+        }
+        store.set_setting(keys::SERVER_URL, url).await?;
+        if let Some(token) = auth_token {
+            store.set_setting(keys::AUTH_TOKEN, token).await?;
+            if let Some(sub) = token_subject(token) {
+                self.set_user_id(&sub).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs in with the admin password (`POST /api/v1/auth/admin/login`), then stores the
+    /// server URL and the token, and makes the token's user the user edits are made by.
+    pub async fn login(&self, server_url: &str, password: &str) -> Result<LoginInfo, ClientError> {
+        let url = server_url.trim().trim_end_matches('/').to_owned();
+        let http = Http {
+            transport: self.inner.transport.as_ref(),
+            base_url: &url,
+            token: None,
+            config: &self.inner.config,
+            compress: &self.inner.compress,
+        };
+        let mut retries = 0;
+        let body = serde_json::json!({ "password": password });
+        let resp: LoginResponse = http
+            .call(Method::Post, LOGIN_PATH, Some(&body), &mut retries)
+            .await
+            .map_err(|f| f.into_client_error())?;
+        self.connect(&url, Some(&resp.access_token)).await?;
+        let user_id = self.user_id();
+        Ok(LoginInfo {
+            user_id,
+            role: resp.role,
+            expires_in: resp.expires_in,
+        })
+    }
+
+    /// Forgets the stored token.
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        self.inner.store.set_setting(keys::AUTH_TOKEN, "").await?;
+        Ok(())
+    }
+
+    /// The user edits are made by.
+    pub fn user_id(&self) -> String {
+        self.inner.user_id()
+    }
+
+    /// Sets the user edits are made by.
+    pub async fn set_user_id(&self, user_id: &str) -> Result<(), ClientError> {
+        if user_id.is_empty() {
+            return Err(ClientError::Invalid("user id must not be empty".into()));
+        }
+        self.inner.store.set_setting(keys::USER_ID, user_id).await?;
+        if let Ok(mut u) = self.inner.user_id.write() {
+            *u = user_id.to_owned();
+        }
+        Ok(())
+    }
+
+    /// What `status` shows: settings, pending changes, sync position, last sync and
+    /// digest check.
+    pub async fn status(&self) -> Result<ClientStatus, ClientError> {
+        let s = self.settings().await?;
+        let state = self.inner.store.sync_state().await?;
+        Ok(ClientStatus {
+            server_url: s.server_url,
+            logged_in: s.auth_token.is_some(),
+            client_id: s.client_id,
+            user_id: s.user_id,
+            db_path: s.db_path,
+            pending_changes: self.inner.store.pending_count().await?,
+            watermark: state.watermark,
+            cursor: state.cursor,
+            last_sync: self.inner.get_json::<LastSync>(keys::LAST_SYNC).await?,
+            last_digest_check: self
+                .inner
+                .get_json::<DigestCheck>(keys::LAST_DIGEST_CHECK)
+                .await?,
+        })
+    }
+
+    /// Conflicts recent syncs reported, oldest first.
+    pub async fn recent_conflicts(&self) -> Result<Vec<RecordedConflict>, ClientError> {
+        Ok(self
+            .inner
+            .get_json(keys::RECENT_CONFLICTS)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Number of local changes waiting to be pushed.
+    pub async fn pending_changes(&self) -> Result<u64, ClientError> {
+        Ok(self.inner.store.pending_count().await?)
+    }
+
+    // ----- sync, observers, background -----------------------------------------------
+
+    /// Runs one sync: push the outbox, pull until the cursor is null, compare digests.
+    ///
+    /// Transport failures and server errors (after retries) are reported in
+    /// [`SyncResult::errors`] with everything kept pending; `Err` means the sync could not
+    /// run at all (not connected, token refused or expired, local store failure).
+    pub async fn sync(&self) -> Result<SyncResult, ClientError> {
+        self.inner.sync().await
+    }
+
+    /// A stream of every event from now on. A subscriber that falls more than
+    /// [`ClientConfig::event_capacity`] events behind receives [`ClientEvent::Lagged`].
+    pub fn observe_changes(&self) -> impl Stream<Item = ClientEvent> + Send + Unpin + 'static {
+        self.inner.events.subscribe()
+    }
+
+    /// Calls `callback` for every event, synchronously and in order, until the returned
+    /// handle is dropped. Keep callbacks short: they run on the thread that emits.
+    pub fn on_change(
+        &self,
+        callback: impl Fn(&ClientEvent) + Send + Sync + 'static,
+    ) -> SubscriptionHandle {
+        self.inner.events.register(callback)
+    }
+
+    /// Syncs now and then every `interval` until the handle is stopped or dropped.
+    /// Must be called within a tokio runtime.
+    pub fn start_background_sync(&self, interval: Duration) -> BackgroundSync {
+        BackgroundSync::start(self.clone(), interval, None)
+    }
+
+    /// Like [`Self::start_background_sync`], but stops by itself after `runs` syncs.
+    pub fn start_background_sync_limited(&self, interval: Duration, runs: u64) -> BackgroundSync {
+        BackgroundSync::start(self.clone(), interval, Some(runs))
+    }
+
+    // ----- local writes ----------------------------------------------------------------
+
+    async fn write(&self, edit: LocalEdit) -> Result<Entity, ClientError> {
+        let user = self.user_id();
+        let e = self.inner.store.write_local(edit, &user).await?;
+        if self.inner.events.has_listeners() {
+            self.inner
+                .events
+                .emit(ClientEvent::EntityChangedLocally(e.clone()));
+        }
+        Ok(e)
+    }
+
+    async fn live(&self, id: &EntityId, of_type: &EntityType) -> Result<Entity, ClientError> {
+        match self.inner.store.entity(id).await? {
+            Some(e) if &e.entity_type == of_type && !e.is_deleted() => Ok(e),
+            _ => Err(ClientError::NotFound(format!("{of_type} {id}"))),
+        }
+    }
+
+    /// Creates an entity of any type.
+    pub async fn create_entity(
+        &self,
+        entity_type: EntityType,
+        name: &str,
+        content: JsonObject,
+    ) -> Result<Entity, ClientError> {
+        if name.trim().is_empty() {
+            return Err(ClientError::Invalid("name must not be empty".into()));
+        }
+        self.write(LocalEdit::Create {
+            id: None,
+            entity_type,
+            name: name.to_owned(),
+            content,
+            source_type: SourceType::Manual,
+        })
+        .await
+    }
+
+    /// Writes a new version of an entity; `None` keeps the name or content.
+    pub async fn update_entity(
+        &self,
+        id: &EntityId,
+        name: Option<&str>,
+        content: Option<JsonObject>,
+    ) -> Result<Entity, ClientError> {
+        self.write(LocalEdit::Update {
+            id: id.clone(),
+            name: name.map(str::to_owned),
+            content,
+        })
+        .await
+    }
+
+    /// Sets keys of an entity's content (a null value removes the key).
+    pub async fn merge_content(
+        &self,
+        id: &EntityId,
+        patch: JsonObject,
+    ) -> Result<Entity, ClientError> {
+        self.write(LocalEdit::MergeContent {
+            id: id.clone(),
+            patch,
+        })
+        .await
+    }
+
+    /// Deletes an entity (writes a tombstone version).
+    pub async fn delete_entity(&self, id: &EntityId) -> Result<Entity, ClientError> {
+        self.write(LocalEdit::Delete { id: id.clone() }).await
+    }
+
+    /// Adds an edge between the latest versions of two entities.
+    pub async fn relate(
+        &self,
+        from: &EntityId,
+        to: &EntityId,
+        relationship_type: RelationshipType,
+        properties: JsonObject,
+    ) -> Result<Relationship, ClientError> {
+        let user = self.user_id();
+        Ok(self
+            .inner
+            .store
+            .write_local_relationship(from, to, relationship_type, properties, &user)
+            .await?)
+    }
+
+    // ----- graph reads ---------------------------------------------------------------
+
+    /// The latest version of an entity (tombstones included).
+    pub async fn entity(&self, id: &EntityId) -> Result<Option<Entity>, ClientError> {
+        Ok(self.inner.store.entity(id).await?)
+    }
+
+    /// One version of an entity.
+    pub async fn entity_version(
+        &self,
+        id: &EntityId,
+        version: &Version,
+    ) -> Result<Option<Entity>, ClientError> {
+        Ok(self.inner.store.entity_version(id, version).await?)
+    }
+
+    /// Latest entities matching a query, ordered by name then id.
+    pub async fn entities(&self, query: &EntityQuery) -> Result<Vec<Entity>, ClientError> {
+        Ok(self.inner.store.entities(query).await?)
+    }
+
+    /// Live entities of one type.
+    pub async fn entities_of_type(
+        &self,
+        entity_type: EntityType,
+    ) -> Result<Vec<Entity>, ClientError> {
+        self.entities(&EntityQuery {
+            entity_types: Some(vec![entity_type]),
+            ..EntityQuery::default()
+        })
+        .await
+    }
+
+    /// Live entities whose name contains `text` (case-insensitive).
+    pub async fn search(&self, text: &str) -> Result<Vec<Entity>, ClientError> {
+        self.entities(&EntityQuery {
+            name_contains: Some(text.to_owned()),
+            ..EntityQuery::default()
+        })
+        .await
+    }
+
+    /// Every stored version of an entity, in the order they were stored locally.
+    pub async fn history(&self, id: &EntityId) -> Result<Vec<StoredEntity>, ClientError> {
+        Ok(self.inner.store.history(id).await?)
+    }
+
+    /// Relationships matching a query.
+    pub async fn relationships(
+        &self,
+        query: &RelationshipQuery,
+    ) -> Result<Vec<Relationship>, ClientError> {
+        Ok(self.inner.store.relationships(query).await?)
+    }
+
+    /// Entities one edge away.
+    pub async fn neighbours(
+        &self,
+        id: &EntityId,
+        relationship_type: Option<&RelationshipType>,
+        direction: Direction,
+    ) -> Result<Vec<Neighbour>, ClientError> {
+        Ok(self
+            .inner
+            .store
+            .neighbours(id, relationship_type, direction)
+            .await?)
+    }
+
+    /// The shortest path from one entity to another, at most `max_depth` edges.
+    pub async fn path(
+        &self,
+        from: &EntityId,
+        to: &EntityId,
+        max_depth: usize,
+    ) -> Result<Option<Vec<EntityId>>, ClientError> {
+        Ok(self.inner.store.path(from, to, max_depth).await?)
+    }
+
+    /// The local graph as it was at time `at`.
+    pub async fn entities_as_of(&self, at: Timestamp) -> Result<Vec<Entity>, ClientError> {
+        Ok(self.inner.store.entities_as_of(at, None).await?)
+    }
+
+    /// Counts of the local graph.
+    pub async fn stats(&self) -> Result<GraphStats, ClientError> {
+        Ok(self.inner.store.stats().await?)
+    }
+
+    /// The local convergence digest.
+    pub async fn state_digest(&self) -> Result<String, ClientError> {
+        Ok(self.inner.store.state_digest().await?)
+    }
+
+    // ----- the seeds' vocabulary -----------------------------------------------------
+
+    /// `from → to` of every `located_in` edge; the last stored edge of an entity wins.
+    async fn located_in_map(&self) -> Result<HashMap<EntityId, EntityId>, ClientError> {
+        let edges = self
+            .inner
+            .store
+            .relationships(&RelationshipQuery {
+                relationship_type: Some(RelationshipType::LocatedIn),
+                ..RelationshipQuery::default()
+            })
+            .await?;
+        Ok(edges
+            .into_iter()
+            .map(|r| (r.from_entity_id, r.to_entity_id))
+            .collect())
+    }
+
+    async fn container_of(&self, id: &EntityId) -> Result<Option<EntityId>, ClientError> {
+        let edges = self
+            .inner
+            .store
+            .relationships(&RelationshipQuery {
+                from_entity_id: Some(id.clone()),
+                relationship_type: Some(RelationshipType::LocatedIn),
+                ..RelationshipQuery::default()
+            })
+            .await?;
+        Ok(edges.into_iter().last().map(|r| r.to_entity_id))
+    }
+
+    /// The home (the first by name when there are several), if any.
+    pub async fn get_home(&self) -> Result<Option<Home>, ClientError> {
+        Ok(self.get_homes().await?.into_iter().next())
+    }
+
+    /// The seeds' name for [`Self::get_home`].
+    pub async fn get_house(&self) -> Result<Option<Home>, ClientError> {
+        self.get_home().await
+    }
+
+    /// Every home.
+    pub async fn get_homes(&self) -> Result<Vec<Home>, ClientError> {
+        Ok(self
+            .entities_of_type(EntityType::Home)
+            .await?
+            .into_iter()
+            .map(Home::from)
+            .collect())
+    }
+
+    /// Creates a home.
+    pub async fn create_home(&self, name: &str) -> Result<Home, ClientError> {
+        Ok(self
+            .create_entity(EntityType::Home, name, JsonObject::new())
+            .await?
+            .into())
+    }
+
+    /// Renames a home and/or replaces its content.
+    pub async fn update_home(
+        &self,
+        id: &EntityId,
+        name: Option<&str>,
+        content: Option<JsonObject>,
+    ) -> Result<Home, ClientError> {
+        self.live(id, &EntityType::Home).await?;
+        Ok(self.update_entity(id, name, content).await?.into())
+    }
+
+    /// Deletes a home.
+    pub async fn delete_home(&self, id: &EntityId) -> Result<(), ClientError> {
+        self.live(id, &EntityType::Home).await?;
+        self.delete_entity(id).await.map(drop)
+    }
+
+    /// Every room.
+    pub async fn get_rooms(&self) -> Result<Vec<Room>, ClientError> {
+        let map = self.located_in_map().await?;
+        Ok(self
+            .entities_of_type(EntityType::Room)
+            .await?
+            .into_iter()
+            .map(|e| {
+                let home = map.get(&e.id).cloned();
+                Room::from_entity(e, home)
+            })
+            .collect())
+    }
+
+    /// The rooms of one home.
+    pub async fn get_rooms_in_home(&self, home_id: &EntityId) -> Result<Vec<Room>, ClientError> {
+        let mut rooms = self.get_rooms().await?;
+        rooms.retain(|r| r.home_id.as_ref() == Some(home_id));
+        Ok(rooms)
+    }
+
+    /// One room.
+    pub async fn get_room(&self, id: &EntityId) -> Result<Room, ClientError> {
+        let e = self.live(id, &EntityType::Room).await?;
+        let home = self.container_of(id).await?;
+        Ok(Room::from_entity(e, home))
+    }
+
+    /// Creates a room located in a home.
+    pub async fn create_room(
+        &self,
+        home_id: &EntityId,
+        name: &str,
+        floor: Option<i64>,
+    ) -> Result<Room, ClientError> {
+        self.live(home_id, &EntityType::Home).await?;
+        let mut content = JsonObject::new();
+        if let Some(f) = floor {
+            content.insert(FLOOR_KEY.into(), Value::from(f));
+        }
+        let e = self.create_entity(EntityType::Room, name, content).await?;
+        self.relate(
+            &e.id,
+            home_id,
+            RelationshipType::LocatedIn,
+            JsonObject::new(),
+        )
+        .await?;
+        Ok(Room::from_entity(e, Some(home_id.clone())))
+    }
+
+    /// Renames a room and/or replaces its content.
+    pub async fn update_room(
+        &self,
+        id: &EntityId,
+        name: Option<&str>,
+        content: Option<JsonObject>,
+    ) -> Result<Room, ClientError> {
+        self.live(id, &EntityType::Room).await?;
+        self.update_entity(id, name, content).await?;
+        self.get_room(id).await
+    }
+
+    /// Deletes a room.
+    pub async fn delete_room(&self, id: &EntityId) -> Result<(), ClientError> {
+        self.live(id, &EntityType::Room).await?;
+        self.delete_entity(id).await.map(drop)
+    }
+
+    /// Every device.
+    pub async fn get_devices(&self) -> Result<Vec<Device>, ClientError> {
+        let map = self.located_in_map().await?;
+        Ok(self
+            .entities_of_type(EntityType::Device)
+            .await?
+            .into_iter()
+            .map(|e| {
+                let room = map.get(&e.id).cloned();
+                Device::from_entity(e, room)
+            })
+            .collect())
+    }
+
+    /// The devices of one room.
+    pub async fn get_devices_in_room(
+        &self,
+        room_id: &EntityId,
+    ) -> Result<Vec<Device>, ClientError> {
+        let mut devices = self.get_devices().await?;
+        devices.retain(|d| d.room_id.as_ref() == Some(room_id));
+        Ok(devices)
+    }
+
+    /// One device.
+    pub async fn get_device(&self, id: &EntityId) -> Result<Device, ClientError> {
+        let e = self.live(id, &EntityType::Device).await?;
+        let room = self.container_of(id).await?;
+        Ok(Device::from_entity(e, room))
+    }
+
+    /// Creates a device located in a room.
+    pub async fn create_device(
+        &self,
+        room_id: &EntityId,
+        name: &str,
+        device_type: &str,
+        manufacturer: Option<&str>,
+    ) -> Result<Device, ClientError> {
+        self.live(room_id, &EntityType::Room).await?;
+        let mut content = JsonObject::new();
+        content.insert(DEVICE_TYPE_KEY.into(), Value::from(device_type));
+        if let Some(m) = manufacturer {
+            content.insert(MANUFACTURER_KEY.into(), Value::from(m));
+        }
+        let e = self
+            .create_entity(EntityType::Device, name, content)
+            .await?;
+        self.relate(
+            &e.id,
+            room_id,
+            RelationshipType::LocatedIn,
+            JsonObject::new(),
+        )
+        .await?;
+        Ok(Device::from_entity(e, Some(room_id.clone())))
+    }
+
+    /// Renames a device and/or replaces its content.
+    pub async fn update_device(
+        &self,
+        id: &EntityId,
+        name: Option<&str>,
+        content: Option<JsonObject>,
+    ) -> Result<Device, ClientError> {
+        self.live(id, &EntityType::Device).await?;
+        self.update_entity(id, name, content).await?;
+        self.get_device(id).await
+    }
+
+    /// Moves a device to another room (a new `located_in` edge).
+    pub async fn move_device(
+        &self,
+        id: &EntityId,
+        room_id: &EntityId,
+    ) -> Result<Device, ClientError> {
+        self.live(id, &EntityType::Device).await?;
+        self.live(room_id, &EntityType::Room).await?;
+        self.relate(id, room_id, RelationshipType::LocatedIn, JsonObject::new())
+            .await?;
+        self.get_device(id).await
+    }
+
+    /// Deletes a device.
+    pub async fn delete_device(&self, id: &EntityId) -> Result<(), ClientError> {
+        self.live(id, &EntityType::Device).await?;
+        self.delete_entity(id).await.map(drop)
+    }
+
+    /// A device's state (its content).
+    pub async fn get_device_state(&self, id: &EntityId) -> Result<JsonObject, ClientError> {
+        Ok(self.live(id, &EntityType::Device).await?.content)
+    }
+
+    /// Merges keys into a device's state (a null value removes the key).
+    pub async fn update_device_state(
+        &self,
+        id: &EntityId,
+        state: JsonObject,
+    ) -> Result<Device, ClientError> {
+        self.live(id, &EntityType::Device).await?;
+        let e = self.merge_content(id, state).await?;
+        let room = self.container_of(id).await?;
+        Ok(Device::from_entity(e, room))
+    }
+
+    /// Sets one characteristic (one key of the state) of a device.
+    pub async fn update_characteristic(
+        &self,
+        device_id: &EntityId,
+        name: &str,
+        value: Value,
+    ) -> Result<Device, ClientError> {
+        if name.is_empty() {
+            return Err(ClientError::Invalid(
+                "characteristic name must not be empty".into(),
+            ));
+        }
+        let mut patch = JsonObject::new();
+        patch.insert(name.to_owned(), value);
+        self.update_device_state(device_id, patch).await
+    }
+}
+
+impl Inner {
+    pub(crate) fn user_id(&self) -> String {
+        self.user_id
+            .read()
+            .map(|u| u.clone())
+            .unwrap_or_else(|_| self.config.default_user_id.clone())
+    }
+
+    pub(crate) async fn settings(&self) -> Result<Settings, ClientError> {
+        let s = &self.store;
+        Ok(Settings {
+            server_url: non_empty(s.setting(keys::SERVER_URL).await?),
+            auth_token: non_empty(s.setting(keys::AUTH_TOKEN).await?),
+            client_id: s.setting(keys::CLIENT_ID).await?.unwrap_or_default(),
+            user_id: self.user_id(),
+            db_path: s.setting(keys::DB_PATH).await?.unwrap_or_default(),
+        })
+    }
+
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, ClientError> {
+        Ok(non_empty(self.store.setting(key).await?).and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    pub(crate) async fn set_json<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), ClientError> {
+        let json = serde_json::to_string(value).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        self.store.set_setting(key, &json).await?;
+        Ok(())
+    }
+}
+
+/// Turns a JSON value into a content object (non-objects give an empty object).
+pub fn json_object(v: Value) -> JsonObject {
+    match v {
+        Value::Object(o) => o,
+        _ => JsonObject::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_subject_of_a_reference_token() {
+        let t = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZG1pbiIsInJvbGUiOiJhZG1pbiIsInBlcm1pc3Npb25zIjpbInJlYWQiLCJ3cml0ZSIsImRlbGV0ZSIsImNvbmZpZ3VyZSJdLCJleHAiOjE3OTU5MDc0MzAsImlhdCI6MTc5NTMwMjYzMH0.ql1EBApsZrF1I3iA7KOyQiKNpJuwRPGda0tEyTVNByM";
+        assert_eq!(token_subject(t).as_deref(), Some("admin"));
+        assert_eq!(token_subject("opaque-token"), None);
+    }
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(store_url(Path::new(":memory:")), "sqlite::memory:");
+        assert_eq!(store_url(Path::new("/tmp/x.db")), "sqlite:///tmp/x.db");
+        assert_eq!(store_url(Path::new("x.db")), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,137 @@
+//! Client tuning: batch size, retry policy, timeouts, compression.
+
+use std::time::Duration;
+
+/// How failed requests are retried: exponential backoff, at most `max_retries` times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (so `max_retries + 1` requests at most).
+    pub max_retries: u32,
+    /// Wait before retry `n` (0-based); the last entry repeats.
+    pub delays: Vec<Duration>,
+}
+
+impl Default for RetryPolicy {
+    /// 5 retries after 1, 2, 4, 8 and 16 s (then 30 s, were there more).
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 5,
+            delays: [1, 2, 4, 8, 16, 30]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries: a failed request fails the sync at once.
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_retries: 0,
+            delays: vec![],
+        }
+    }
+
+    /// `max_retries` retries without waiting (for tests and local tools).
+    pub fn immediate(max_retries: u32) -> Self {
+        RetryPolicy {
+            max_retries,
+            delays: vec![Duration::ZERO],
+        }
+    }
+
+    /// The wait before retry `n` (0-based).
+    pub fn delay(&self, n: u32) -> Duration {
+        let i = (n as usize).min(self.delays.len().saturating_sub(1));
+        self.delays.get(i).copied().unwrap_or(Duration::ZERO)
+    }
+}
+
+/// How a client behaves. Start from [`ClientConfig::default`] and adjust with the `with_*`
+/// methods.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// At most this many outbox entries per request (default 1000).
+    pub batch_size: usize,
+    /// Retry policy for transport failures, 5xx, 408 and 429 answers.
+    pub retry: RetryPolicy,
+    /// Timeout of one request with the default transport (default 30 s).
+    pub request_timeout: Duration,
+    /// Gzip request bodies over 1 KB (default true). When a server refuses a gzipped body,
+    /// the client resends it uncompressed and stops compressing.
+    pub compress_requests: bool,
+    /// Events buffered per subscriber before it lags (default 4096).
+    pub event_capacity: usize,
+    /// Largest (decompressed) response body accepted (default 512 MiB).
+    pub max_response_bytes: usize,
+    /// The user id edits are made by before a login names one (default `blowing-off`).
+    pub default_user_id: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            batch_size: 1000,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(30),
+            compress_requests: true,
+            event_capacity: 4096,
+            max_response_bytes: 512 * 1024 * 1024,
+            default_user_id: "blowing-off".to_owned(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Sets the batch size (at least 1).
+    pub fn with_batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// Sets the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the request timeout of the default transport.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Turns request compression on or off.
+    pub fn with_compression(mut self, on: bool) -> Self {
+        self.compress_requests = on;
+        self
+    }
+
+    /// Sets the per-subscriber event buffer.
+    pub fn with_event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n.max(1);
+        self
+    }
+
+    /// Sets the default user id.
+    pub fn with_default_user_id(mut self, user: impl Into<String>) -> Self {
+        self.default_user_id = user.into();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_then_caps() {
+        let p = RetryPolicy::default();
+        let secs: Vec<u64> = (0..8).map(|n| p.delay(n).as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(RetryPolicy::immediate(3).delay(2), Duration::ZERO);
+        assert_eq!(RetryPolicy::none().delay(0), Duration::ZERO);
+    }
+}

@@ -1,0 +1,115 @@
+//! Typed views in the seeds' vocabulary (house/home, room, device) over graph entities.
+//!
+//! A home is a `home` entity; a room is a `room` entity `located_in` a home; a device is a
+//! `device` entity `located_in` a room, and its state is its `content`.
+
+use inbetweenies_proto::{Entity, EntityId, JsonObject, Timestamp, Version};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Content key of a room's floor.
+pub const FLOOR_KEY: &str = "floor";
+/// Content key of a device's type (e.g. `light`).
+pub const DEVICE_TYPE_KEY: &str = "device_type";
+/// Content key of a device's manufacturer.
+pub const MANUFACTURER_KEY: &str = "manufacturer";
+
+/// A home (the seeds' "house").
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Home {
+    /// Entity id.
+    pub id: EntityId,
+    /// Name.
+    pub name: String,
+    /// Free content.
+    pub content: JsonObject,
+    /// Latest version.
+    pub version: Version,
+    /// Edit time of the latest version.
+    pub updated_at: Timestamp,
+}
+
+impl From<Entity> for Home {
+    fn from(e: Entity) -> Self {
+        Home {
+            id: e.id,
+            name: e.name,
+            content: e.content,
+            version: e.version,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+/// A room of a home.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Room {
+    /// Entity id.
+    pub id: EntityId,
+    /// Name.
+    pub name: String,
+    /// The home it is located in, if any.
+    pub home_id: Option<EntityId>,
+    /// Floor number, if set.
+    pub floor: Option<i64>,
+    /// Free content.
+    pub content: JsonObject,
+    /// Latest version.
+    pub version: Version,
+    /// Edit time of the latest version.
+    pub updated_at: Timestamp,
+}
+
+impl Room {
+    pub(crate) fn from_entity(e: Entity, home_id: Option<EntityId>) -> Self {
+        Room {
+            floor: e.content.get(FLOOR_KEY).and_then(Value::as_i64),
+            id: e.id,
+            name: e.name,
+            home_id,
+            content: e.content,
+            version: e.version,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+/// A device; its state is its content.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Device {
+    /// Entity id.
+    pub id: EntityId,
+    /// Name.
+    pub name: String,
+    /// The room it is located in, if any.
+    pub room_id: Option<EntityId>,
+    /// Device type (e.g. `light`), if set.
+    pub device_type: Option<String>,
+    /// Manufacturer, if set.
+    pub manufacturer: Option<String>,
+    /// The device's state: its whole content.
+    pub state: JsonObject,
+    /// Latest version.
+    pub version: Version,
+    /// Edit time of the latest version.
+    pub updated_at: Timestamp,
+}
+
+impl Device {
+    pub(crate) fn from_entity(e: Entity, room_id: Option<EntityId>) -> Self {
+        let text = |k: &str| e.content.get(k).and_then(Value::as_str).map(str::to_owned);
+        Device {
+            device_type: text(DEVICE_TYPE_KEY),
+            manufacturer: text(MANUFACTURER_KEY),
+            id: e.id,
+            name: e.name,
+            room_id,
+            state: e.content,
+            version: e.version,
+            updated_at: e.updated_at,
+        }
+    }
+}

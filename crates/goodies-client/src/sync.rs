@@ -1,0 +1,440 @@
+//! The sync engine: push the outbox, pull every page, apply each page atomically, report.
+//!
+//! One sync is a series of `POST /api/v1/sync/` round trips, each `sync_type: "delta"`:
+//!
+//! 1. The request carries up to `batch_size` pending outbox entries (in outbox order) that
+//!    this sync has not sent yet, `filters.since` = the stored watermark (absent on the
+//!    first sync: the full state) and `cursor` = the stored cursor of an unfinished pull.
+//! 2. Each answer is applied with one [`goodies_store::ClientStore::apply_response`] call:
+//!    the outbox entries sent in that request whose id the server named are dropped, the
+//!    page is applied without overwriting any id that still has a pending edit (the
+//!    pull-guard), and the cursor — or, on the last page, the watermark (`server_time`) —
+//!    is stored in the same transaction.
+//! 3. Requests go on while entries remain unsent or the cursor is not null.
+//!
+//! A transport failure, a 5xx, a 408 or a 429 is retried with backoff; when retries run
+//! out, the sync stops, reports the error and keeps everything pending. After a sync that
+//! leaves the outbox empty without errors, the last answer's `state_digest` is compared
+//! with the local digest.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use goodies_store::{AckSet, PulledPage};
+use inbetweenies_proto::{
+    ConflictInfo, Cursor, EntityId, RelationshipId, SyncFilters, SyncRequest, SyncResponse,
+    SyncType, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::client::Inner;
+use crate::error::{ClientError, SyncError};
+use crate::events::{ClientEvent, SyncPhase};
+use crate::http::Http;
+use crate::settings::{keys, DigestCheck, LastSync, RecordedConflict, RECENT_CONFLICTS_KEPT};
+use crate::transport::Method;
+
+/// The sync endpoint.
+pub const SYNC_PATH: &str = "/api/v1/sync/";
+
+/// Upper bound on round trips in one sync (a server whose cursor never ends cannot hang a
+/// client).
+const MAX_REQUESTS: u32 = 1_000_000;
+
+/// A limit that reads the whole outbox.
+const ALL: usize = 1 << 40;
+
+/// The server's and the client's digests disagree after a quiet sync.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DigestMismatch {
+    /// The server's `state_digest`.
+    pub server: String,
+    /// The local digest.
+    pub local: String,
+}
+
+/// What one [`crate::BlowingOffClient::sync`] did.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct SyncResult {
+    /// Entity versions pushed and acknowledged, plus entity versions pulled that became
+    /// latest locally.
+    pub synced_entities: u64,
+    /// Outbox entries sent (counting each once).
+    pub pushed: u64,
+    /// Outbox entries the server acknowledged (and that were dropped).
+    pub acknowledged: u64,
+    /// Pulled entity versions that became latest locally.
+    pub pulled_entities: u64,
+    /// Pulled relationships stored locally.
+    pub pulled_relationships: u64,
+    /// Pulled versions kept aside because the id had a pending local edit.
+    pub deferred: u64,
+    /// Conflicts the server decided over our pushed changes.
+    pub conflicts_resolved: u64,
+    /// Those conflicts.
+    pub conflicts: Vec<ConflictInfo>,
+    /// Problems met; everything not acknowledged stays pending.
+    pub errors: Vec<SyncError>,
+    /// Wall time of the whole sync.
+    pub duration: Duration,
+    /// Round trips made (retries not counted).
+    pub requests: u32,
+    /// Retries made.
+    pub retries: u32,
+    /// Outbox entries still pending afterwards.
+    pub pending: u64,
+    /// The stored watermark afterwards.
+    pub watermark: Option<Timestamp>,
+    /// The digest comparison, when one was made (quiet syncs only).
+    pub digest: Option<DigestCheck>,
+    /// Set when the digests disagreed.
+    pub digest_mismatch: Option<DigestMismatch>,
+}
+
+impl SyncResult {
+    /// Whether the sync finished without errors and without a digest mismatch.
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty() && self.digest_mismatch.is_none()
+    }
+
+    /// Whether every error is the server being unreachable.
+    pub fn is_unreachable(&self) -> bool {
+        !self.errors.is_empty() && self.errors.iter().all(SyncError::is_unreachable)
+    }
+
+    /// A short summary (as events carry it).
+    pub fn summary(&self) -> SyncSummary {
+        SyncSummary {
+            ok: self.is_ok(),
+            synced_entities: self.synced_entities,
+            conflicts_resolved: self.conflicts_resolved,
+            pending: self.pending,
+            errors: self.errors.iter().map(|e| error_chain(e)).collect(),
+            duration: self.duration,
+        }
+    }
+}
+
+/// A short summary of a finished sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncSummary {
+    /// No errors, no digest mismatch.
+    pub ok: bool,
+    /// See [`SyncResult::synced_entities`].
+    pub synced_entities: u64,
+    /// See [`SyncResult::conflicts_resolved`].
+    pub conflicts_resolved: u64,
+    /// Outbox entries still pending.
+    pub pending: u64,
+    /// Error messages with their causes.
+    pub errors: Vec<String>,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// An error's message followed by its causes, `: `-separated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl Inner {
+    /// Runs one sync (serialised with any other sync of this client).
+    pub(crate) async fn sync(&self) -> Result<SyncResult, ClientError> {
+        let _running = self.sync_lock.lock().await;
+        self.events.emit(ClientEvent::SyncStarted);
+        let started = Instant::now();
+        let mut result = SyncResult::default();
+        let outcome = self.sync_rounds(&mut result).await;
+        result.duration = started.elapsed();
+        match outcome {
+            Ok(()) => {
+                self.record_sync(&result).await?;
+                if let Some(m) = &result.digest_mismatch {
+                    self.events.emit(ClientEvent::DigestMismatch {
+                        server: m.server.clone(),
+                        local: m.local.clone(),
+                    });
+                }
+                self.events
+                    .emit(ClientEvent::SyncFinished(result.summary()));
+                Ok(result)
+            }
+            Err(e) => {
+                self.events.emit(ClientEvent::SyncFailed {
+                    message: error_chain(&e),
+                });
+                // Keep what the failed sync learnt (conflicts) and say it failed.
+                let failed = LastSync {
+                    at: Timestamp::now(),
+                    ok: false,
+                    synced_entities: result.synced_entities,
+                    conflicts_resolved: result.conflicts_resolved,
+                    errors: vec![error_chain(&e)],
+                    duration_ms: result.duration.as_millis() as u64,
+                };
+                if let Ok(json) = serde_json::to_string(&failed) {
+                    let _ = self.store.set_setting(keys::LAST_SYNC, &json).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn sync_rounds(&self, res: &mut SyncResult) -> Result<(), ClientError> {
+        let settings = self.settings().await?;
+        let base_url = settings
+            .server_url
+            .clone()
+            .ok_or(ClientError::NotConnected)?;
+        let http = Http {
+            transport: self.transport.as_ref(),
+            base_url: &base_url,
+            token: settings.auth_token.as_deref(),
+            config: &self.config,
+            compress: &self.compress,
+        };
+        let batch_size = self.config.batch_size.max(1);
+        let total_pending = self.store.pending_count().await?;
+        let mut sent: HashSet<i64> = HashSet::new();
+        let mut pulling = false;
+        let mut pulled_so_far: u64 = 0;
+        let mut last: Option<(Option<String>, Timestamp)> = None; // (state_digest, server_time)
+        let mut not_acked_entities: Vec<EntityId> = Vec::new();
+        let mut not_acked_rels: Vec<RelationshipId> = Vec::new();
+        let mut last_cursor_sent: Option<String> = None;
+        let listening = self.events.has_listeners();
+
+        loop {
+            // The next batch: pending entries this sync has not sent yet, in outbox order.
+            let batch: Vec<_> = self
+                .store
+                .pending(batch_size + sent.len())
+                .await?
+                .into_iter()
+                .filter(|e| !sent.contains(&e.position))
+                .take(batch_size)
+                .collect();
+            if res.requests > 0 && batch.is_empty() && !pulling {
+                break;
+            }
+            if res.requests >= MAX_REQUESTS {
+                res.errors
+                    .push(SyncError::InvalidResponse(std::sync::Arc::from(Box::<
+                        dyn std::error::Error + Send + Sync,
+                    >::from(
+                        "the server kept paging past the request limit",
+                    ))));
+                break;
+            }
+            let state = self.store.sync_state().await?;
+            let mut request = SyncRequest::new(
+                settings.client_id.clone(),
+                settings.user_id.clone(),
+                SyncType::Delta,
+            );
+            request.changes = batch.iter().map(|e| e.change.clone()).collect();
+            if state.watermark.is_some() {
+                request.filters = Some(SyncFilters {
+                    since: state.watermark,
+                    ..SyncFilters::default()
+                });
+            }
+            request.cursor = state.cursor.clone().map(Cursor);
+            let positions: Vec<i64> = batch.iter().map(|e| e.position).collect();
+
+            let response: SyncResponse = match http
+                .call(Method::Post, SYNC_PATH, Some(&request), &mut res.retries)
+                .await
+            {
+                Ok(r) => r,
+                Err(failure) => {
+                    if !positions.is_empty() {
+                        self.store.mark_attempted(&positions).await?;
+                    }
+                    res.errors.push(failure.into_sync_error()?);
+                    break;
+                }
+            };
+            res.requests += 1;
+            res.pushed += positions.len() as u64;
+            sent.extend(positions.iter().copied());
+
+            // A server that hands back the cursor it was given with nothing new never ends.
+            if let (Some(c), Some(prev)) = (&response.cursor, &last_cursor_sent) {
+                if &c.0 == prev && response.changes.is_empty() && batch.is_empty() {
+                    res.errors
+                        .push(SyncError::InvalidResponse(std::sync::Arc::from(Box::<
+                            dyn std::error::Error + Send + Sync,
+                        >::from(
+                            format!(
+                            "the server returned the same cursor {prev:?} without progress"
+                        )
+                        ))));
+                    break;
+                }
+            }
+            last_cursor_sent = response.cursor.as_ref().map(|c| c.0.clone());
+
+            // Acknowledgements: count them, and remember what was sent but not named.
+            let acked_entities: HashSet<&EntityId> = response.applied.iter().collect();
+            let acked_rels: HashSet<&RelationshipId> =
+                response.applied_relationships.iter().collect();
+            for entry in &batch {
+                let acked = match (&entry.change.entity, entry.relationship_id()) {
+                    (Some(e), _) => acked_entities.contains(&e.id),
+                    (None, Some(r)) => acked_rels.contains(r),
+                    (None, None) => false,
+                };
+                if acked {
+                    res.acknowledged += 1;
+                    if entry.change.entity.is_some() {
+                        res.synced_entities += 1;
+                    }
+                } else if let Some(e) = &entry.change.entity {
+                    not_acked_entities.push(e.id.clone());
+                } else if let Some(r) = entry.relationship_id() {
+                    not_acked_rels.push(r.clone());
+                }
+            }
+
+            let acks = AckSet {
+                sent_positions: positions,
+                entities: response.applied.clone(),
+                relationships: response.applied_relationships.clone(),
+                // A push that lost converges: the store makes the winner latest again
+                // when it holds it and the id has nothing pending.
+                resolved_versions: response
+                    .conflicts
+                    .iter()
+                    .map(|c| (c.entity_id.clone(), c.resolved_version.clone()))
+                    .collect(),
+            };
+            let page_len = response.changes.len() as u64;
+            let page = PulledPage {
+                changes: response.changes,
+                cursor: response.cursor.map(|c| c.0),
+                server_time: response.server_time,
+            };
+            let report = self.store.apply_response(&acks, &page).await?;
+            pulling = page.cursor.is_some();
+            pulled_so_far += page_len;
+
+            res.pulled_entities += report.entities_applied.len() as u64;
+            res.synced_entities += report.entities_applied.len() as u64;
+            res.pulled_relationships += report.relationships_applied.len() as u64;
+            res.deferred += report.entities_guarded.len() as u64;
+            res.conflicts_resolved += response.conflicts.len() as u64;
+            if listening {
+                for id in report.entities_applied {
+                    self.events.emit(ClientEvent::EntityChangedBySync { id });
+                }
+                for id in report.entities_guarded {
+                    self.events.emit(ClientEvent::RemoteChangeDeferred { id });
+                }
+                for c in &response.conflicts {
+                    self.events.emit(ClientEvent::ConflictDecided(c.clone()));
+                }
+                if !batch.is_empty() {
+                    self.events.emit(ClientEvent::Progress {
+                        phase: SyncPhase::Push,
+                        done: res.pushed,
+                        total: Some(total_pending.max(res.pushed)),
+                    });
+                }
+                self.events.emit(ClientEvent::Progress {
+                    phase: SyncPhase::Pull,
+                    done: pulled_so_far,
+                    total: (!pulling).then_some(pulled_so_far),
+                });
+            }
+            res.conflicts.extend(response.conflicts);
+            last = Some((response.state_digest, response.server_time));
+        }
+
+        // Entries acknowledged by a later request are not missing.
+        let pending_ids: HashSet<EntityId> = self.store.pending_ids().await?.into_iter().collect();
+        not_acked_entities.retain(|id| pending_ids.contains(id));
+        not_acked_entities.sort();
+        not_acked_entities.dedup();
+        if !not_acked_rels.is_empty() {
+            let still: HashSet<RelationshipId> = self
+                .store
+                .pending(ALL)
+                .await?
+                .iter()
+                .filter_map(|e| e.relationship_id().cloned())
+                .collect();
+            not_acked_rels.retain(|r| still.contains(r));
+            not_acked_rels.sort();
+            not_acked_rels.dedup();
+        }
+        if !not_acked_entities.is_empty() || !not_acked_rels.is_empty() {
+            res.errors.push(SyncError::NotAcknowledged {
+                entity_ids: not_acked_entities,
+                relationship_ids: not_acked_rels,
+            });
+        }
+
+        let complete = res.errors.is_empty() && !pulling;
+
+        res.pending = self.store.pending_count().await?;
+        res.watermark = self.store.sync_state().await?.watermark;
+        if let (true, 0, Some((Some(server), _))) = (complete, res.pending, &last) {
+            let local = self.store.state_digest().await?;
+            let check = DigestCheck {
+                at: Timestamp::now(),
+                server: server.clone(),
+                local: local.clone(),
+            };
+            if !check.matches() {
+                tracing::warn!(%server, %local, "state digest mismatch after sync");
+                res.digest_mismatch = Some(DigestMismatch {
+                    server: server.clone(),
+                    local,
+                });
+            }
+            res.digest = Some(check);
+        }
+        Ok(())
+    }
+
+    async fn record_sync(&self, res: &SyncResult) -> Result<(), ClientError> {
+        let last = LastSync {
+            at: Timestamp::now(),
+            ok: res.is_ok(),
+            synced_entities: res.synced_entities,
+            conflicts_resolved: res.conflicts_resolved,
+            errors: res.errors.iter().map(|e| error_chain(e)).collect(),
+            duration_ms: res.duration.as_millis() as u64,
+        };
+        self.set_json(keys::LAST_SYNC, &last).await?;
+        if let Some(d) = &res.digest {
+            self.set_json(keys::LAST_DIGEST_CHECK, d).await?;
+        }
+        if !res.conflicts.is_empty() {
+            let mut all: Vec<RecordedConflict> = self
+                .get_json(keys::RECENT_CONFLICTS)
+                .await?
+                .unwrap_or_default();
+            let now = Timestamp::now();
+            all.extend(res.conflicts.iter().map(|c| RecordedConflict {
+                at: now,
+                conflict: c.clone(),
+            }));
+            let excess = all.len().saturating_sub(RECENT_CONFLICTS_KEPT);
+            all.drain(..excess);
+            self.set_json(keys::RECENT_CONFLICTS, &all).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! The HTTP transport behind the client: a small object-safe trait in plain types, and
+//! the default implementation over hyper.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::TransportError;
+
+/// An HTTP method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Method {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+}
+
+impl Method {
+    /// The method's name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request as the client hands it to a [`Transport`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// The method.
+    pub method: Method,
+    /// The absolute URL.
+    pub url: String,
+    /// Headers, in order (names in lowercase).
+    pub headers: Vec<(String, String)>,
+    /// The body (possibly gzipped: see the `content-encoding` header).
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+/// An answer as a [`Transport`] returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body as received (the client decompresses gzip itself).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Sends one HTTP request and returns the answer, whatever its status.
+///
+/// An error means no answer arrived (connection refused, timeout, connection reset): the
+/// client then retries with backoff. An app can bring its own implementation (another
+/// HTTP stack, TLS, a proxy, a recorder); [`HyperTransport`] is the default.
+#[async_trait]
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// Sends the request.
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
+}
+
+/// The default transport: hyper's pooled HTTP/1.1 client over plain TCP.
+///
+/// Plain `http://` only; TLS is not built in (bring a [`Transport`] for `https://`).
+/// Every request is bounded by the timeout (default 30 s).
+pub struct HyperTransport {
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for HyperTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HyperTransport")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for HyperTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HyperTransport {
+    /// The default request timeout.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A transport with the default timeout.
+    pub fn new() -> Self {
+        Self::with_timeout(Self::DEFAULT_TIMEOUT)
+    }
+
+    /// A transport whose requests time out after `timeout`.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        HyperTransport { client, timeout }
+    }
+
+    /// The request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+#[async_trait]
+impl Transport for HyperTransport {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let uri: hyper::Uri = request
+            .url
+            .parse()
+            .map_err(|_| TransportError::InvalidUrl(request.url.clone()))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(TransportError::Unsupported(
+                    "https is not supported by the built-in transport; supply your own Transport"
+                        .into(),
+                ))
+            }
+            _ => return Err(TransportError::InvalidUrl(request.url.clone())),
+        }
+        let method = match request.method {
+            Method::Get => hyper::Method::GET,
+            Method::Post => hyper::Method::POST,
+        };
+        let mut builder = hyper::Request::builder().method(method).uri(uri);
+        for (k, v) in &request.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let req = builder
+            .body(Full::new(Bytes::from(request.body)))
+            .map_err(|e| TransportError::InvalidUrl(format!("{}: {e}", request.url)))?;
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    TransportError::Connect(Box::new(e))
+                } else {
+                    TransportError::Http(Box::new(e))
+                }
+            })?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| TransportError::Http(Box::new(e)))?
+                .to_bytes();
+            let headers = parts
+                .headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    v.to_str()
+                        .ok()
+                        .map(|v| (k.as_str().to_owned(), v.to_owned()))
+                })
+                .collect();
+            Ok(HttpResponse {
+                status: parts.status.as_u16(),
+                headers,
+                body: body.to_vec(),
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout(self.timeout)),
+        }
+    }
+}
