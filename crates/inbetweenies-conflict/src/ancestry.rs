@@ -93,65 +93,109 @@ impl<A: Ancestry + ?Sized> Ancestry for &A {
 /// DAG, looking at most `max_visits` versions on each side.
 ///
 /// Each side's ancestors (itself included) are walked breadth-first through
-/// `ancestry`; versions the lookup does not know end that path. Of the
-/// versions both walks reach, the one with the latest `updated_at` (then the
-/// greatest version string) is returned, so the answer does not depend on
-/// the order of the arguments. `None` when the walks never meet.
+/// `ancestry`, each version looked up once; versions the lookup does not
+/// know end that path. Of the versions both walks reach, the one with the
+/// latest `updated_at` (then the greatest version string) is returned, so
+/// the answer does not depend on the order of the arguments. `None` when
+/// the walks never meet.
 pub fn common_ancestor(
     a: &Entity,
     b: &Entity,
     ancestry: &dyn Ancestry,
     max_visits: usize,
 ) -> Option<Entity> {
-    let a_side = walk(a, ancestry, max_visits, None);
-    let common = walk(b, ancestry, max_visits, Some(&a_side));
-    common.into_values().max_by(|x, y| {
-        x.updated_at
-            .cmp(&y.updated_at)
-            .then_with(|| x.version.cmp(&y.version))
-    })
+    let mut walker = Walker {
+        a,
+        b,
+        ancestry,
+        looked_up: HashMap::new(),
+    };
+    let a_side = walker.walk(a, max_visits, None);
+    let common = walker.walk(b, max_visits, Some(&a_side));
+    let best = common
+        .iter()
+        .filter_map(|v| walker.get(v))
+        .max_by(|x, y| {
+            x.updated_at
+                .cmp(&y.updated_at)
+                .then_with(|| x.version.cmp(&y.version))
+        })?
+        .version
+        .clone();
+    if best == a.version {
+        Some(a.clone())
+    } else if best == b.version {
+        Some(b.clone())
+    } else {
+        walker.looked_up.remove(&best).flatten()
+    }
 }
 
-/// Walks `start`'s ancestors breadth-first. Without `stop_at`, returns every
-/// version reached. With it, returns only the versions reached that are in
-/// `stop_at`, and does not walk past them (their ancestors are older
-/// common ancestors).
-fn walk(
-    start: &Entity,
-    ancestry: &dyn Ancestry,
-    max_visits: usize,
-    stop_at: Option<&HashMap<Version, Entity>>,
-) -> HashMap<Version, Entity> {
-    let mut out = HashMap::new();
-    let mut seen: HashSet<Version> = HashSet::new();
-    let mut queue: VecDeque<Entity> = VecDeque::new();
-    seen.insert(start.version.clone());
-    queue.push_back(start.clone());
-    let mut visits = 0usize;
-    while let Some(e) = queue.pop_front() {
-        visits += 1;
-        if let Some(stop) = stop_at {
-            if stop.contains_key(&e.version) {
-                out.insert(e.version.clone(), e);
+/// Walks ancestors, looking each version up at most once.
+struct Walker<'a> {
+    a: &'a Entity,
+    b: &'a Entity,
+    ancestry: &'a dyn Ancestry,
+    looked_up: HashMap<Version, Option<Entity>>,
+}
+
+impl Walker<'_> {
+    fn get(&self, v: &Version) -> Option<&Entity> {
+        if *v == self.a.version {
+            Some(self.a)
+        } else if *v == self.b.version {
+            Some(self.b)
+        } else {
+            self.looked_up.get(v).and_then(Option::as_ref)
+        }
+    }
+
+    fn ensure(&mut self, v: &Version) -> bool {
+        if *v == self.a.version || *v == self.b.version {
+            return true;
+        }
+        if !self.looked_up.contains_key(v) {
+            let found = self.ancestry.version(v);
+            self.looked_up.insert(v.clone(), found);
+        }
+        matches!(self.looked_up.get(v), Some(Some(_)))
+    }
+
+    /// Walks `start`'s ancestors breadth-first. Without `stop_at`, returns
+    /// every version reached. With it, returns only the versions reached
+    /// that are in `stop_at`, and does not walk past them (their ancestors
+    /// are older common ancestors).
+    fn walk(
+        &mut self,
+        start: &Entity,
+        max_visits: usize,
+        stop_at: Option<&HashSet<Version>>,
+    ) -> HashSet<Version> {
+        let mut out = HashSet::new();
+        let mut seen: HashSet<Version> = HashSet::new();
+        let mut queue: VecDeque<Version> = VecDeque::new();
+        seen.insert(start.version.clone());
+        queue.push_back(start.version.clone());
+        let mut visits = 0usize;
+        while let Some(v) = queue.pop_front() {
+            visits += 1;
+            let is_common = stop_at.is_some_and(|stop| stop.contains(&v));
+            if stop_at.is_none() || is_common {
+                out.insert(v.clone());
+            }
+            if is_common || visits >= max_visits {
                 continue;
             }
-        }
-        if visits >= max_visits {
-            if stop_at.is_none() {
-                out.insert(e.version.clone(), e);
-            }
-            break;
-        }
-        for p in &e.parent_versions {
-            if seen.insert(p.clone()) {
-                if let Some(pe) = ancestry.version(p) {
-                    queue.push_back(pe);
+            let parents = match self.get(&v) {
+                Some(e) => e.parent_versions.clone(),
+                None => continue,
+            };
+            for p in parents {
+                if seen.insert(p.clone()) && self.ensure(&p) {
+                    queue.push_back(p);
                 }
             }
         }
-        if stop_at.is_none() {
-            out.insert(e.version.clone(), e);
-        }
+        out
     }
-    out
 }
