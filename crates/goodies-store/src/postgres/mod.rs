@@ -1,0 +1,222 @@
+//! The PostgreSQL server store (feature `postgres`): one database shared by any number of server processes.
+//!
+//! [`PgStore`] implements [`GraphRead`](crate::GraphRead) and
+//! [`ServerStore`](crate::ServerStore) with the behaviour set out in
+//! `SEMANTICS.md`. Open it with [`PgStore::connect`] (or through
+//! `open_server_store` with a `postgres://` URL); the embedded schema
+//! migrations are applied on connect, under a session advisory lock so that
+//! several processes starting at once migrate exactly once.
+//!
+//! # Sequence numbers and the late-commit trap
+//!
+//! Every inserted row (entity version or relationship) gets the next number
+//! of one sequence space, and the change feed pages by it (`seq > cursor`)
+//! or by receipt time (`received_at > since`). With several writers a plain
+//! read of that kind is wrong: transaction A takes sequence N, transaction B
+//! takes N+1 and commits, a reader pages past N+1, then A commits — and the
+//! reader never sees row N. This store rules that out by making commits
+//! happen in sequence order:
+//!
+//! - Every write transaction (a push, a manual resolution) first takes
+//!   `pg_advisory_xact_lock(WRITE_LOCK)`, exclusive and held until COMMIT or
+//!   ROLLBACK. Only then does it read the counters in the one-row
+//!   `goodies_meta` table and hand out sequence numbers (last + 1, …) and
+//!   receipt times (`max(database clock, last + 1 µs)`, then + 1 µs per row,
+//!   so `received_at` grows strictly with `seq`). Since the lock is the
+//!   database's, this holds across every pool and every server process.
+//! - A change-feed read runs in a READ COMMITTED transaction that first
+//!   takes `pg_advisory_xact_lock_shared(WRITE_LOCK)` and then runs ONE
+//!   statement that reads the page and the database clock. While the shared
+//!   lock is held no writer sits between taking its numbers and committing,
+//!   so the rows the statement sees are a prefix of the sequence order, and
+//!   any row committed later gets a larger sequence number and a later
+//!   receipt time than anything the page saw. `server_time` is that clock
+//!   minus 1 µs, so a row committed later is received strictly after it.
+//!
+//! Readers wait only for a writer that is already running, and writers wait
+//! only for readers in the middle of their one page read.
+//!
+//! # Blobs
+//!
+//! Blob bytes are stored in the database (`bytea`, uncompressed out-of-line
+//! storage so a ranged read fetches only the chunks it needs), so every
+//! server process sees every blob. A blob is addressed by the lowercase hex
+//! SHA-256 of its bytes; metadata rows tie it to entities.
+//!
+//! # Other notes
+//!
+//! - Times are stored as microseconds since the Unix epoch; ids and versions
+//!   use the `"C"` collation, so ordering by id (digests,
+//!   [`latest_versions`](crate::GraphRead::latest_versions)) is byte order.
+//! - Pushes are written with one multi-row `INSERT … SELECT FROM UNNEST(…)`
+//!   per table; lookups before planning are batched the same way.
+//! - The state digest is cached in memory keyed by the store's highest
+//!   sequence number, read in the same snapshot as the rows it covers, so an
+//!   unchanged store costs one indexed read and every process sees the
+//!   others' writes.
+//! - No sqlx type leaves this module: errors become [`StoreError`] with the
+//!   sqlx error as their source.
+
+mod read;
+mod rows;
+mod write;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions as _, Connection as _, PgPool, Postgres, Transaction};
+
+use crate::error::{Result, StoreError};
+use crate::types::{Seq, StoreOptions};
+
+/// The advisory lock key every write transaction takes exclusively and every
+/// change-feed read takes shared (`b"goodiesW"`).
+const WRITE_LOCK: i64 = 0x676f_6f64_6965_7357;
+
+/// The advisory lock key held while migrating (`b"goodiesM"`).
+const MIGRATION_LOCK: i64 = 0x676f_6f64_6965_734d;
+
+/// Default pool size when the options name none.
+const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+static MIGRATOR: Migrator = sqlx::migrate!("src/postgres/migrations");
+
+/// A server store on PostgreSQL. Cheap to share behind an `Arc`; several
+/// instances (in one process or many) may use the same database at once.
+#[derive(Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    opts: StoreOptions,
+    /// The last computed state digest and the highest sequence number it covers.
+    digest: tokio::sync::Mutex<Option<(Seq, String)>>,
+}
+
+/// Wraps a sqlx error as a database error (sqlx stays the source, never the type).
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::database(e)
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…`), applies the embedded migrations and
+    /// returns the store.
+    pub async fn connect(url: &str, opts: StoreOptions) -> Result<PgStore> {
+        let connect_opts: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Connect(Box::new(e)))?;
+        migrate(&connect_opts).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(
+                opts.max_connections
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+                    .max(1),
+            )
+            .connect_with(connect_opts)
+            .await
+            .map_err(|e| StoreError::Connect(Box::new(e)))?;
+        tracing::debug!(target: "goodies_store::postgres", "connected and migrated");
+        Ok(PgStore {
+            pool,
+            opts,
+            digest: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Closes the pool (waits for connections in use to come back).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction: takes the exclusive write lock, then reads
+    /// the counters (only valid while the lock is held).
+    async fn begin_write(&self) -> Result<WriteTxn> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let (last_seq, last_received, now): (i64, i64, i64) =
+            sqlx::query_as("SELECT last_seq, last_received_at, goodies_now_us() FROM goodies_meta")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        let base_received = now.max(last_received.saturating_add(1));
+        Ok(WriteTxn {
+            tx,
+            last_seq,
+            base_received,
+            used: 0,
+        })
+    }
+}
+
+/// A write transaction holding the exclusive write lock, handing out
+/// sequence numbers and receipt times in order.
+struct WriteTxn {
+    tx: Transaction<'static, Postgres>,
+    /// The highest sequence number committed before this transaction.
+    last_seq: i64,
+    /// The receipt time of this transaction's first row (µs); also its "now".
+    base_received: i64,
+    /// Rows numbered so far.
+    used: i64,
+}
+
+impl WriteTxn {
+    /// Takes `n` consecutive `(seq, received_at)` pairs.
+    fn take(&mut self, n: usize) -> Vec<(i64, i64)> {
+        let start = self.used;
+        self.used += n as i64;
+        (start..self.used)
+            .map(|i| (self.last_seq + 1 + i, self.base_received + i))
+            .collect()
+    }
+
+    /// The transaction's receipt time, in µs.
+    fn now_us(&self) -> i64 {
+        self.base_received
+    }
+
+    /// Stores the counters, runs the test hook and commits.
+    async fn commit(mut self, opts: &StoreOptions) -> Result<()> {
+        if self.used > 0 {
+            sqlx::query("UPDATE goodies_meta SET last_seq = $1, last_received_at = $2")
+                .bind(self.last_seq + self.used)
+                .bind(self.base_received + self.used - 1)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db)?;
+        }
+        opts.run_before_commit().await?;
+        self.tx.commit().await.map_err(db)
+    }
+}
+
+/// Applies the embedded migrations on a connection of its own, holding a
+/// session advisory lock so that concurrent connects migrate one at a time.
+async fn migrate(connect_opts: &PgConnectOptions) -> Result<()> {
+    let mut conn = connect_opts
+        .connect()
+        .await
+        .map_err(|e| StoreError::Connect(Box::new(e)))?;
+    let migration = async {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut conn)
+            .await
+            .map_err(|e| StoreError::Migration(Box::new(e)))?;
+        let run = MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(|e| StoreError::Migration(Box::new(e)));
+        let unlock = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut conn)
+            .await
+            .map_err(|e| StoreError::Migration(Box::new(e)));
+        run.and(unlock.map(|_| ()))
+    }
+    .await;
+    // Closing the connection also releases the lock if unlocking failed.
+    let _ = conn.close().await;
+    migration
+}
