@@ -21,8 +21,16 @@ mod api;
 pub mod error;
 pub mod graph;
 pub mod logic;
+mod open;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 mod types;
 
 pub use api::{ClientStore, GraphRead, ServerStore};
 pub use error::{Result, StoreError};
+pub use open::{open_client_store, open_server_store};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 pub use types::*;
