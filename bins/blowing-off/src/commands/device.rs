@@ -1,0 +1,171 @@
+//! `device list|create|state|set-state|set|delete`.
+
+use clap::Subcommand;
+use goodies_client::{BlowingOffClient, Device};
+use serde_json::Value;
+use tabled::Tabled;
+
+use crate::commands::id;
+use crate::exit::{usage, Exit};
+use crate::output::{compact, opt, Out};
+
+/// Arguments of `device`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DeviceCommand,
+}
+
+/// `device` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// List devices.
+    List {
+        /// Only the devices of this room.
+        #[arg(long)]
+        room_id: Option<String>,
+    },
+    /// Create a device in a room.
+    Create {
+        /// The room (id).
+        #[arg(long)]
+        room_id: String,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// Its type, e.g. light.
+        #[arg(long = "type")]
+        device_type: String,
+        /// Its manufacturer.
+        #[arg(long)]
+        manufacturer: Option<String>,
+    },
+    /// Show a device's state.
+    State {
+        /// The device (id).
+        id: String,
+    },
+    /// Merge keys into a device's state, e.g. '{"power": "on"}' (null removes a key).
+    SetState {
+        /// The device (id).
+        id: String,
+        /// A JSON object.
+        json: String,
+    },
+    /// Set one characteristic of a device (VALUE is JSON, or else taken as a string).
+    Set {
+        /// The device (id).
+        id: String,
+        /// The characteristic.
+        name: String,
+        /// Its value.
+        value: String,
+    },
+    /// Delete a device.
+    Delete {
+        /// The device (id).
+        id: String,
+    },
+}
+
+#[derive(Tabled)]
+struct DeviceRow {
+    id: String,
+    name: String,
+    #[tabled(rename = "type")]
+    device_type: String,
+    room: String,
+    state: String,
+}
+
+fn row(d: &Device) -> DeviceRow {
+    DeviceRow {
+        id: d.id.to_string(),
+        name: d.name.clone(),
+        device_type: opt(d.device_type.as_deref()),
+        room: opt(d.room_id.as_ref()),
+        state: compact(&d.state, 60),
+    }
+}
+
+fn print_device(out: Out, verb: &str, d: &Device) -> anyhow::Result<()> {
+    if out.json {
+        out.json(d)
+    } else {
+        println!(
+            "{verb} device {} ({}): {}",
+            d.name,
+            d.id,
+            compact(&d.state, 200)
+        );
+        Ok(())
+    }
+}
+
+/// Runs `device`.
+pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result<Exit> {
+    match a.command {
+        DeviceCommand::List { room_id } => {
+            let devices = match room_id {
+                Some(r) => client.get_devices_in_room(&id(&r)).await?,
+                None => client.get_devices().await?,
+            };
+            if out.json {
+                out.json(&devices)?;
+            } else {
+                out.table(devices.iter().map(row).collect(), "no devices");
+            }
+        }
+        DeviceCommand::Create {
+            room_id,
+            name,
+            device_type,
+            manufacturer,
+        } => {
+            let d = client
+                .create_device(&id(&room_id), &name, &device_type, manufacturer.as_deref())
+                .await?;
+            print_device(out, "created", &d)?;
+        }
+        DeviceCommand::State { id: device } => {
+            let state = client.get_device_state(&id(&device)).await?;
+            if out.json {
+                out.json(&state)?;
+            } else {
+                println!("{}", serde_json::to_string_pretty(&state)?);
+            }
+        }
+        DeviceCommand::SetState { id: device, json } => {
+            let patch = match serde_json::from_str::<Value>(&json) {
+                Ok(Value::Object(o)) => o,
+                Ok(_) => {
+                    return Err(usage(
+                        "the state must be a JSON object, e.g. '{\"power\": \"on\"}'",
+                    ))
+                }
+                Err(e) => return Err(usage(format!("the state is not valid JSON: {e}"))),
+            };
+            let d = client.update_device_state(&id(&device), patch).await?;
+            print_device(out, "updated", &d)?;
+        }
+        DeviceCommand::Set {
+            id: device,
+            name,
+            value,
+        } => {
+            let v = serde_json::from_str::<Value>(&value).unwrap_or(Value::String(value));
+            let d = client.update_characteristic(&id(&device), &name, v).await?;
+            print_device(out, "updated", &d)?;
+        }
+        DeviceCommand::Delete { id: device } => {
+            client.delete_device(&id(&device)).await?;
+            if out.json {
+                out.json(&serde_json::json!({"deleted": device}))?;
+            } else {
+                println!("deleted device {device}");
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,158 @@
+//! `sync` and `sync-daemon`.
+
+use std::time::Duration;
+
+use goodies_client::{error_chain, BlowingOffClient, ClientEvent, SyncResult};
+use serde_json::json;
+
+use crate::exit::{usage, Exit};
+use crate::output::Out;
+
+/// Arguments of `sync-daemon`.
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Seconds between syncs.
+    #[arg(long, default_value_t = 30)]
+    pub interval: u64,
+    /// Stop after this many syncs (default: run until interrupted).
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+fn result_json(r: &SyncResult) -> serde_json::Value {
+    json!({
+        "ok": r.is_ok(),
+        "synced_entities": r.synced_entities,
+        "pushed": r.pushed,
+        "acknowledged": r.acknowledged,
+        "pulled_entities": r.pulled_entities,
+        "pulled_relationships": r.pulled_relationships,
+        "deferred": r.deferred,
+        "conflicts_resolved": r.conflicts_resolved,
+        "conflicts": r.conflicts,
+        "errors": r.errors.iter().map(|e| error_chain(e)).collect::<Vec<_>>(),
+        "pending": r.pending,
+        "requests": r.requests,
+        "retries": r.retries,
+        "duration_ms": r.duration.as_secs_f64() * 1000.0,
+        "watermark": r.watermark,
+        "digest": r.digest,
+        "digest_mismatch": r.digest_mismatch,
+    })
+}
+
+/// The one-line summary of a sync.
+pub fn summary_line(r: &SyncResult) -> String {
+    format!(
+        "synced {} entities (pushed {}, pulled {} entities and {} relationships), {} conflict(s), {} error(s), {} pending, {:.0} ms",
+        r.synced_entities,
+        r.pushed,
+        r.pulled_entities,
+        r.pulled_relationships,
+        r.conflicts_resolved,
+        r.errors.len(),
+        r.pending,
+        r.duration.as_secs_f64() * 1000.0
+    )
+}
+
+fn exit_of(r: &SyncResult) -> Exit {
+    if r.is_ok() {
+        Exit::Ok
+    } else if r.is_unreachable() {
+        Exit::Unreachable
+    } else {
+        Exit::SyncErrors
+    }
+}
+
+fn print_problems(r: &SyncResult) {
+    for e in &r.errors {
+        eprintln!("error: {}", error_chain(e));
+    }
+    if let Some(m) = &r.digest_mismatch {
+        eprintln!(
+            "error: state digest mismatch after sync (server {}, local {})",
+            m.server, m.local
+        );
+    }
+}
+
+/// Runs `sync`.
+pub async fn run_once(client: &BlowingOffClient, out: Out) -> anyhow::Result<Exit> {
+    let r = client.sync().await?;
+    if out.json {
+        out.json(&result_json(&r))?;
+    } else {
+        println!("{}", summary_line(&r));
+    }
+    print_problems(&r);
+    Ok(exit_of(&r))
+}
+
+/// Runs `sync-daemon`.
+pub async fn run_daemon(
+    client: &BlowingOffClient,
+    out: Out,
+    a: DaemonArgs,
+) -> anyhow::Result<Exit> {
+    if a.interval == 0 {
+        return Err(usage("--interval must be at least 1 second"));
+    }
+    if client.settings().await?.server_url.is_none() {
+        return Err(goodies_client::ClientError::NotConnected.into());
+    }
+    let json_out = out.json;
+    let _printer = client.on_change(move |e| match e {
+        ClientEvent::SyncFinished(s) => {
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"event": "sync_finished", "ok": s.ok, "synced_entities": s.synced_entities,
+                           "conflicts_resolved": s.conflicts_resolved, "pending": s.pending,
+                           "errors": s.errors, "duration_ms": s.duration.as_secs_f64() * 1000.0})
+                );
+            } else {
+                println!(
+                    "sync: {} entities, {} conflict(s), {} error(s), {} pending, {:.0} ms",
+                    s.synced_entities,
+                    s.conflicts_resolved,
+                    s.errors.len(),
+                    s.pending,
+                    s.duration.as_secs_f64() * 1000.0
+                );
+                for err in &s.errors {
+                    eprintln!("error: {err}");
+                }
+            }
+        }
+        ClientEvent::SyncFailed { message } => eprintln!("error: sync failed: {message}"),
+        ClientEvent::DigestMismatch { server, local } => {
+            eprintln!("error: state digest mismatch (server {server}, local {local})")
+        }
+        _ => {}
+    });
+    let interval = Duration::from_secs(a.interval);
+    let stats = match a.count {
+        Some(n) => {
+            let bg = client.start_background_sync_limited(interval, n);
+            tokio::select! {
+                s = bg.wait() => s,
+                _ = tokio::signal::ctrl_c() => Default::default(),
+            }
+        }
+        None => {
+            let bg = client.start_background_sync(interval);
+            let _ = tokio::signal::ctrl_c().await;
+            bg.stop().await
+        }
+    };
+    if !json_out {
+        println!("{} sync(s), {} with errors", stats.runs, stats.failures);
+    }
+    Ok(if stats.failures > 0 {
+        Exit::SyncErrors
+    } else {
+        Exit::Ok
+    })
+}
