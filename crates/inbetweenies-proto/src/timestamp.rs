@@ -18,7 +18,9 @@ use crate::error::TimestampError;
 /// `2026-06-15T09:41:02.581234+00:00`; when read, an explicit offset is
 /// converted to UTC, a trailing `Z` or a naive timestamp (no offset) is taken
 /// as UTC, and a number is taken as seconds since the Unix epoch (milliseconds
-/// when it is larger than `2e10`), as the reference server accepts.
+/// when it is larger than `2e10`), as the reference server accepts. Years
+/// outside 0000 to 9999 (after conversion to UTC) are refused, so every value
+/// read can be written back in the wire form and read again.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(OffsetDateTime);
 
