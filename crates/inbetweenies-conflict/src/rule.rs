@@ -270,7 +270,7 @@ pub(crate) fn decide_times(server: (i64, bool, &str), client: (i64, bool, &str))
 /// The reference's `resolution_strategy` wording for a decision by the rule.
 ///
 /// `fast_forward` is not a conflict and has no wording (the reference never
-/// reports one); it returns `None`. See [`crate::resolution_wording`] for
+/// reports one); it returns `None`. See [`crate::Resolution::wording`] for
 /// every outcome.
 pub fn rule_wording(winner: Side, reason: Reason) -> Option<&'static str> {
     Some(match (reason, winner) {
