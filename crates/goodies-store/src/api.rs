@@ -1,7 +1,10 @@
 //! The storage traits, in domain terms. Backends implement them; callers hold `Arc<dyn …>`.
 
 use async_trait::async_trait;
-use inbetweenies_proto::{Entity, EntityId, EntityType, Relationship, RelationshipId, RelationshipType, Timestamp, Version};
+use inbetweenies_proto::{
+    Entity, EntityId, EntityType, Relationship, RelationshipId, RelationshipType, Timestamp,
+    Version,
+};
 
 use crate::error::Result;
 use crate::types::*;
@@ -38,11 +41,20 @@ pub trait GraphRead: Send + Sync + std::fmt::Debug {
 
     /// The shortest path of entity ids from `from` to `to` over edges in either
     /// direction, at most `max_depth` edges long (breadth-first).
-    async fn path(&self, from: &EntityId, to: &EntityId, max_depth: usize) -> Result<Option<Vec<EntityId>>>;
+    async fn path(
+        &self,
+        from: &EntityId,
+        to: &EntityId,
+        max_depth: usize,
+    ) -> Result<Option<Vec<EntityId>>>;
 
     /// The graph as it was at time `at`: per id, the last version that had become
     /// latest by then (by receipt time), tombstones left out.
-    async fn entities_as_of(&self, at: Timestamp, entity_types: Option<&[EntityType]>) -> Result<Vec<Entity>>;
+    async fn entities_as_of(
+        &self,
+        at: Timestamp,
+        entity_types: Option<&[EntityType]>,
+    ) -> Result<Vec<Entity>>;
 
     /// Counts for statistics.
     async fn stats(&self) -> Result<GraphStats>;
@@ -69,10 +81,19 @@ pub trait ServerStore: GraphRead {
     async fn max_seq(&self) -> Result<Seq>;
 
     /// Conflicts, newest first; only those with one of `statuses` when given.
-    async fn conflicts(&self, statuses: Option<&[ConflictStatus]>, limit: usize) -> Result<Vec<ConflictRecord>>;
+    async fn conflicts(
+        &self,
+        statuses: Option<&[ConflictStatus]>,
+        limit: usize,
+    ) -> Result<Vec<ConflictRecord>>;
 
     /// Resolves a pending conflict by writing a new latest version whose parents are both sides.
-    async fn resolve_conflict(&self, id: i64, resolution: ManualResolution, user_id: &str) -> Result<(ConflictRecord, Entity)>;
+    async fn resolve_conflict(
+        &self,
+        id: i64,
+        resolution: ManualResolution,
+        user_id: &str,
+    ) -> Result<(ConflictRecord, Entity)>;
 
     /// Dismisses a pending conflict: the automatic outcome stands.
     async fn dismiss_conflict(&self, id: i64) -> Result<ConflictRecord>;
@@ -87,7 +108,12 @@ pub trait ServerStore: GraphRead {
     async fn client_status(&self, device_id: &str) -> Result<Option<ClientSyncStatus>>;
 
     /// Stores blob bytes for an entity, content-addressed; storing the same bytes again is a no-op.
-    async fn put_blob(&self, entity_id: &EntityId, content_type: &str, bytes: &[u8]) -> Result<BlobMeta>;
+    async fn put_blob(
+        &self,
+        entity_id: &EntityId,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<BlobMeta>;
 
     /// Blob metadata by address.
     async fn blob_meta(&self, sha256: &str) -> Result<Option<BlobMeta>>;

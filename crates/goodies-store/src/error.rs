@@ -8,7 +8,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum StoreError {
     /// The URL names no backend this crate knows.
-    #[error("unsupported database url {0:?}: expected sqlite://PATH, sqlite::memory: or postgres://…")]
+    #[error(
+        "unsupported database url {0:?}: expected sqlite://PATH, sqlite::memory: or postgres://…"
+    )]
     UnsupportedUrl(String),
     /// The URL names a backend that was not compiled in.
     #[error("the {0} backend is not compiled in (enable the `{0}` cargo feature)")]

@@ -7,9 +7,17 @@ use crate::error::Result;
 use crate::types::Direction;
 
 /// Entities of `of_type` located in `container` (edges `x -located_in-> container`).
-pub async fn located_in(store: &dyn GraphRead, container: &EntityId, of_type: &EntityType) -> Result<Vec<Entity>> {
+pub async fn located_in(
+    store: &dyn GraphRead,
+    container: &EntityId,
+    of_type: &EntityType,
+) -> Result<Vec<Entity>> {
     let mut out: Vec<Entity> = store
-        .neighbours(container, Some(&RelationshipType::LocatedIn), Direction::Incoming)
+        .neighbours(
+            container,
+            Some(&RelationshipType::LocatedIn),
+            Direction::Incoming,
+        )
         .await?
         .into_iter()
         .map(|n| n.entity)

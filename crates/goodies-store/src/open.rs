@@ -1,0 +1,97 @@
+//! Choosing and opening a backend from a database URL.
+
+use std::sync::Arc;
+
+use crate::api::{ClientStore, ServerStore};
+use crate::error::{Result, StoreError};
+use crate::types::StoreOptions;
+
+/// What kind of database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Sqlite,
+    Postgres,
+}
+
+/// `sqlite:…` and bare paths are SQLite; `postgres://`/`postgresql://` PostgreSQL;
+/// any other `scheme://` is unsupported.
+fn scheme(url: &str) -> Result<Scheme> {
+    let s = url.trim();
+    if s.starts_with("sqlite:") {
+        return Ok(Scheme::Sqlite);
+    }
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        return Ok(Scheme::Postgres);
+    }
+    if s.is_empty() || s.contains("://") {
+        return Err(StoreError::UnsupportedUrl(url.to_owned()));
+    }
+    Ok(Scheme::Sqlite)
+}
+
+/// Opens the server's store: `sqlite://PATH` (created if missing), `sqlite::memory:`,
+/// a bare SQLite path, or `postgres://…` (feature `postgres`). Migrations run on connect.
+pub async fn open_server_store(url: &str, opts: StoreOptions) -> Result<Arc<dyn ServerStore>> {
+    match scheme(url)? {
+        Scheme::Sqlite => open_sqlite(url, opts)
+            .await
+            .map(|s| s as Arc<dyn ServerStore>),
+        Scheme::Postgres => open_postgres(url, opts).await,
+    }
+}
+
+/// Opens a client's local store (SQLite only): a bare path, `sqlite://PATH` (created
+/// if missing) or `sqlite::memory:`. Migrations run on connect.
+pub async fn open_client_store(
+    url_or_path: &str,
+    opts: StoreOptions,
+) -> Result<Arc<dyn ClientStore>> {
+    match scheme(url_or_path)? {
+        Scheme::Sqlite => open_sqlite(url_or_path, opts)
+            .await
+            .map(|s| s as Arc<dyn ClientStore>),
+        Scheme::Postgres => Err(StoreError::UnsupportedUrl(url_or_path.to_owned())),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(url: &str, opts: StoreOptions) -> Result<Arc<crate::sqlite::SqliteStore>> {
+    crate::sqlite::SqliteStore::connect(url, opts)
+        .await
+        .map(Arc::new)
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn open_sqlite(_url: &str, _opts: StoreOptions) -> Result<Arc<NoBackend>> {
+    Err(StoreError::BackendDisabled("sqlite"))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str, opts: StoreOptions) -> Result<Arc<dyn ServerStore>> {
+    crate::postgres::PgStore::connect(url, opts)
+        .await
+        .map(|s| Arc::new(s) as Arc<dyn ServerStore>)
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str, _opts: StoreOptions) -> Result<Arc<dyn ServerStore>> {
+    Err(StoreError::BackendDisabled("postgres"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes() {
+        assert_eq!(scheme("sqlite::memory:").ok(), Some(Scheme::Sqlite));
+        assert_eq!(scheme("sqlite:///tmp/x.db").ok(), Some(Scheme::Sqlite));
+        assert_eq!(scheme("data/client.db").ok(), Some(Scheme::Sqlite));
+        assert_eq!(scheme("postgresql://u@h/db").ok(), Some(Scheme::Postgres));
+        assert!(matches!(
+            scheme("mysql://h/db"),
+            Err(StoreError::UnsupportedUrl(_))
+        ));
+        assert!(matches!(scheme(""), Err(StoreError::UnsupportedUrl(_))));
+    }
+}

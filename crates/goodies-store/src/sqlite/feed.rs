@@ -1,0 +1,156 @@
+//! The change feed (`changes`, `max_seq`) and the cached convergence digest.
+
+use inbetweenies_conflict::DigestBuilder;
+use inbetweenies_proto::Timestamp;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::rows::*;
+use super::SqliteStore;
+use crate::error::{Result, StoreError};
+use crate::types::*;
+
+impl SqliteStore {
+    /// The highest sequence number handed out.
+    pub(crate) async fn last_seq(&self) -> Result<i64> {
+        sqlx::query_scalar::<_, i64>("SELECT last_seq FROM store_meta WHERE one = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::database)
+    }
+
+    /// One page of the change feed (see `ServerStore::changes`).
+    pub(crate) async fn feed_page(&self, query: &ChangeQuery) -> Result<ChangePage> {
+        let limit = query.limit.max(1);
+        let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
+        // No writer is between taking its sequence numbers and committing while we hold this.
+        let _read = self.shared.lock.read().await;
+        let mut conn = self.pool.acquire().await.map_err(StoreError::database)?;
+
+        let mut after = query
+            .after_seq
+            .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
+        if let Some(since) = query.since {
+            // received_at grows with seq: every row at or before `since` has a seq at or
+            // below the last such row's, so `since` becomes a sequence bound (index lookups).
+            for table in ["entities", "relationships"] {
+                let bound: Option<i64> = sqlx::query_scalar(&format!(
+                    "SELECT seq FROM {table} WHERE received_at <= ? ORDER BY received_at DESC LIMIT 1"
+                ))
+                .bind(since.unix_micros())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(StoreError::database)?;
+                after = after.max(bound.unwrap_or(0));
+            }
+        }
+
+        let mut records: Vec<ChangeRecord> = Vec::new();
+        if query.include_entities {
+            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+                "SELECT {ENTITY_COLS} FROM entities WHERE is_latest = 1 AND seq > "
+            ));
+            qb.push_bind(after);
+            if let Some(since) = query.since {
+                qb.push(" AND received_at > ")
+                    .push_bind(since.unix_micros());
+            }
+            if let Some(types) = &query.entity_types {
+                qb.push(" AND entity_type IN ");
+                push_in_list(&mut qb, types.iter().map(|t| t.as_str()));
+            }
+            if let Some(users) = &query.modified_by {
+                qb.push(" AND user_id IN ");
+                push_in_list(&mut qb, users.iter().map(String::as_str));
+            }
+            qb.push(" ORDER BY seq LIMIT ").push_bind(limit_i64);
+            for row in qb
+                .build()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::database)?
+            {
+                records.push(ChangeRecord::Entity(stored_entity(&row)?));
+            }
+        }
+        if query.include_relationships {
+            let mut qb: QueryBuilder<'_, Sqlite> =
+                QueryBuilder::new(format!("SELECT {REL_COLS} FROM relationships WHERE seq > "));
+            qb.push_bind(after);
+            if let Some(since) = query.since {
+                qb.push(" AND received_at > ")
+                    .push_bind(since.unix_micros());
+            }
+            if let Some(users) = &query.modified_by {
+                qb.push(" AND user_id IN ");
+                push_in_list(&mut qb, users.iter().map(String::as_str));
+            }
+            qb.push(" ORDER BY seq LIMIT ").push_bind(limit_i64);
+            for row in qb
+                .build()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::database)?
+            {
+                records.push(ChangeRecord::Relationship(stored_relationship(&row)?));
+            }
+        }
+        let server_time = Timestamp::now().saturating_add_micros(-1);
+        drop(conn);
+        drop(_read);
+
+        records.sort_by_key(ChangeRecord::seq);
+        records.truncate(limit);
+        let next_after_seq = if records.len() == limit {
+            records.last().map(ChangeRecord::seq)
+        } else {
+            None
+        };
+        Ok(ChangePage {
+            records,
+            next_after_seq,
+            server_time,
+        })
+    }
+
+    /// The digest over every id's latest row, recomputed only when the store changed.
+    pub(crate) async fn cached_digest(&self) -> Result<String> {
+        let generation = self
+            .shared
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let mut tx = self.pool.begin().await.map_err(StoreError::database)?;
+        let seq = sqlx::query_scalar::<_, i64>("SELECT last_seq FROM store_meta WHERE one = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::database)?;
+        if let Some((s, g, d)) = self
+            .digest_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            if *s == seq && *g == generation {
+                return Ok(d.clone());
+            }
+        }
+        let mut builder = DigestBuilder::new();
+        {
+            use futures::TryStreamExt as _;
+            let mut rows =
+                sqlx::query("SELECT id, version FROM entities WHERE is_latest = 1 ORDER BY id")
+                    .fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await.map_err(StoreError::database)? {
+                let id: &str = row.try_get(0).map_err(StoreError::database)?;
+                let version: &str = row.try_get(1).map_err(StoreError::database)?;
+                builder.push(id, version).map_err(|e| {
+                    StoreError::Corrupt(format!("latest rows out of id order: {e}"))
+                })?;
+            }
+        }
+        tx.commit().await.map_err(StoreError::database)?;
+        let digest = builder.finish();
+        *self.digest_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((seq, generation, digest.clone()));
+        Ok(digest)
+    }
+}

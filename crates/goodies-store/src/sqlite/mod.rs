@@ -1,0 +1,670 @@
+//! The SQLite backend: one [`SqliteStore`] type serves as the server's store and as a client's mirror.
+//!
+//! # Sequence numbers, watermarks and late commits
+//!
+//! Every inserted row (entity version or relationship) takes the next number
+//! of one sequence and a receipt time that grows strictly with it. Writes are
+//! serialised twice: in the process by a write guard on a
+//! `tokio::sync::RwLock` shared by every store opened on the same file, and
+//! in the database by `BEGIN IMMEDIATE`. The sequence number is assigned
+//! inside that transaction (from the `store_meta` row), so transactions
+//! commit in sequence order and a reader never sees sequence N+1 before N:
+//! a cursor (`seq > N`) cannot pass a row that commits later.
+//!
+//! [`ServerStore::changes`](crate::ServerStore::changes) holds the read
+//! guard while it reads the page and the clock, so no writer is between
+//! taking its numbers and committing; `server_time` is that clock minus 1 µs,
+//! and any row committed afterwards is received strictly after it.
+//!
+//! Pragmas: WAL journal, `synchronous = NORMAL`, foreign keys on, a 5 s busy
+//! timeout. `sqlite::memory:` uses one connection (its database lives as long
+//! as the store) and keeps blob bytes in a temporary directory.
+
+mod blobs;
+mod client;
+mod feed;
+mod push;
+mod rows;
+mod server;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use inbetweenies_proto::{
+    Entity, EntityId, EntityType, Relationship, RelationshipId, RelationshipType, Timestamp,
+    Version,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use tokio::sync::{RwLock, RwLockWriteGuard};
+
+use crate::api::GraphRead;
+use crate::error::{Result, StoreError};
+use crate::types::*;
+use rows::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// State shared by every store opened on one database file in this process.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Write transactions hold the write guard; `changes()` holds a read guard.
+    lock: RwLock<()>,
+    /// Bumped after every committed write (some writes change which row is latest
+    /// without a new sequence number, e.g. a client's pull).
+    generation: AtomicU64,
+}
+
+fn shared_for(path: Option<&Path>) -> Arc<Shared> {
+    static REGISTRY: OnceLock<Mutex<HashMap<PathBuf, Weak<Shared>>>> = OnceLock::new();
+    let Some(path) = path else {
+        return Arc::new(Shared::default());
+    };
+    let registry = REGISTRY.get_or_init(Default::default);
+    let mut map = registry
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    map.retain(|_, w| w.strong_count() > 0);
+    if let Some(existing) = map.get(path).and_then(Weak::upgrade) {
+        return existing;
+    }
+    let fresh = Arc::new(Shared::default());
+    map.insert(path.to_path_buf(), Arc::downgrade(&fresh));
+    fresh
+}
+
+/// A store on one SQLite database: implements [`GraphRead`],
+/// [`ServerStore`](crate::ServerStore) and [`ClientStore`](crate::ClientStore).
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    opts: StoreOptions,
+    shared: Arc<Shared>,
+    /// `(max_seq, generation, digest)` of the last digest computed.
+    digest_cache: Mutex<Option<(i64, u64, String)>>,
+    blobs: blobs::BlobDir,
+}
+
+/// Where a SQLite URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SqliteTarget {
+    /// `sqlite::memory:`.
+    Memory,
+    /// A database file.
+    File(PathBuf),
+}
+
+impl SqliteTarget {
+    /// Reads `sqlite::memory:`, `sqlite://PATH`, `sqlite:PATH` (query parameters ignored) or a bare path.
+    pub(crate) fn parse(url_or_path: &str) -> SqliteTarget {
+        let s = url_or_path.trim();
+        let rest = s
+            .strip_prefix("sqlite://")
+            .or_else(|| s.strip_prefix("sqlite:"))
+            .map(|r| r.split_once('?').map_or(r, |(p, _)| p));
+        match rest {
+            Some(":memory:") | Some("") => SqliteTarget::Memory,
+            Some(path) => SqliteTarget::File(PathBuf::from(path)),
+            None => SqliteTarget::File(PathBuf::from(s)),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at a `sqlite:` URL or bare path and migrates it.
+    pub async fn connect(url_or_path: &str, opts: StoreOptions) -> Result<SqliteStore> {
+        Self::open(SqliteTarget::parse(url_or_path), opts).await
+    }
+
+    /// Opens a fresh in-memory database.
+    pub async fn memory(opts: StoreOptions) -> Result<SqliteStore> {
+        Self::open(SqliteTarget::Memory, opts).await
+    }
+
+    pub(crate) async fn open(target: SqliteTarget, opts: StoreOptions) -> Result<SqliteStore> {
+        let base = SqliteConnectOptions::new()
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("cache_size", "-32768")
+            .pragma("temp_store", "memory");
+        let (pool, path) = match &target {
+            SqliteTarget::Memory => {
+                let options = SqliteConnectOptions::from_str("sqlite::memory:")
+                    .map_err(|e| StoreError::Connect(Box::new(e)))?
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(5));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| StoreError::Connect(Box::new(e)))?;
+                (pool, None)
+            }
+            SqliteTarget::File(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    tokio::fs::create_dir_all(parent).await?;
+                }
+                let options = base
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(opts.max_connections.unwrap_or(4).max(1))
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| StoreError::Connect(Box::new(e)))?;
+                let canonical = tokio::fs::canonicalize(path).await?;
+                (pool, Some(canonical))
+            }
+        };
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(Box::new(e)))?;
+        let blobs = blobs::BlobDir::new(opts.blob_dir.clone(), path.as_deref())?;
+        Ok(SqliteStore {
+            shared: shared_for(path.as_deref()),
+            pool,
+            opts,
+            digest_cache: Mutex::new(None),
+            blobs,
+        })
+    }
+
+    /// Starts a write transaction: takes the write guard, then `BEGIN IMMEDIATE`.
+    async fn writer(&self) -> Result<Writer<'_>> {
+        let guard = self.shared.lock.write().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::database)?;
+        let row = sqlx::query("SELECT last_seq, last_received_at FROM store_meta WHERE one = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::database)?;
+        let last_seq: i64 = row.try_get(0).map_err(StoreError::database)?;
+        let last_received: i64 = row.try_get(1).map_err(StoreError::database)?;
+        let now = Timestamp::now();
+        Ok(Writer {
+            tx,
+            _guard: guard,
+            store: self,
+            now,
+            start_seq: last_seq,
+            last_seq,
+            last_received,
+        })
+    }
+
+    fn conn_err(e: sqlx::Error) -> StoreError {
+        StoreError::database(e)
+    }
+}
+
+/// One write transaction with the write guard held; hands out sequence numbers.
+struct Writer<'a> {
+    tx: sqlx::Transaction<'static, Sqlite>,
+    _guard: RwLockWriteGuard<'a, ()>,
+    store: &'a SqliteStore,
+    /// The clock when the transaction started (the receipt time).
+    now: Timestamp,
+    start_seq: i64,
+    last_seq: i64,
+    last_received: i64,
+}
+
+impl Writer<'_> {
+    /// The next `(seq, received_at µs)`.
+    fn next(&mut self) -> (i64, i64) {
+        self.last_seq += 1;
+        self.last_received = self.now.unix_micros().max(self.last_received + 1);
+        (self.last_seq, self.last_received)
+    }
+
+    fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+
+    /// Stores the sequence state, runs the test hook, commits.
+    async fn commit(mut self) -> Result<()> {
+        if self.last_seq != self.start_seq {
+            sqlx::query("UPDATE store_meta SET last_seq = ?, last_received_at = ? WHERE one = 1")
+                .bind(self.last_seq)
+                .bind(self.last_received)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(StoreError::database)?;
+        }
+        self.store.opts.run_before_commit().await?;
+        self.tx.commit().await.map_err(StoreError::database)?;
+        self.store.shared.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+// ---- shared queries (on any connection, so write transactions can use them) ----
+
+/// The latest row of an id.
+async fn latest_row(conn: &mut SqliteConnection, id: &str) -> Result<Option<StoredEntity>> {
+    let row = sqlx::query(&format!(
+        "SELECT {ENTITY_COLS} FROM entities WHERE id = ? AND is_latest = 1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(StoreError::database)?;
+    row.as_ref().map(stored_entity).transpose()
+}
+
+/// The latest rows of many ids.
+async fn latest_rows(
+    conn: &mut SqliteConnection,
+    ids: &[&str],
+) -> Result<HashMap<EntityId, StoredEntity>> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+            "SELECT {ENTITY_COLS} FROM entities WHERE is_latest = 1 AND id IN "
+        ));
+        push_in_list(&mut qb, chunk.iter().copied());
+        for row in qb
+            .build()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::database)?
+        {
+            let s = stored_entity(&row)?;
+            out.insert(s.entity.id.clone(), s);
+        }
+    }
+    Ok(out)
+}
+
+/// Which of these `(id, version)` pairs are stored.
+async fn existing_pairs(
+    conn: &mut SqliteConnection,
+    pairs: &[(&str, &str)],
+) -> Result<HashSet<(String, String)>> {
+    let mut out = HashSet::new();
+    for chunk in pairs.chunks(IN_CHUNK) {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("WITH wanted(id, version) AS (");
+        qb.push_values(chunk.iter(), |mut b, (i, v)| {
+            b.push_bind(*i).push_bind(*v);
+        });
+        qb.push(") SELECT e.id, e.version FROM wanted w JOIN entities e ON e.id = w.id AND e.version = w.version");
+        for row in qb
+            .build()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::database)?
+        {
+            out.insert((
+                row.try_get::<String, _>(0).map_err(StoreError::database)?,
+                row.try_get::<String, _>(1).map_err(StoreError::database)?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Every stored version of an id, in sequence order.
+async fn all_versions(conn: &mut SqliteConnection, id: &str) -> Result<Vec<StoredEntity>> {
+    sqlx::query(&format!(
+        "SELECT {ENTITY_COLS} FROM entities WHERE id = ? ORDER BY seq"
+    ))
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::database)?
+    .iter()
+    .map(stored_entity)
+    .collect()
+}
+
+/// Makes an already-stored version the latest of its id.
+async fn promote(conn: &mut SqliteConnection, id: &str, version: &str) -> Result<()> {
+    sqlx::query("UPDATE entities SET is_latest = 0 WHERE id = ? AND is_latest = 1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::database)?;
+    sqlx::query("UPDATE entities SET is_latest = 1 WHERE id = ? AND version = ?")
+        .bind(id)
+        .bind(version)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::database)?;
+    Ok(())
+}
+
+/// Clears the latest flag of these ids (before their new latest rows are inserted).
+async fn clear_latest(conn: &mut SqliteConnection, ids: &[&str]) -> Result<()> {
+    for chunk in ids.chunks(IN_CHUNK) {
+        let mut qb: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("UPDATE entities SET is_latest = 0 WHERE is_latest = 1 AND id IN ");
+        push_in_list(&mut qb, chunk.iter().copied());
+        qb.build()
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::database)?;
+    }
+    Ok(())
+}
+
+fn type_list<'a>(qb: &mut QueryBuilder<'a, Sqlite>, column: &str, types: &'a [EntityType]) {
+    qb.push(format!(" AND {column} IN "));
+    push_in_list(qb, types.iter().map(EntityType::as_str));
+}
+
+fn limit_offset(qb: &mut QueryBuilder<'_, Sqlite>, limit: Option<usize>, offset: usize) {
+    qb.push(" LIMIT ");
+    qb.push_bind(limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)));
+    qb.push(" OFFSET ");
+    qb.push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
+}
+
+#[async_trait]
+impl GraphRead for SqliteStore {
+    async fn entity(&self, id: &EntityId) -> Result<Option<Entity>> {
+        let mut conn = self.pool.acquire().await.map_err(Self::conn_err)?;
+        Ok(latest_row(&mut conn, id.as_str()).await?.map(|s| s.entity))
+    }
+
+    async fn entity_version(&self, id: &EntityId, version: &Version) -> Result<Option<Entity>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENTITY_COLS} FROM entities WHERE id = ? AND version = ?"
+        ))
+        .bind(id.as_str())
+        .bind(version.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::database)?;
+        row.as_ref().map(entity).transpose()
+    }
+
+    async fn history(&self, id: &EntityId) -> Result<Vec<StoredEntity>> {
+        let mut conn = self.pool.acquire().await.map_err(Self::conn_err)?;
+        all_versions(&mut conn, id.as_str()).await
+    }
+
+    async fn entities(&self, query: &EntityQuery) -> Result<Vec<Entity>> {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+            "SELECT {ENTITY_COLS} FROM entities WHERE is_latest = 1"
+        ));
+        if !query.include_deleted {
+            qb.push(" AND is_deleted = 0");
+        }
+        if let Some(types) = &query.entity_types {
+            type_list(&mut qb, "entity_type", types);
+        }
+        if let Some(needle) = &query.name_contains {
+            qb.push(" AND instr(lower(name), ");
+            qb.push_bind(needle.to_lowercase());
+            qb.push(") > 0");
+        }
+        qb.push(" ORDER BY name, id");
+        limit_offset(&mut qb, query.limit, query.offset);
+        qb.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::database)?
+            .iter()
+            .map(entity)
+            .collect()
+    }
+
+    async fn relationship(&self, id: &RelationshipId) -> Result<Option<Relationship>> {
+        let row = sqlx::query(&format!(
+            "SELECT {REL_COLS} FROM relationships WHERE id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::database)?;
+        Ok(row
+            .as_ref()
+            .map(stored_relationship)
+            .transpose()?
+            .map(|r| r.relationship))
+    }
+
+    async fn relationships(&self, query: &RelationshipQuery) -> Result<Vec<Relationship>> {
+        let mut qb: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new(format!("SELECT {REL_COLS} FROM relationships WHERE 1 = 1"));
+        if let Some(from) = &query.from_entity_id {
+            qb.push(" AND from_entity_id = ").push_bind(from.as_str());
+        }
+        if let Some(to) = &query.to_entity_id {
+            qb.push(" AND to_entity_id = ").push_bind(to.as_str());
+        }
+        if let Some(t) = &query.relationship_type {
+            qb.push(" AND relationship_type = ").push_bind(t.as_str());
+        }
+        qb.push(" ORDER BY seq");
+        limit_offset(&mut qb, query.limit, query.offset);
+        qb.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::database)?
+            .iter()
+            .map(|r| stored_relationship(r).map(|s| s.relationship))
+            .collect()
+    }
+
+    async fn neighbours(
+        &self,
+        id: &EntityId,
+        relationship_type: Option<&RelationshipType>,
+        direction: Direction,
+    ) -> Result<Vec<Neighbour>> {
+        let sides: &[(&str, &str)] = match direction {
+            Direction::Outgoing => &[("from_entity_id", "to_entity_id")],
+            Direction::Incoming => &[("to_entity_id", "from_entity_id")],
+            Direction::Both => &[
+                ("from_entity_id", "to_entity_id"),
+                ("to_entity_id", "from_entity_id"),
+            ],
+        };
+        let mut found: Vec<(u64, Neighbour)> = Vec::new();
+        for (this_end, other_end) in sides {
+            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+                "SELECT {REL_COLS_R}, {ENTITY_COLS_E} FROM relationships r \
+                 JOIN entities e ON e.id = r.{other_end} AND e.is_latest = 1 \
+                 WHERE e.is_deleted = 0 AND r.{this_end} = "
+            ));
+            qb.push_bind(id.as_str());
+            if let Some(t) = relationship_type {
+                qb.push(" AND r.relationship_type = ").push_bind(t.as_str());
+            }
+            for row in qb
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::database)?
+            {
+                let rel = stored_relationship_at(&row, 0)?;
+                let ent = stored_entity_at(&row, REL_NCOLS)?;
+                found.push((
+                    rel.seq,
+                    Neighbour {
+                        relationship: rel.relationship,
+                        entity: ent.entity,
+                    },
+                ));
+            }
+        }
+        found.sort_by_key(|(seq, _)| *seq);
+        Ok(found.into_iter().map(|(_, n)| n).collect())
+    }
+
+    async fn path(
+        &self,
+        from: &EntityId,
+        to: &EntityId,
+        max_depth: usize,
+    ) -> Result<Option<Vec<EntityId>>> {
+        let mut conn = self.pool.acquire().await.map_err(Self::conn_err)?;
+        if latest_row(&mut conn, from.as_str()).await?.is_none()
+            || latest_row(&mut conn, to.as_str()).await?.is_none()
+        {
+            return Ok(None);
+        }
+        if from == to {
+            return Ok(Some(vec![from.clone()]));
+        }
+        let mut came_from: HashMap<String, String> = HashMap::new();
+        came_from.insert(from.to_string(), String::new());
+        let mut frontier = vec![from.to_string()];
+        for _ in 0..max_depth {
+            let mut next = Vec::new();
+            for chunk in frontier.chunks(IN_CHUNK) {
+                let mut qb: QueryBuilder<'_, Sqlite> =
+                    QueryBuilder::new("SELECT from_entity_id, to_entity_id FROM relationships WHERE from_entity_id IN ");
+                push_in_list(&mut qb, chunk.iter().map(String::as_str));
+                qb.push(" UNION SELECT to_entity_id, from_entity_id FROM relationships WHERE to_entity_id IN ");
+                push_in_list(&mut qb, chunk.iter().map(String::as_str));
+                qb.push(" ORDER BY 1, 2");
+                for row in qb
+                    .build()
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(StoreError::database)?
+                {
+                    let here: String = row.try_get(0).map_err(StoreError::database)?;
+                    let there: String = row.try_get(1).map_err(StoreError::database)?;
+                    if came_from.contains_key(&there) {
+                        continue;
+                    }
+                    came_from.insert(there.clone(), here);
+                    if there == to.as_str() {
+                        let mut path = vec![EntityId::new(there)];
+                        let mut cur = path[0].to_string();
+                        while let Some(prev) = came_from.get(&cur).filter(|p| !p.is_empty()) {
+                            path.push(EntityId::new(prev.clone()));
+                            cur = prev.clone();
+                        }
+                        path.reverse();
+                        return Ok(Some(path));
+                    }
+                    next.push(there);
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        Ok(None)
+    }
+
+    async fn entities_as_of(
+        &self,
+        at: Timestamp,
+        entity_types: Option<&[EntityType]>,
+    ) -> Result<Vec<Entity>> {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+            "SELECT {ENTITY_COLS} FROM entities WHERE seq IN (SELECT max(seq) FROM entities \
+             WHERE became_latest = 1 AND received_at <= "
+        ));
+        qb.push_bind(at.unix_micros());
+        qb.push(" GROUP BY id) AND is_deleted = 0");
+        if let Some(types) = entity_types {
+            type_list(&mut qb, "entity_type", types);
+        }
+        qb.push(" ORDER BY id");
+        qb.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::database)?
+            .iter()
+            .map(entity)
+            .collect()
+    }
+
+    async fn stats(&self) -> Result<GraphStats> {
+        let mut conn = self.pool.acquire().await.map_err(Self::conn_err)?;
+        let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+        let entities =
+            count("SELECT count(*) FROM entities WHERE is_latest = 1 AND is_deleted = 0")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(StoreError::database)?;
+        let entity_versions = count("SELECT count(*) FROM entities")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::database)?;
+        let relationships = count("SELECT count(*) FROM relationships")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::database)?;
+        let pending_conflicts = count("SELECT count(*) FROM conflicts WHERE status = 'pending'")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::database)?;
+        let by_type = sqlx::query(
+            "SELECT entity_type, count(*) FROM entities WHERE is_latest = 1 AND is_deleted = 0 \
+             GROUP BY entity_type ORDER BY entity_type",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::database)?;
+        let rel_by_type =
+            sqlx::query("SELECT relationship_type, count(*) FROM relationships GROUP BY relationship_type ORDER BY relationship_type")
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::database)?;
+        let pairs = |rows: Vec<sqlx::sqlite::SqliteRow>| -> Result<Vec<(String, u64)>> {
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get::<String, _>(0).map_err(StoreError::database)?,
+                        r.try_get::<i64, _>(1).map_err(StoreError::database)? as u64,
+                    ))
+                })
+                .collect()
+        };
+        Ok(GraphStats {
+            entities: entities as u64,
+            entity_versions: entity_versions as u64,
+            relationships: relationships as u64,
+            entities_by_type: pairs(by_type)?
+                .into_iter()
+                .map(|(t, n)| (EntityType::parse(&t), n))
+                .collect(),
+            relationships_by_type: pairs(rel_by_type)?
+                .into_iter()
+                .map(|(t, n)| (RelationshipType::parse(&t), n))
+                .collect(),
+            pending_conflicts: pending_conflicts as u64,
+        })
+    }
+
+    async fn state_digest(&self) -> Result<String> {
+        self.cached_digest().await
+    }
+
+    async fn latest_versions(&self) -> Result<Vec<(EntityId, Version)>> {
+        sqlx::query("SELECT id, version FROM entities WHERE is_latest = 1 ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::database)?
+            .iter()
+            .map(|r| {
+                Ok((
+                    EntityId::new(r.try_get::<String, _>(0).map_err(StoreError::database)?),
+                    Version::new(r.try_get::<String, _>(1).map_err(StoreError::database)?),
+                ))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,156 @@
+//! Applying a pushed batch in one transaction: read what the planner needs, plan, write the plan.
+
+use std::collections::HashSet;
+
+use inbetweenies_proto::{EntityId, RelationshipId, Timestamp, Version};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use super::rows::*;
+use super::{all_versions, clear_latest, existing_pairs, latest_rows, SqliteStore};
+use crate::error::{Result, StoreError};
+use crate::logic::{plan_push, push_lookups, PlannedConflict, StoredState};
+use crate::types::*;
+
+impl SqliteStore {
+    pub(crate) async fn push_batch(&self, batch: PushBatch) -> Result<PushOutcome> {
+        let mut w = self.writer().await?;
+        let now = w.now;
+        let lookups = push_lookups(&batch);
+
+        // The latest row of every pushed id.
+        let ids: Vec<&str> = lookups.entity_ids.iter().map(EntityId::as_str).collect();
+        let mut state = StoredState {
+            latest: latest_rows(w.conn(), &ids)
+                .await?
+                .into_iter()
+                .map(|(id, s)| (id, s.entity))
+                .collect(),
+            ..StoredState::default()
+        };
+        // Which pushed versions and endpoints are stored. A pushed id without a latest
+        // row has no rows at all, and a latest version is known: only ask about the rest.
+        let pushed: HashSet<&str> = ids.iter().copied().collect();
+        let mut ask: Vec<(&str, &str)> = Vec::new();
+        for (id, v) in &lookups.entity_keys {
+            match state.latest.get(id) {
+                Some(l) if l.version == *v => {
+                    state.existing_keys.insert((id.clone(), v.clone()));
+                }
+                None if pushed.contains(id.as_str()) => {}
+                _ => ask.push((id.as_str(), v.as_str())),
+            }
+        }
+        for (id, v) in existing_pairs(w.conn(), &ask).await? {
+            state
+                .existing_keys
+                .insert((EntityId::new(id), Version::new(v)));
+        }
+        let rel_ids: Vec<&str> = lookups
+            .relationship_ids
+            .iter()
+            .map(RelationshipId::as_str)
+            .collect();
+        state.existing_relationships = existing_relationships(w.conn(), &rel_ids)
+            .await?
+            .into_iter()
+            .map(RelationshipId::new)
+            .collect();
+
+        let config = self.opts.resolver.clone();
+        let plan = match plan_push(&batch, &state, now, &config) {
+            Ok(plan) => plan,
+            Err(need) => {
+                // A three-way merge walks earlier versions: load them and plan again.
+                for id in need.0 {
+                    let rows = all_versions(w.conn(), id.as_str()).await?;
+                    state
+                        .histories
+                        .insert(id, rows.into_iter().map(|s| s.entity).collect());
+                }
+                plan_push(&batch, &state, now, &config).map_err(|need| {
+                    StoreError::Invalid(format!(
+                        "push planning still needs the history of {:?}",
+                        need.0
+                    ))
+                })?
+            }
+        };
+
+        let superseded: Vec<&str> = plan.superseded.iter().map(EntityId::as_str).collect();
+        clear_latest(w.conn(), &superseded).await?;
+        let mut rows = Vec::with_capacity(plan.entities.len());
+        for p in &plan.entities {
+            let (seq, received_at) = w.next();
+            rows.push(NewEntity {
+                entity: p.entity.clone(),
+                seq,
+                received_at,
+                is_latest: p.latest,
+                became_latest: p.became_latest,
+            });
+        }
+        insert_entities(w.conn(), &rows).await?;
+        let mut rels = Vec::with_capacity(plan.relationships.len());
+        for r in &plan.relationships {
+            let (seq, received_at) = w.next();
+            rels.push(NewRelationship {
+                relationship: r.clone(),
+                seq,
+                received_at,
+            });
+        }
+        insert_relationships(w.conn(), &rels).await?;
+        insert_conflicts(w.conn(), &plan.conflicts, &batch.device_id, now).await?;
+        w.commit().await?;
+        Ok(plan.outcome)
+    }
+}
+
+/// Which of these relationship ids are stored.
+pub(crate) async fn existing_relationships(
+    conn: &mut SqliteConnection,
+    ids: &[&str],
+) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let mut qb: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("SELECT id FROM relationships WHERE id IN ");
+        push_in_list(&mut qb, chunk.iter().copied());
+        for row in qb
+            .build()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::database)?
+        {
+            out.insert(row.try_get::<String, _>(0).map_err(StoreError::database)?);
+        }
+    }
+    Ok(out)
+}
+
+async fn insert_conflicts(
+    conn: &mut SqliteConnection,
+    conflicts: &[PlannedConflict],
+    device_id: &str,
+    now: Timestamp,
+) -> Result<()> {
+    for c in conflicts {
+        sqlx::query(
+            "INSERT INTO conflicts (entity_id, server_version, client_version, resolved_version, reason, \
+             strategy, status, device_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(c.info.entity_id.as_str())
+        .bind(c.info.local_version.as_str())
+        .bind(c.info.remote_version.as_str())
+        .bind(c.info.resolved_version.as_str())
+        .bind(c.info.reason.as_deref().unwrap_or(""))
+        .bind(&c.info.resolution_strategy)
+        .bind(c.status.as_str())
+        .bind(device_id)
+        .bind(now.unix_micros())
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::database)?;
+    }
+    Ok(())
+}

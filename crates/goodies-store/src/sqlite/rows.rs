@@ -1,0 +1,235 @@
+//! Reading rows into domain types and writing domain types as rows (SQLite column encodings).
+
+use inbetweenies_proto::{
+    Entity, EntityId, EntityType, JsonObject, Relationship, RelationshipId, RelationshipType,
+    SourceType, Timestamp, Version,
+};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use crate::error::{Result, StoreError};
+use crate::types::{StoredEntity, StoredRelationship};
+
+/// Entity columns, in the order [`stored_entity`] reads them.
+pub(crate) const ENTITY_COLS: &str = "seq, id, version, entity_type, name, content, source_type, \
+     user_id, parent_versions, created_at, updated_at, received_at, is_latest, became_latest";
+
+/// [`ENTITY_COLS`] qualified with the alias `e`.
+pub(crate) const ENTITY_COLS_E: &str = "e.seq, e.id, e.version, e.entity_type, e.name, e.content, \
+     e.source_type, e.user_id, e.parent_versions, e.created_at, e.updated_at, e.received_at, \
+     e.is_latest, e.became_latest";
+
+/// Relationship columns, in the order [`stored_relationship`] reads them.
+pub(crate) const REL_COLS: &str = "seq, id, from_entity_id, from_entity_version, to_entity_id, \
+     to_entity_version, relationship_type, properties, user_id, created_at, updated_at, received_at";
+
+/// [`REL_COLS`] qualified with the alias `r`.
+pub(crate) const REL_COLS_R: &str = "r.seq, r.id, r.from_entity_id, r.from_entity_version, \
+     r.to_entity_id, r.to_entity_version, r.relationship_type, r.properties, r.user_id, \
+     r.created_at, r.updated_at, r.received_at";
+
+/// Number of columns in [`REL_COLS`].
+pub(crate) const REL_NCOLS: usize = 12;
+
+/// Rows per multi-row INSERT (well under SQLite's 32,766 bound parameters).
+pub(crate) const INSERT_CHUNK: usize = 500;
+
+/// Values per `IN (…)` list.
+pub(crate) const IN_CHUNK: usize = 500;
+
+fn get<'r, T>(row: &'r SqliteRow, i: usize) -> Result<T>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(i).map_err(StoreError::database)
+}
+
+/// A stored time (µs since the epoch).
+pub(crate) fn ts(micros: i64) -> Result<Timestamp> {
+    Timestamp::from_unix_micros(micros)
+        .map_err(|_| StoreError::Corrupt(format!("time out of range: {micros}")))
+}
+
+/// A stored JSON object.
+pub(crate) fn json_object(s: &str) -> Result<JsonObject> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad JSON object: {e}")))
+}
+
+/// JSON text of a value that always serialises (objects, lists of strings).
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("cannot encode JSON: {e}")))
+}
+
+/// Reads [`ENTITY_COLS`] starting at column `at`.
+pub(crate) fn stored_entity_at(row: &SqliteRow, at: usize) -> Result<StoredEntity> {
+    let seq: i64 = get(row, at)?;
+    let parents: Vec<Version> = serde_json::from_str(&get::<String>(row, at + 8)?)
+        .map_err(|e| StoreError::Corrupt(format!("bad parent_versions: {e}")))?;
+    let entity = Entity {
+        id: EntityId::new(get::<String>(row, at + 1)?),
+        version: Version::new(get::<String>(row, at + 2)?),
+        entity_type: EntityType::parse(&get::<String>(row, at + 3)?),
+        name: get(row, at + 4)?,
+        content: json_object(&get::<String>(row, at + 5)?)?,
+        source_type: SourceType::parse(&get::<String>(row, at + 6)?),
+        user_id: get(row, at + 7)?,
+        parent_versions: parents,
+        created_at: ts(get(row, at + 9)?)?,
+        updated_at: ts(get(row, at + 10)?)?,
+    };
+    Ok(StoredEntity {
+        entity,
+        seq: seq as u64,
+        received_at: ts(get(row, at + 11)?)?,
+        latest: get::<bool>(row, at + 12)?,
+        became_latest: get::<bool>(row, at + 13)?,
+    })
+}
+
+/// Reads [`ENTITY_COLS`].
+pub(crate) fn stored_entity(row: &SqliteRow) -> Result<StoredEntity> {
+    stored_entity_at(row, 0)
+}
+
+/// Reads the entity of [`ENTITY_COLS`].
+pub(crate) fn entity(row: &SqliteRow) -> Result<Entity> {
+    stored_entity_at(row, 0).map(|s| s.entity)
+}
+
+/// Reads [`REL_COLS`] starting at column `at`.
+pub(crate) fn stored_relationship_at(row: &SqliteRow, at: usize) -> Result<StoredRelationship> {
+    let seq: i64 = get(row, at)?;
+    let relationship = Relationship {
+        id: RelationshipId::new(get::<String>(row, at + 1)?),
+        from_entity_id: EntityId::new(get::<String>(row, at + 2)?),
+        from_entity_version: Version::new(get::<String>(row, at + 3)?),
+        to_entity_id: EntityId::new(get::<String>(row, at + 4)?),
+        to_entity_version: Version::new(get::<String>(row, at + 5)?),
+        relationship_type: RelationshipType::parse(&get::<String>(row, at + 6)?),
+        properties: json_object(&get::<String>(row, at + 7)?)?,
+        user_id: get(row, at + 8)?,
+        created_at: ts(get(row, at + 9)?)?,
+        updated_at: ts(get(row, at + 10)?)?,
+    };
+    Ok(StoredRelationship {
+        relationship,
+        seq: seq as u64,
+        received_at: ts(get(row, at + 11)?)?,
+    })
+}
+
+/// Reads [`REL_COLS`].
+pub(crate) fn stored_relationship(row: &SqliteRow) -> Result<StoredRelationship> {
+    stored_relationship_at(row, 0)
+}
+
+/// An entity version to insert.
+#[derive(Debug)]
+pub(crate) struct NewEntity {
+    pub entity: Entity,
+    pub seq: i64,
+    pub received_at: i64,
+    pub is_latest: bool,
+    pub became_latest: bool,
+}
+
+/// A relationship to insert.
+#[derive(Debug)]
+pub(crate) struct NewRelationship {
+    pub relationship: Relationship,
+    pub seq: i64,
+    pub received_at: i64,
+}
+
+/// Inserts entity rows with multi-row INSERTs.
+pub(crate) async fn insert_entities(conn: &mut SqliteConnection, rows: &[NewEntity]) -> Result<()> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut encoded = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            encoded.push((
+                to_json(&r.entity.content)?,
+                to_json(&r.entity.parent_versions)?,
+            ));
+        }
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "INSERT INTO entities (seq, id, version, entity_type, name, content, source_type, user_id, \
+             parent_versions, created_at, updated_at, received_at, is_latest, became_latest, is_deleted) ",
+        );
+        qb.push_values(
+            chunk.iter().zip(encoded),
+            |mut b, (r, (content, parents))| {
+                let e = &r.entity;
+                b.push_bind(r.seq)
+                    .push_bind(e.id.as_str())
+                    .push_bind(e.version.as_str())
+                    .push_bind(e.entity_type.as_str())
+                    .push_bind(e.name.as_str())
+                    .push_bind(content)
+                    .push_bind(e.source_type.as_str())
+                    .push_bind(e.user_id.as_str())
+                    .push_bind(parents)
+                    .push_bind(e.created_at.unix_micros())
+                    .push_bind(e.updated_at.unix_micros())
+                    .push_bind(r.received_at)
+                    .push_bind(r.is_latest)
+                    .push_bind(r.became_latest)
+                    .push_bind(e.is_deleted());
+            },
+        );
+        qb.build()
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::database)?;
+    }
+    Ok(())
+}
+
+/// Inserts relationship rows with multi-row INSERTs.
+pub(crate) async fn insert_relationships(
+    conn: &mut SqliteConnection,
+    rows: &[NewRelationship],
+) -> Result<()> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut props = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            props.push(to_json(&r.relationship.properties)?);
+        }
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "INSERT INTO relationships (seq, id, from_entity_id, from_entity_version, to_entity_id, \
+             to_entity_version, relationship_type, properties, user_id, created_at, updated_at, received_at) ",
+        );
+        qb.push_values(chunk.iter().zip(props), |mut b, (r, props)| {
+            let x = &r.relationship;
+            b.push_bind(r.seq)
+                .push_bind(x.id.as_str())
+                .push_bind(x.from_entity_id.as_str())
+                .push_bind(x.from_entity_version.as_str())
+                .push_bind(x.to_entity_id.as_str())
+                .push_bind(x.to_entity_version.as_str())
+                .push_bind(x.relationship_type.as_str())
+                .push_bind(props)
+                .push_bind(x.user_id.as_str())
+                .push_bind(x.created_at.unix_micros())
+                .push_bind(x.updated_at.unix_micros())
+                .push_bind(r.received_at);
+        });
+        qb.build()
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::database)?;
+    }
+    Ok(())
+}
+
+/// Pushes `(?, ?, …)` binding every string in `values`.
+pub(crate) fn push_in_list<'a>(
+    qb: &mut QueryBuilder<'a, Sqlite>,
+    values: impl IntoIterator<Item = &'a str>,
+) {
+    qb.push("(");
+    let mut sep = qb.separated(", ");
+    for v in values {
+        sep.push_bind(v);
+    }
+    sep.push_unseparated(")");
+}
