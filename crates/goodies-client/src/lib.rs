@@ -29,8 +29,10 @@
 //! let mut events = client.observe_changes();
 //! client.connect("http://127.0.0.1:8000", Some("token")).await?;
 //! let result = client.sync().await?;
-//! assert!(result.errors.is_empty());
-//! while let Some(ClientEvent::SyncStarted) = events.next().await {}
+//! println!("synced {} entities, {} errors", result.synced_entities, result.errors.len());
+//! if let Some(ClientEvent::SyncStarted) = events.next().await {
+//!     // every sync announces itself, then reports progress and how it finished
+//! }
 //! # Ok(()) }
 //! ```
 
