@@ -1,1 +1,240 @@
-//! placeholder
+//! FunkyGibbon: a wire-compatible Inbetweenies sync server, as a library that tests and other programs embed.
+//!
+//! The server speaks the protocol of `docs/PROTOCOL.md` and answers what the
+//! Python FunkyGibbon answers (its captured exchanges are replayed by this
+//! crate's tests), with the reference's mistakes fixed: unknown enum values
+//! get a 422 instead of a 500, relationships reach clients, guests cannot
+//! write, the change feed pages without skipping rows that commit late.
+//! `docs/SERVER.md` is the user guide.
+//!
+//! Embed it on an ephemeral port:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use funkygibbon_mock::{serve, ServerConfig};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let config = ServerConfig::new("sqlite::memory:")
+//!     .with_admin_password("test-password")
+//!     .with_jwt_secret("test-secret");
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(serve(listener, config, async move {
+//!     let _ = stopped.await;
+//! }));
+//! // … talk to http://{addr}/api/v1/… …
+//! let _ = stop.send(());
+//! server.await??;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod auth;
+mod body;
+mod config;
+mod demo;
+mod error;
+mod pydantic;
+mod qr;
+mod routes;
+mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use goodies_store::{ServerStore, StoreOptions};
+use tokio::sync::watch;
+
+pub use auth::{Claims, ADMIN_PERMISSIONS, GUEST_PERMISSIONS};
+pub use config::{
+    AdminPassword, Cli, ConflictStrategyArg, ServerConfig, DEFAULT_ADMIN_TOKEN_TTL,
+    DEFAULT_BODY_LIMIT, DEFAULT_PAGE_SIZE,
+};
+pub use error::ServerError;
+
+use crate::auth::AuthService;
+use crate::state::{AppInner, AppState};
+
+/// A handle on a built server: its store, its token signer, its in-flight count.
+#[derive(Clone, Debug)]
+pub struct AppHandle {
+    state: AppState,
+}
+
+impl AppHandle {
+    /// The store the server uses.
+    pub fn store(&self) -> Arc<dyn ServerStore> {
+        self.state.store.clone()
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.state.config
+    }
+
+    /// A fresh admin token, as a login would issue.
+    pub fn admin_token(&self) -> String {
+        self.state
+            .auth
+            .admin_token()
+            .map(|(t, _)| t)
+            .unwrap_or_default()
+    }
+
+    /// Signs arbitrary claims with the server's secret (e.g. an already expired token for tests).
+    pub fn sign(&self, claims: &Claims) -> String {
+        self.state.auth.sign(claims).unwrap_or_default()
+    }
+
+    /// The number of requests being handled right now.
+    pub fn in_flight(&self) -> usize {
+        *self.state.in_flight.borrow()
+    }
+
+    /// Waits until at least `n` requests are being handled at once.
+    pub async fn wait_for_in_flight(&self, n: usize) {
+        let mut rx = self.state.in_flight.subscribe();
+        let _ = rx.wait_for(|v| *v >= n).await;
+    }
+}
+
+/// Builds the router and its state: opens (and migrates) the store, hashes the
+/// admin password, loads the demo data when asked. The router expects
+/// [`axum::extract::ConnectInfo`] for per-address login limits when served
+/// with `into_make_service_with_connect_info::<SocketAddr>()`; without it all
+/// callers share one limit.
+pub async fn build_app(config: ServerConfig) -> Result<(axum::Router, AppHandle), ServerError> {
+    build_with_port(config, 0).await
+}
+
+async fn build_with_port(
+    mut config: ServerConfig,
+    listen_port: u16,
+) -> Result<(axum::Router, AppHandle), ServerError> {
+    if config.page_size == 0 {
+        return Err(ServerError::Config("page size must be at least 1".into()));
+    }
+    let store = match config.store.take() {
+        Some(s) => s,
+        None => {
+            let opts = StoreOptions {
+                resolver: Arc::new(config.resolver.clone()),
+                max_connections: config.max_connections,
+                blob_dir: config.blob_dir.clone(),
+                ..StoreOptions::default()
+            };
+            goodies_store::open_server_store(&config.database_url, opts)
+                .await
+                .map_err(ServerError::Store)?
+        }
+    };
+    let secret = match &config.jwt_secret {
+        Some(s) if !s.is_empty() => s.clone(),
+        _ => {
+            tracing::warn!(
+                "no JWT secret given: using a random one, tokens will not survive a restart"
+            );
+            let bytes: [u8; 32] = rand::random();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
+    let auth = AuthService::new(
+        config.admin_password.clone(),
+        &secret,
+        config.admin_token_ttl,
+        config.login_max_failures,
+        config.login_window,
+    )
+    .await?;
+    if config.admin_password.is_none() {
+        tracing::warn!("no admin password configured: admin login will always fail");
+    }
+    if config.demo_data {
+        demo::load(store.as_ref())
+            .await
+            .map_err(ServerError::Demo)?;
+    }
+    let public_port = config.public_port.unwrap_or(listen_port);
+    let (in_flight, _) = watch::channel(0usize);
+    let state = AppState(Arc::new(AppInner {
+        store,
+        config,
+        auth,
+        public_port,
+        in_flight,
+    }));
+    let router = routes::router(state.clone());
+    Ok((router, AppHandle { state }))
+}
+
+/// Completes on ctrl-c or (on Unix) SIGTERM: the shutdown signal the binary uses.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested: finishing the requests in flight");
+}
+
+/// Serves on an already-bound listener until `shutdown` completes, then
+/// finishes the requests in flight (each push is one store transaction, so
+/// none is left half-applied) and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let port = listener.local_addr()?.port();
+    let (router, _handle) = build_with_port(config, port).await?;
+    serve_router(listener, router, shutdown).await
+}
+
+/// Like [`serve`], also handing back the [`AppHandle`] once the server is built
+/// (through `ready`), before it accepts connections.
+pub async fn serve_with_handle(
+    listener: tokio::net::TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: tokio::sync::oneshot::Sender<AppHandle>,
+) -> Result<(), ServerError> {
+    let port = listener.local_addr()?.port();
+    let (router, handle) = build_with_port(config, port).await?;
+    let _ = ready.send(handle);
+    serve_router(listener, router, shutdown).await
+}
+
+async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "funkygibbon listening");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    tracing::info!("funkygibbon stopped");
+    Ok(())
+}

@@ -1,0 +1,424 @@
+//! Authentication: the admin password (argon2), HS256 bearer tokens, guest grants and the login rate limit.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::SaltString;
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts};
+use base64::Engine as _;
+use inbetweenies_proto::Timestamp;
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::AdminPassword;
+use crate::error::{ApiError, ServerError};
+use crate::state::AppState;
+
+/// The permissions of an admin token, as the reference grants them.
+pub const ADMIN_PERMISSIONS: &[&str] = &["read", "write", "delete", "configure"];
+/// The permissions of a guest token.
+pub const GUEST_PERMISSIONS: &[&str] = &["read"];
+
+/// The payload of a bearer token (the reference's fields).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Who: `admin`, or `guest_` and the first 8 characters of the guest token.
+    pub sub: String,
+    /// `admin` or `guest`.
+    pub role: String,
+    /// What the token may do: `read`, `write`, `delete`, `configure`.
+    pub permissions: Vec<String>,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: i64,
+    /// Issue time, seconds since the Unix epoch.
+    pub iat: i64,
+}
+
+impl Claims {
+    /// Whether the token may change data.
+    pub fn can_write(&self) -> bool {
+        self.permissions.iter().any(|p| p == "write")
+    }
+
+    /// Whether this is an admin token.
+    pub fn is_admin(&self) -> bool {
+        self.role == "admin"
+    }
+}
+
+/// A guest grant made by `generate-qr`.
+#[derive(Clone, Debug)]
+pub(crate) struct GuestGrant {
+    pub token: String,
+    pub subject: String,
+    pub created_at: Timestamp,
+    /// Expiry.
+    pub expires: Timestamp,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_at: i64,
+    pub revoked: bool,
+}
+
+/// Keys, the admin password hash, guest grants and login failures.
+pub(crate) struct AuthService {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    admin_hash: Option<Arc<str>>,
+    admin_ttl: Duration,
+    guests: Mutex<HashMap<String, GuestGrant>>,
+    failures: Mutex<HashMap<Option<IpAddr>, VecDeque<Instant>>>,
+    max_failures: u32,
+    window: Duration,
+}
+
+impl std::fmt::Debug for AuthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService")
+            .field("admin_password_set", &self.admin_hash.is_some())
+            .field("admin_ttl", &self.admin_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned map is still consistent (every update is a single insert/remove).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_secs() -> i64 {
+    Timestamp::now().unix_micros() / 1_000_000
+}
+
+impl AuthService {
+    /// Sets up auth: hashes a plain password (off the async threads) or checks a given hash.
+    pub async fn new(
+        password: Option<AdminPassword>,
+        jwt_secret: &str,
+        admin_ttl: Duration,
+        max_failures: u32,
+        window: Duration,
+    ) -> Result<Self, ServerError> {
+        let admin_hash: Option<Arc<str>> = match password {
+            None => None,
+            Some(AdminPassword::Hash(h)) => {
+                PasswordHash::new(&h).map_err(|e| {
+                    ServerError::Config(format!("admin password hash is not a PHC string: {e}"))
+                })?;
+                Some(h.into())
+            }
+            Some(AdminPassword::Plain(p)) => {
+                let hash = tokio::task::spawn_blocking(move || hash_password(&p)).await??;
+                Some(hash.into())
+            }
+        };
+        Ok(AuthService {
+            encoding: EncodingKey::from_secret(jwt_secret.as_bytes()),
+            decoding: DecodingKey::from_secret(jwt_secret.as_bytes()),
+            admin_hash,
+            admin_ttl,
+            guests: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            max_failures,
+            window,
+        })
+    }
+
+    /// Checks the admin password (off the async threads).
+    pub async fn verify_admin_password(&self, password: String) -> Result<bool, ApiError> {
+        let Some(hash) = self.admin_hash.clone() else {
+            return Ok(false);
+        };
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .map_err(|e| ApiError::internal(&e))
+    }
+
+    /// `Err(seconds to wait)` when this address has used up its failed logins.
+    pub fn check_rate_limit(&self, ip: Option<IpAddr>) -> Result<(), u64> {
+        let mut map = lock(&self.failures);
+        let now = Instant::now();
+        let Some(q) = map.get_mut(&ip) else {
+            return Ok(());
+        };
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            q.pop_front();
+        }
+        if q.len() >= self.max_failures as usize {
+            let oldest = q.front().copied().unwrap_or(now);
+            let left = self.window.saturating_sub(now.duration_since(oldest));
+            return Err(left.as_secs() + u64::from(left.subsec_nanos() > 0));
+        }
+        if q.is_empty() {
+            map.remove(&ip);
+        }
+        Ok(())
+    }
+
+    /// Counts a failed login.
+    pub fn record_failure(&self, ip: Option<IpAddr>) {
+        lock(&self.failures)
+            .entry(ip)
+            .or_default()
+            .push_back(Instant::now());
+    }
+
+    /// Forgets failed logins after a success.
+    pub fn clear_failures(&self, ip: Option<IpAddr>) {
+        lock(&self.failures).remove(&ip);
+    }
+
+    /// Signs claims.
+    pub fn sign(&self, claims: &Claims) -> Result<String, ApiError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| ApiError::internal(&e))
+    }
+
+    /// A fresh admin token and its lifetime in seconds.
+    pub fn admin_token(&self) -> Result<(String, u64), ApiError> {
+        let iat = now_secs();
+        let ttl = self.admin_ttl.as_secs();
+        let claims = Claims {
+            sub: "admin".into(),
+            role: "admin".into(),
+            permissions: ADMIN_PERMISSIONS.iter().map(|s| (*s).to_owned()).collect(),
+            exp: iat.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
+            iat,
+        };
+        Ok((self.sign(&claims)?, ttl))
+    }
+
+    /// Verifies a bearer token.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.leeway = 0;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map_err(|e| {
+            ApiError::invalid_token(matches!(e.kind(), ErrorKind::ExpiredSignature))
+        })?;
+        let claims = data.claims;
+        if claims.role == "guest" {
+            let guests = lock(&self.guests);
+            match guests.get(&claims.sub) {
+                Some(g) if !g.revoked => {}
+                _ => return Err(ApiError::invalid_token(false)),
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Makes a guest grant lasting `hours`.
+    pub fn create_guest(&self, hours: f64) -> GuestGrant {
+        let bytes: [u8; 32] = rand::random();
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let subject = format!("guest_{}", &token[..8]);
+        let secs = (hours * 3600.0).round().clamp(1.0, 10.0 * 365.0 * 86_400.0) as i64;
+        let created_at = Timestamp::now();
+        let expires = created_at.saturating_add_micros(secs * 1_000_000);
+        let grant = GuestGrant {
+            token,
+            subject: subject.clone(),
+            created_at,
+            expires,
+            expires_at: expires.unix_micros() / 1_000_000,
+            revoked: false,
+        };
+        lock(&self.guests).insert(subject, grant.clone());
+        grant
+    }
+
+    /// Exchanges a guest grant's token for a guest JWT and its remaining lifetime.
+    pub fn verify_guest(&self, token: &str) -> Result<(String, i64), ApiError> {
+        let grant = lock(&self.guests)
+            .values()
+            .find(|g| g.token == token)
+            .cloned();
+        let now = now_secs();
+        let grant = match grant {
+            Some(g) if !g.revoked && g.expires_at > now => g,
+            _ => {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    inbetweenies_proto::ErrorCode::Unauthorized,
+                    "Invalid or expired guest token",
+                ))
+            }
+        };
+        let claims = Claims {
+            sub: grant.subject.clone(),
+            role: "guest".into(),
+            permissions: GUEST_PERMISSIONS.iter().map(|s| (*s).to_owned()).collect(),
+            exp: grant.expires_at,
+            iat: now,
+        };
+        Ok((self.sign(&claims)?, grant.expires_at - now))
+    }
+
+    /// Every guest grant, oldest first.
+    pub fn guests(&self) -> Vec<GuestGrant> {
+        let mut v: Vec<GuestGrant> = lock(&self.guests).values().cloned().collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        v
+    }
+
+    /// Revokes a grant by its token or its subject; false when unknown.
+    pub fn revoke_guest(&self, token_or_subject: &str) -> bool {
+        let mut guests = lock(&self.guests);
+        let key = guests
+            .values()
+            .find(|g| g.token == token_or_subject || g.subject == token_or_subject)
+            .map(|g| g.subject.clone());
+        match key.and_then(|k| guests.get_mut(&k)) {
+            Some(g) => {
+                g.revoked = true;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn hash_password(password: &str) -> Result<String, ServerError> {
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .map_err(|e| ServerError::Config(format!("cannot make a password salt: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ServerError::Config(format!("cannot hash the admin password: {e}")))
+}
+
+/// The verified caller of a request (any valid bearer token).
+#[derive(Clone, Debug)]
+pub(crate) struct Caller(pub Claims);
+
+impl Caller {
+    /// 403 unless the token may write.
+    pub fn require_write(&self) -> Result<(), ApiError> {
+        if self.0.can_write() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("Write permission required"))
+        }
+    }
+
+    /// 403 unless this is an admin token.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.0.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("Admin access required"))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+            return Err(ApiError::not_authenticated());
+        }
+        let claims = state.auth.verify(token)?;
+        tracing::Span::current().record("user", claims.sub.as_str());
+        Ok(Caller(claims))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn service() -> AuthService {
+        AuthService::new(
+            Some(AdminPassword::Plain("pw".into())),
+            "secret",
+            Duration::from_secs(60),
+            2,
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn password_and_tokens() {
+        let a = service().await;
+        assert!(a.verify_admin_password("pw".into()).await.unwrap());
+        assert!(!a.verify_admin_password("nope".into()).await.unwrap());
+        let (t, ttl) = a.admin_token().unwrap();
+        assert_eq!(ttl, 60);
+        let c = a.verify(&t).unwrap();
+        assert!(c.is_admin() && c.can_write());
+        assert!(a.verify("not-a-jwt").is_err());
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_say_so() {
+        let a = service().await;
+        let now = now_secs();
+        let t = a
+            .sign(&Claims {
+                sub: "admin".into(),
+                role: "admin".into(),
+                permissions: vec![],
+                exp: now - 10,
+                iat: now - 20,
+            })
+            .unwrap();
+        let e = a.verify(&t).unwrap_err();
+        assert_eq!(
+            e.body.error.code,
+            inbetweenies_proto::ErrorCode::AuthExpired
+        );
+    }
+
+    #[tokio::test]
+    async fn guests_are_read_only_and_revocable() {
+        let a = service().await;
+        let g = a.create_guest(1.0);
+        let (jwt, left) = a.verify_guest(&g.token).unwrap();
+        assert!((3590..=3600).contains(&left));
+        let c = a.verify(&jwt).unwrap();
+        assert!(!c.can_write() && !c.is_admin());
+        assert!(a.revoke_guest(&g.token));
+        assert!(a.verify(&jwt).is_err());
+        assert!(a.verify_guest(&g.token).is_err());
+    }
+
+    #[tokio::test]
+    async fn rate_limit_counts_failures_per_address() {
+        let a = service().await;
+        let ip = Some(IpAddr::from([127, 0, 0, 1]));
+        assert!(a.check_rate_limit(ip).is_ok());
+        a.record_failure(ip);
+        a.record_failure(ip);
+        let wait = a.check_rate_limit(ip).unwrap_err();
+        assert!((299..=300).contains(&wait));
+        assert!(a
+            .check_rate_limit(Some(IpAddr::from([127, 0, 0, 2])))
+            .is_ok());
+        a.clear_failures(ip);
+        assert!(a.check_rate_limit(ip).is_ok());
+    }
+}

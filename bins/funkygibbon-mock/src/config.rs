@@ -1,0 +1,390 @@
+//! Server settings: [`ServerConfig`] for embedding, [`Cli`] for the binary's flags and environment variables.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use goodies_store::ServerStore;
+use inbetweenies_conflict::{ResolverConfig, Strategy};
+
+/// The default number of rows in one page of the change feed.
+pub const DEFAULT_PAGE_SIZE: usize = 500;
+/// The default request body limit (16 MiB); larger bodies get 413.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// The lifetime of admin tokens, as the reference issues them (7 days).
+pub const DEFAULT_ADMIN_TOKEN_TTL: Duration = Duration::from_secs(604_800);
+
+/// How the admin password is given.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdminPassword {
+    /// A plain password, hashed with argon2 when the server starts.
+    Plain(String),
+    /// An argon2 PHC string (`$argon2id$v=19$…`), as produced by any argon2 tool.
+    Hash(String),
+}
+
+impl fmt::Debug for AdminPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminPassword::Plain(_) => f.write_str("AdminPassword::Plain(<redacted>)"),
+            AdminPassword::Hash(h) => write!(f, "AdminPassword::Hash({h:?})"),
+        }
+    }
+}
+
+/// Every setting of the server.
+///
+/// `Default` suits tests: an in-memory SQLite store, no admin password (set
+/// one with [`ServerConfig::with_admin_password`]) and a random JWT secret
+/// (set a fixed one with [`ServerConfig::with_jwt_secret`] to mint tokens in tests).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Where the data lives: `sqlite://PATH`, `sqlite::memory:` or `postgres://…`.
+    pub database_url: String,
+    /// An already-opened store; when set, `database_url` is not used.
+    pub store: Option<Arc<dyn ServerStore>>,
+    /// Rows per page of the change feed.
+    pub page_size: usize,
+    /// Largest accepted request body, in bytes (after gzip decompression too).
+    pub body_limit: usize,
+    /// The admin password; without one, admin login always fails.
+    pub admin_password: Option<AdminPassword>,
+    /// The HS256 secret for bearer tokens; random per start when absent.
+    pub jwt_secret: Option<String>,
+    /// Lifetime of admin tokens.
+    pub admin_token_ttl: Duration,
+    /// Store and serve unknown entity, source and relationship types instead of rejecting them.
+    pub accept_unknown_types: bool,
+    /// Failed logins from one client address before it is locked out.
+    pub login_max_failures: u32,
+    /// The window over which failed logins are counted (and the lockout length).
+    pub login_window: Duration,
+    /// Load the sample home at start (skipped when a home already exists).
+    pub demo_data: bool,
+    /// The host name written into guest QR codes.
+    pub public_host: String,
+    /// The port written into guest QR codes (default: the listener's port).
+    pub public_port: Option<u16>,
+    /// How conflicts are resolved.
+    pub resolver: ResolverConfig,
+    /// Maximum database connections (backend default when absent).
+    pub max_connections: Option<u32>,
+    /// Directory for blob bytes (SQLite; default: beside the database file).
+    pub blob_dir: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            database_url: "sqlite::memory:".to_owned(),
+            store: None,
+            page_size: DEFAULT_PAGE_SIZE,
+            body_limit: DEFAULT_BODY_LIMIT,
+            admin_password: None,
+            jwt_secret: None,
+            admin_token_ttl: DEFAULT_ADMIN_TOKEN_TTL,
+            accept_unknown_types: false,
+            login_max_failures: 5,
+            login_window: Duration::from_secs(300),
+            demo_data: false,
+            public_host: "funkygibbon.local".to_owned(),
+            public_port: None,
+            resolver: ResolverConfig::default(),
+            max_connections: None,
+            blob_dir: None,
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("store", &self.store.as_ref().map(|_| "<given>"))
+            .field("page_size", &self.page_size)
+            .field("body_limit", &self.body_limit)
+            .field("admin_password", &self.admin_password)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("admin_token_ttl", &self.admin_token_ttl)
+            .field("accept_unknown_types", &self.accept_unknown_types)
+            .field("login_max_failures", &self.login_max_failures)
+            .field("login_window", &self.login_window)
+            .field("demo_data", &self.demo_data)
+            .field("public_host", &self.public_host)
+            .field("public_port", &self.public_port)
+            .field("resolver", &self.resolver.default_strategy)
+            .field("max_connections", &self.max_connections)
+            .field("blob_dir", &self.blob_dir)
+            .finish()
+    }
+}
+
+/// A database URL with any password replaced, for logs.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl ServerConfig {
+    /// A configuration for the given database URL, other settings default.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        ServerConfig {
+            database_url: database_url.into(),
+            ..ServerConfig::default()
+        }
+    }
+
+    /// Uses an already-opened store.
+    pub fn with_store(mut self, store: Arc<dyn ServerStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Sets a plain admin password.
+    pub fn with_admin_password(mut self, password: impl Into<String>) -> Self {
+        self.admin_password = Some(AdminPassword::Plain(password.into()));
+        self
+    }
+
+    /// Sets the JWT secret.
+    pub fn with_jwt_secret(mut self, secret: impl Into<String>) -> Self {
+        self.jwt_secret = Some(secret.into());
+        self
+    }
+
+    /// Sets the page size of the change feed.
+    pub fn with_page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size;
+        self
+    }
+
+    /// Sets the request body limit.
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Accepts (or rejects) unknown entity, source and relationship types.
+    pub fn with_accept_unknown_types(mut self, accept: bool) -> Self {
+        self.accept_unknown_types = accept;
+        self
+    }
+
+    /// Sets the conflict resolver configuration.
+    pub fn with_resolver(mut self, resolver: ResolverConfig) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Loads the sample home at start.
+    pub fn with_demo_data(mut self, demo: bool) -> Self {
+        self.demo_data = demo;
+        self
+    }
+
+    /// Sets the login rate limit.
+    pub fn with_login_limit(mut self, max_failures: u32, window: Duration) -> Self {
+        self.login_max_failures = max_failures;
+        self.login_window = window;
+        self
+    }
+}
+
+fn parse_page_size(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a page size between 1 and 100000")),
+    }
+}
+
+/// The conflict strategy chosen on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConflictStrategyArg {
+    /// Last write wins (the reference's rule).
+    LastWriteWins,
+    /// Three-way merge over the common ancestor, last write wins per key.
+    ThreeWayMerge,
+    /// Queue every conflict for manual review (`/api/v1/sync/conflicts`).
+    Manual,
+}
+
+/// The binary's command line; every flag also reads an environment variable.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "funkygibbon-mock",
+    version,
+    about = "FunkyGibbon: a wire-compatible Inbetweenies sync server"
+)]
+pub struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "FUNKYGIBBON_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Database: sqlite://PATH (created if missing), sqlite::memory: or postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        env = "FUNKYGIBBON_DATABASE_URL",
+        default_value = "sqlite://funkygibbon.db"
+    )]
+    pub database_url: String,
+    /// Rows per page of the change feed.
+    #[arg(long, env = "FUNKYGIBBON_PAGE_SIZE", default_value_t = DEFAULT_PAGE_SIZE,
+          value_parser = parse_page_size)]
+    pub page_size: usize,
+    /// Largest accepted request body in bytes (larger: 413).
+    #[arg(long, env = "FUNKYGIBBON_MAX_BODY_BYTES", default_value_t = DEFAULT_BODY_LIMIT)]
+    pub max_body_bytes: usize,
+    /// Admin password (hashed with argon2 at start). Without it or a hash, a random one is generated and logged.
+    #[arg(long, env = "FUNKYGIBBON_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Admin password as an argon2 PHC hash string.
+    #[arg(
+        long,
+        env = "FUNKYGIBBON_ADMIN_PASSWORD_HASH",
+        conflicts_with = "admin_password"
+    )]
+    pub admin_password_hash: Option<String>,
+    /// HS256 secret for bearer tokens; random per start when absent (tokens then die with the process).
+    #[arg(long, env = "FUNKYGIBBON_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Lifetime of admin tokens, in seconds.
+    #[arg(long, env = "FUNKYGIBBON_TOKEN_TTL_SECS", default_value_t = 604_800)]
+    pub token_ttl_secs: u64,
+    /// Store unknown entity/source/relationship types instead of answering 422/400.
+    #[arg(long, env = "FUNKYGIBBON_ACCEPT_UNKNOWN_TYPES",
+          value_parser = clap::builder::FalseyValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub accept_unknown_types: bool,
+    /// Failed logins per client address before a lockout (429).
+    #[arg(long, env = "FUNKYGIBBON_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: u32,
+    /// Window for counting failed logins, in seconds.
+    #[arg(long, env = "FUNKYGIBBON_LOGIN_WINDOW_SECS", default_value_t = 300)]
+    pub login_window_secs: u64,
+    /// Load a sample home (1 home, 6 rooms, 30 devices, notes, procedures) if none exists.
+    #[arg(long, env = "FUNKYGIBBON_DEMO_DATA",
+          value_parser = clap::builder::FalseyValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub demo_data: bool,
+    /// Host name written into guest QR codes.
+    #[arg(
+        long,
+        env = "FUNKYGIBBON_PUBLIC_HOST",
+        default_value = "funkygibbon.local"
+    )]
+    pub public_host: String,
+    /// Port written into guest QR codes (default: the listening port).
+    #[arg(long, env = "FUNKYGIBBON_PUBLIC_PORT")]
+    pub public_port: Option<u16>,
+    /// How conflicts are resolved.
+    #[arg(long, env = "FUNKYGIBBON_CONFLICT_STRATEGY", value_enum,
+          default_value_t = ConflictStrategyArg::LastWriteWins)]
+    pub conflict_strategy: ConflictStrategyArg,
+    /// Maximum database connections.
+    #[arg(long, env = "FUNKYGIBBON_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+    /// Directory for blob bytes (SQLite).
+    #[arg(long, env = "FUNKYGIBBON_BLOB_DIR")]
+    pub blob_dir: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The server configuration these flags describe. Without an admin
+    /// password or hash, a random password is generated and logged (warning).
+    pub fn to_config(&self) -> ServerConfig {
+        let admin_password = match (&self.admin_password, &self.admin_password_hash) {
+            (_, Some(h)) => AdminPassword::Hash(h.clone()),
+            (Some(p), None) => AdminPassword::Plain(p.clone()),
+            (None, None) => {
+                let bytes: [u8; 12] = rand::random();
+                let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                tracing::warn!(%password, "no admin password given: generated one for this run");
+                AdminPassword::Plain(password)
+            }
+        };
+        let admin_password = Some(admin_password);
+        let strategy = match self.conflict_strategy {
+            ConflictStrategyArg::LastWriteWins => Strategy::LastWriteWins,
+            ConflictStrategyArg::ThreeWayMerge => Strategy::ThreeWayMerge,
+            ConflictStrategyArg::Manual => Strategy::Manual,
+        };
+        ServerConfig {
+            database_url: self.database_url.clone(),
+            store: None,
+            page_size: self.page_size,
+            body_limit: self.max_body_bytes,
+            admin_password,
+            jwt_secret: self.jwt_secret.clone(),
+            admin_token_ttl: Duration::from_secs(self.token_ttl_secs),
+            accept_unknown_types: self.accept_unknown_types,
+            login_max_failures: self.login_max_failures,
+            login_window: Duration::from_secs(self.login_window_secs),
+            demo_data: self.demo_data,
+            public_host: self.public_host.clone(),
+            public_port: self.public_port,
+            resolver: ResolverConfig::default().with_default_strategy(strategy),
+            max_connections: self.max_connections,
+            blob_dir: self.blob_dir.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let cli = Cli::try_parse_from(["funkygibbon-mock"]).unwrap();
+        let c = cli.to_config();
+        assert_eq!(cli.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(c.database_url, "sqlite://funkygibbon.db");
+        assert_eq!(c.page_size, 500);
+        assert_eq!(c.body_limit, 16 * 1024 * 1024);
+        assert!(!c.accept_unknown_types);
+        assert!(matches!(c.admin_password, Some(AdminPassword::Plain(p)) if p.len() == 24));
+    }
+
+    #[test]
+    fn flags_override() {
+        let cli = Cli::try_parse_from([
+            "funkygibbon-mock",
+            "--page-size",
+            "7",
+            "--accept-unknown-types",
+            "--admin-password",
+            "pw",
+            "--conflict-strategy",
+            "manual",
+        ])
+        .unwrap();
+        let c = cli.to_config();
+        assert_eq!(c.page_size, 7);
+        assert!(c.accept_unknown_types);
+        assert_eq!(c.admin_password, Some(AdminPassword::Plain("pw".into())));
+        assert_eq!(c.resolver.default_strategy, Strategy::Manual);
+        assert!(Cli::try_parse_from(["funkygibbon-mock", "--page-size", "0"]).is_err());
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

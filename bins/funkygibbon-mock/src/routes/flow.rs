@@ -1,0 +1,316 @@
+//! The seeds' five-step flow on the same engine: `/api/v1/sync/request`, `/push`, `/ack`.
+
+use axum::extract::State;
+use axum::Json;
+use goodies_store::{ChangeQuery, ChangeRecord, EntityOutcome, PushBatch};
+use inbetweenies_proto::flow::{
+    FlowApplied, FlowChange, FlowConflict, FlowData, FlowMessage, FlowSyncAck, FlowSyncDelta,
+    FlowSyncPush, FlowSyncRequest, FlowSyncResult,
+};
+use inbetweenies_proto::{ChangeType, Cursor, EntityId, SyncChange, Version};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::body::RawBody;
+use crate::error::ApiError;
+use crate::pydantic::{body_loc, enum_item, item, item_ctx, validation_items, Fields};
+use crate::routes::sync::{known_entity_types, known_source_types};
+use crate::state::AppState;
+
+/// Checks the `type` tag (optional) and the required string fields, then reads the message.
+fn parse_flow<T: DeserializeOwned>(
+    mut value: Value,
+    tag: &str,
+    required: &[&str],
+) -> Result<T, ApiError> {
+    {
+        let mut f = Fields::new(&value)?;
+        for key in required {
+            f.req_str(&[key], 1);
+        }
+        if let Some(t) = value.get("type").filter(|t| !t.is_null()) {
+            if t.as_str() != Some(tag) {
+                f.errors.push(item_ctx(
+                    "literal_error",
+                    body_loc(&[Value::from("type")]),
+                    format!("Input should be '{tag}'"),
+                    t.clone(),
+                    json!({"expected": format!("'{tag}'")}),
+                ));
+            }
+        }
+        f.finish()?;
+    }
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("type");
+    }
+    serde_json::from_value::<T>(value.clone()).map_err(|e| {
+        validation_items(vec![item(
+            "value_error",
+            vec![Value::from("body")],
+            format!("Value error, {e}"),
+            value,
+        )])
+    })
+}
+
+fn to_value(msg: &FlowMessage) -> Result<Json<Value>, ApiError> {
+    serde_json::to_value(msg)
+        .map(Json)
+        .map_err(|e| ApiError::internal(&e))
+}
+
+/// Step 1 → 2: `sync_request` → `sync_delta` (entities changed since `last_sync`, paged).
+#[tracing::instrument(name = "sync_request", skip_all, fields(client_id = tracing::field::Empty))]
+pub(crate) async fn request(
+    State(app): State<AppState>,
+    _caller: Caller,
+    body: RawBody,
+) -> Result<Json<Value>, ApiError> {
+    let req: FlowSyncRequest = parse_flow(body.json()?, "sync_request", &["client_id"])?;
+    tracing::Span::current().record("client_id", req.client_id.as_str());
+    if !app.config.accept_unknown_types {
+        if let Some(types) = &req.entity_types {
+            let ets = known_entity_types();
+            let items: Vec<Value> = types
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !t.is_known())
+                .map(|(i, t)| {
+                    enum_item(
+                        body_loc(&[Value::from("entity_types"), Value::from(i)]),
+                        &ets,
+                        Value::from(t.as_str()),
+                    )
+                })
+                .collect();
+            if !items.is_empty() {
+                return Err(validation_items(items));
+            }
+        }
+    }
+    let after_seq = req
+        .cursor
+        .as_ref()
+        .map(Cursor::seq)
+        .transpose()
+        .map_err(|e| crate::routes::sync::bad_cursor(&e.0))?;
+    let query = ChangeQuery {
+        after_seq,
+        since: if after_seq.is_none() {
+            req.last_sync
+        } else {
+            None
+        },
+        entity_types: req.entity_types.clone(),
+        modified_by: None,
+        include_entities: true,
+        include_relationships: false,
+        limit: app.config.page_size,
+    };
+    let page = app.store.changes(&query).await?;
+    let state_digest = app.store.state_digest().await?;
+    app.store.record_sync(&req.client_id).await?;
+    let changes = page
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            ChangeRecord::Entity(se) => Some(&se.entity),
+            ChangeRecord::Relationship(_) => None,
+        })
+        .filter(|e| req.include_deleted || !e.is_deleted())
+        .map(|e| FlowChange {
+            entity_type: e.entity_type.clone(),
+            entity_id: e.id.clone(),
+            operation: if e.is_deleted() {
+                ChangeType::Delete
+            } else {
+                ChangeType::Update
+            },
+            data: FlowData {
+                name: e.name.clone(),
+                content: e.content.clone(),
+                source_type: e.source_type.clone(),
+                user_id: e.user_id.clone(),
+                parent_versions: e.parent_versions.clone(),
+                updated_at: Some(e.updated_at),
+            },
+            updated_at: e.updated_at,
+            sync_id: e.version.clone(),
+        })
+        .collect();
+    to_value(&FlowMessage::SyncDelta(FlowSyncDelta {
+        server_time: page.server_time,
+        changes,
+        conflicts: Vec::new(),
+        more: page.next_after_seq.is_some(),
+        cursor: page.next_after_seq.map(Cursor::from_seq),
+        state_digest: Some(state_digest),
+    }))
+}
+
+fn resolution_word(local: &Version, remote: &Version, resolved: &Version, reason: &str) -> String {
+    if reason == "manual" {
+        "manual"
+    } else if resolved == remote {
+        "client_wins"
+    } else if resolved == local {
+        "server_wins"
+    } else {
+        "merged"
+    }
+    .to_owned()
+}
+
+/// Step 3 → 4: `sync_push` → `sync_result` (one transaction, conflicts decided by the server).
+#[tracing::instrument(name = "sync_push", skip_all, fields(client_id = tracing::field::Empty, pushed = tracing::field::Empty))]
+pub(crate) async fn push(
+    State(app): State<AppState>,
+    caller: Caller,
+    body: RawBody,
+) -> Result<Json<Value>, ApiError> {
+    let req: FlowSyncPush = parse_flow(body.json()?, "sync_push", &["client_id"])?;
+    let span = tracing::Span::current();
+    span.record("client_id", req.client_id.as_str());
+    span.record("pushed", req.changes.len());
+    if !app.config.accept_unknown_types {
+        let (ets, sts) = (known_entity_types(), known_source_types());
+        let mut items = Vec::new();
+        for (i, c) in req.changes.iter().enumerate() {
+            let at = |k: &[&str]| {
+                let mut p = vec![Value::from("changes"), Value::from(i)];
+                p.extend(k.iter().map(|s| Value::from(*s)));
+                body_loc(&p)
+            };
+            if !c.entity_type.is_known() {
+                items.push(enum_item(
+                    at(&["entity_type"]),
+                    &ets,
+                    Value::from(c.entity_type.as_str()),
+                ));
+            }
+            if !c.data.source_type.is_known() {
+                items.push(enum_item(
+                    at(&["data", "source_type"]),
+                    &sts,
+                    Value::from(c.data.source_type.as_str()),
+                ));
+            }
+        }
+        if !items.is_empty() {
+            return Err(validation_items(items));
+        }
+    }
+    caller.require_write()?;
+    let user_id = req.user_id.clone().unwrap_or_else(|| caller.0.sub.clone());
+    let changes: Vec<SyncChange> = req
+        .changes
+        .iter()
+        .map(|c| {
+            let mut e = c.to_entity_change();
+            if e.user_id.is_empty() {
+                e.user_id = user_id.clone();
+            }
+            SyncChange {
+                change_type: c.operation,
+                entity: Some(e),
+                relationships: Vec::new(),
+            }
+        })
+        .collect();
+    let outcome = app
+        .store
+        .apply_push(PushBatch {
+            device_id: req.client_id.clone(),
+            user_id,
+            changes,
+        })
+        .await?;
+    let mut applied = Vec::new();
+    for (change, (id, result)) in req.changes.iter().zip(&outcome.entity_outcomes) {
+        let status = match result {
+            EntityOutcome::NotAcked(_) => "rejected",
+            EntityOutcome::Won
+            | EntityOutcome::Lost
+            | EntityOutcome::Merged(_)
+            | EntityOutcome::Queued => "conflict",
+            _ => "applied",
+        };
+        let id: &EntityId = id.as_ref().unwrap_or(&change.entity_id);
+        let server_sync_id = app
+            .store
+            .entity(id)
+            .await?
+            .map(|e| e.version)
+            .unwrap_or_else(|| change.client_sync_id.clone());
+        applied.push(FlowApplied {
+            client_sync_id: change.client_sync_id.clone(),
+            server_sync_id,
+            status: status.to_owned(),
+        });
+    }
+    let mut conflicts = Vec::new();
+    for ci in &outcome.conflicts {
+        let reason = ci
+            .reason
+            .clone()
+            .unwrap_or_else(|| "newer_on_server".into());
+        let server_version = match app
+            .store
+            .entity_version(&ci.entity_id, &ci.local_version)
+            .await?
+        {
+            Some(e) => serde_json::to_value(&e).map_err(|e| ApiError::internal(&e))?,
+            None => Value::from(ci.local_version.as_str()),
+        };
+        let pushed = req
+            .changes
+            .iter()
+            .find(|c| c.entity_id == ci.entity_id && c.client_sync_id == ci.remote_version);
+        let client_version = match pushed {
+            Some(c) => {
+                serde_json::to_value(c.to_entity_change()).map_err(|e| ApiError::internal(&e))?
+            }
+            None => Value::from(ci.remote_version.as_str()),
+        };
+        conflicts.push(FlowConflict {
+            entity_type: pushed
+                .map(|c| c.entity_type.clone())
+                .unwrap_or(inbetweenies_proto::EntityType::Other(String::new())),
+            entity_id: ci.entity_id.clone(),
+            resolution: resolution_word(
+                &ci.local_version,
+                &ci.remote_version,
+                &ci.resolved_version,
+                &reason,
+            ),
+            reason,
+            server_version,
+            client_version,
+        });
+    }
+    to_value(&FlowMessage::SyncResult(FlowSyncResult {
+        applied,
+        conflicts,
+    }))
+}
+
+/// Step 5: `sync_ack` records the client's confirmed watermark (shown by `/api/v1/sync/status`).
+pub(crate) async fn ack(
+    State(app): State<AppState>,
+    _caller: Caller,
+    body: RawBody,
+) -> Result<Json<Value>, ApiError> {
+    let ack: FlowSyncAck = parse_flow(body.json()?, "sync_ack", &["client_id"])?;
+    app.store
+        .record_ack(&ack.client_id, ack.sync_completed_at)
+        .await?;
+    tracing::info!(client_id = %ack.client_id, watermark = %ack.sync_completed_at, "sync acknowledged");
+    Ok(Json(json!({
+        "type": "sync_ack_result",
+        "client_id": ack.client_id,
+        "acknowledged": true,
+        "last_ack": ack.sync_completed_at,
+    })))
+}

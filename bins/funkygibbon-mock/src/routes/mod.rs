@@ -1,0 +1,145 @@
+//! The HTTP routes and the middleware around them.
+
+mod auth;
+mod flow;
+mod graph;
+mod misc;
+mod sync;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::Router;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::error::{code_for_status, ApiError};
+use crate::state::AppState;
+
+/// Responses larger than this are gzipped for clients that accept it.
+const COMPRESS_ABOVE: u16 = 1024;
+
+/// Registers a route with and without its trailing slash (the reference answers
+/// 307 for the missing slash; this server answers both alike).
+fn both(r: Router<AppState>, path: &str, m: MethodRouter<AppState>) -> Router<AppState> {
+    let alt = match path.strip_suffix('/') {
+        Some(p) => p.to_owned(),
+        None => format!("{path}/"),
+    };
+    r.route(path, m.clone()).route(&alt, m)
+}
+
+/// Every route of the server, with its middleware.
+pub(crate) fn router(state: AppState) -> Router {
+    let mut r = Router::new().route("/", get(misc::root));
+    let routes: Vec<(&str, MethodRouter<AppState>)> = vec![
+        ("/health", get(misc::health)),
+        // Auth.
+        ("/api/v1/auth/admin/login", post(auth::login)),
+        ("/api/v1/auth/me", get(auth::me)),
+        ("/api/v1/auth/refresh", post(auth::refresh)),
+        ("/api/v1/auth/guest/generate-qr", post(auth::guest_generate)),
+        ("/api/v1/auth/guest/verify", post(auth::guest_verify)),
+        ("/api/v1/auth/guest/list", get(auth::guest_list)),
+        ("/api/v1/auth/guest/revoke", post(auth::guest_revoke)),
+        // Sync (inbetweenies-v2).
+        ("/api/v1/sync/", post(sync::sync)),
+        ("/api/v1/sync/status", get(sync::status)),
+        ("/api/v1/sync/conflicts", get(sync::conflicts)),
+        ("/api/v1/sync/conflicts/{id}/resolve", post(sync::resolve)),
+        // The seeds' five-step flow.
+        ("/api/v1/sync/request", post(flow::request)),
+        ("/api/v1/sync/push", post(flow::push)),
+        ("/api/v1/sync/ack", post(flow::ack)),
+        // Graph REST API.
+        (
+            "/api/v1/graph/entities",
+            get(graph::list_entities).post(graph::create_entity),
+        ),
+        (
+            "/api/v1/graph/entities/{id}",
+            get(graph::get_entity)
+                .put(graph::update_entity)
+                .delete(graph::delete_entity),
+        ),
+        ("/api/v1/graph/entities/{id}/versions", get(graph::versions)),
+        (
+            "/api/v1/graph/entities/{id}/connected",
+            get(graph::connected),
+        ),
+        (
+            "/api/v1/graph/relationships",
+            get(graph::list_relationships).post(graph::create_relationship),
+        ),
+        ("/api/v1/graph/search", post(graph::search)),
+        ("/api/v1/graph/path", post(graph::path)),
+        ("/api/v1/graph/statistics", get(graph::statistics)),
+    ];
+    for (path, m) in routes {
+        r = both(r, path, m);
+    }
+    let compress = CompressionLayer::new()
+        .gzip(true)
+        .compress_when(DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE)));
+    r.fallback(misc::not_found)
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestDecompressionLayer::new().gzip(true))
+        .layer(middleware::map_response(json_errors))
+        .layer(compress)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_in_flight,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .with_state(state)
+}
+
+/// Decrements the in-flight count when a request ends (or is dropped).
+struct InFlight(AppState);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+async fn count_in_flight(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    state.in_flight.send_modify(|n| *n += 1);
+    let _guard = InFlight(state);
+    next.run(req).await
+}
+
+/// Turns any error answer that is not JSON (405 from routing, 415 from
+/// decompression, …) into the JSON error body.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut out = ApiError::new(status, code_for_status(status), reason).into_response();
+    for (name, value) in res.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out
+}

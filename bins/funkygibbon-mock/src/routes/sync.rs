@@ -1,0 +1,442 @@
+//! `POST /api/v1/sync/` (inbetweenies-v2), sync status, and the manual-review conflict queue.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use goodies_store::{
+    ChangePage, ChangeQuery, ChangeRecord, ConflictRecord, ConflictStatus, ManualResolution,
+    PushBatch, PushOutcome, StoreError,
+};
+use inbetweenies_proto::validate::sync_request_from_value;
+use inbetweenies_proto::{
+    ChangeType, Cursor, EntityChange, EntityType, FieldError, FieldErrorKind, RelationshipChange,
+    SourceType, SyncChange, SyncRequest, SyncResponse, SyncStats, SyncType, Timestamp,
+    ValidationError, VectorClockWire, PROTOCOL_VERSION,
+};
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::body::RawBody;
+use crate::error::ApiError;
+use crate::pydantic::{
+    bad_query_int, body_loc, enum_item, item, missing_query, validation_error, validation_items,
+    Fields,
+};
+use crate::state::AppState;
+
+/// The wire strings of the known entity types.
+pub(crate) fn known_entity_types() -> Vec<&'static str> {
+    EntityType::KNOWN.iter().map(|t| t.as_str()).collect()
+}
+
+/// The wire strings of the known source types.
+pub(crate) fn known_source_types() -> Vec<&'static str> {
+    SourceType::KNOWN.iter().map(|t| t.as_str()).collect()
+}
+
+/// Validates a sync request body as the reference does: field errors are a 422
+/// FastAPI detail list; an unsupported `protocol_version` is a 400. Version
+/// strings are opaque on the wire (the reference takes any string), so a
+/// version that does not parse is accepted; the store falls back to the
+/// receipt time for its edit time.
+pub(crate) fn parse_sync_request(value: Value) -> Result<SyncRequest, ApiError> {
+    let req = match sync_request_from_value(value.clone()) {
+        Ok(r) => r,
+        Err(ValidationError::Fields(fields)) => {
+            let rest: Vec<FieldError> = fields
+                .into_iter()
+                .filter(|f| !matches!(f.kind, FieldErrorKind::BadVersion(_)))
+                .collect();
+            if !rest.is_empty() {
+                let err = ValidationError::Fields(rest);
+                if err.is_protocol_version() {
+                    return Err(unsupported_protocol());
+                }
+                return Err(validation_error(&err));
+            }
+            serde_json::from_value::<SyncRequest>(value).map_err(|e| {
+                validation_items(vec![item(
+                    "value_error",
+                    vec![Value::from("body")],
+                    format!("Value error, {e}"),
+                    Value::Null,
+                )])
+            })?
+        }
+        Err(e) => return Err(validation_error(&e)),
+    };
+    if req.protocol_version != PROTOCOL_VERSION {
+        return Err(unsupported_protocol());
+    }
+    Ok(req)
+}
+
+/// 400 for a cursor that is not a sequence number, worded as the reference words it.
+pub(crate) fn bad_cursor(raw: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "cursor must be a server_seq integer, got {}",
+        py_repr(raw)
+    ))
+    .with_field("cursor")
+}
+
+/// A string as Python's `repr` writes it (single quotes unless the text has one).
+fn py_repr(s: &str) -> String {
+    if s.contains('\'') && !s.contains('"') {
+        format!("\"{s}\"")
+    } else {
+        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+}
+
+fn unsupported_protocol() -> ApiError {
+    ApiError::bad_request("Unsupported protocol version").with_field("protocol_version")
+}
+
+/// Rejects unknown entity/source types (422 naming the field, where the
+/// reference crashed with a 500) and unknown relationship types (400, as the
+/// reference), unless the server accepts unknown types.
+pub(crate) fn check_types(app: &AppState, req: &SyncRequest) -> Result<(), ApiError> {
+    if app.config.accept_unknown_types {
+        return Ok(());
+    }
+    let (ets, sts) = (known_entity_types(), known_source_types());
+    let mut items = Vec::new();
+    for (i, c) in req.changes.iter().enumerate() {
+        let Some(e) = &c.entity else { continue };
+        let at = |field: &str| {
+            body_loc(&[
+                Value::from("changes"),
+                Value::from(i),
+                Value::from("entity"),
+                Value::from(field),
+            ])
+        };
+        if !e.entity_type.is_known() {
+            items.push(enum_item(
+                at("entity_type"),
+                &ets,
+                Value::from(e.entity_type.as_str()),
+            ));
+        }
+        if !e.source_type.is_known() {
+            items.push(enum_item(
+                at("source_type"),
+                &sts,
+                Value::from(e.source_type.as_str()),
+            ));
+        }
+    }
+    if let Some(types) = req.filters.as_ref().and_then(|f| f.entity_types.as_ref()) {
+        for (i, t) in types.iter().enumerate().filter(|(_, t)| !t.is_known()) {
+            let loc = body_loc(&[
+                Value::from("filters"),
+                Value::from("entity_types"),
+                Value::from(i),
+            ]);
+            items.push(enum_item(loc, &ets, Value::from(t.as_str())));
+        }
+    }
+    if !items.is_empty() {
+        return Err(validation_items(items));
+    }
+    for (i, c) in req.changes.iter().enumerate() {
+        for (j, r) in c.relationships.iter().enumerate() {
+            if !r.relationship_type.is_known() {
+                return Err(ApiError::bad_request(format!(
+                    "Unknown relationship_type: {}",
+                    r.relationship_type
+                ))
+                .with_field(format!("changes[{i}].relationships[{j}].relationship_type")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The wire form of one change-feed row.
+pub(crate) fn wire_change(rec: &ChangeRecord) -> SyncChange {
+    match rec {
+        ChangeRecord::Entity(se) => SyncChange {
+            change_type: if se.entity.is_deleted() {
+                ChangeType::Delete
+            } else {
+                ChangeType::Update
+            },
+            entity: Some(EntityChange::from_entity(&se.entity)),
+            relationships: Vec::new(),
+        },
+        ChangeRecord::Relationship(sr) => SyncChange {
+            change_type: ChangeType::Update,
+            entity: None,
+            relationships: vec![RelationshipChange::from_relationship(&sr.relationship)],
+        },
+    }
+}
+
+/// `POST /api/v1/sync/`: apply the pushed changes (one transaction), then answer one page of the change feed.
+#[tracing::instrument(
+    name = "sync",
+    skip_all,
+    fields(
+        user = tracing::field::Empty,
+        device_id = tracing::field::Empty,
+        sync_type = tracing::field::Empty,
+        pushed = tracing::field::Empty,
+        applied = tracing::field::Empty,
+        conflicts = tracing::field::Empty,
+        pulled = tracing::field::Empty,
+    )
+)]
+pub(crate) async fn sync(
+    State(app): State<AppState>,
+    caller: Caller,
+    body: RawBody,
+) -> Result<Json<SyncResponse>, ApiError> {
+    let started = Instant::now();
+    let span = tracing::Span::current();
+    span.record("user", caller.0.sub.as_str());
+    let req = parse_sync_request(body.json()?)?;
+    span.record("device_id", req.device_id.as_str());
+    span.record("sync_type", req.sync_type.as_str());
+    span.record("pushed", req.changes.len());
+    check_types(&app, &req)?;
+    // The cursor is honoured for delta (and the entities/relationships kinds);
+    // `full` ignores it as the reference does, so old clients behave the same.
+    let after_seq = match (&req.cursor, req.sync_type) {
+        (Some(c), SyncType::Delta | SyncType::Entities | SyncType::Relationships) => {
+            Some(c.seq().map_err(|_| bad_cursor(&c.0))?)
+        }
+        _ => None,
+    };
+    if !req.changes.is_empty() {
+        caller.require_write()?;
+    }
+    let outcome = if req.changes.is_empty() {
+        PushOutcome::default()
+    } else {
+        app.store
+            .apply_push(PushBatch {
+                device_id: req.device_id.clone(),
+                user_id: req.user_id.clone(),
+                changes: req.changes.clone(),
+            })
+            .await?
+    };
+    span.record("applied", outcome.applied.len());
+    span.record("conflicts", outcome.conflicts.len());
+    let filters = req.filters.clone().unwrap_or_default();
+    let since = match (req.sync_type, after_seq) {
+        (SyncType::Delta, None) => filters.since,
+        _ => None,
+    };
+    let query = ChangeQuery {
+        after_seq,
+        since,
+        entity_types: filters.entity_types,
+        modified_by: filters.modified_by,
+        include_entities: req.sync_type != SyncType::Relationships,
+        include_relationships: req.sync_type != SyncType::Entities,
+        limit: app.config.page_size,
+    };
+    let page = app.store.changes(&query).await?;
+    let state_digest = app.store.state_digest().await?;
+    app.store.record_sync(&req.device_id).await?;
+    span.record("pulled", page.records.len());
+    Ok(Json(response(&req, outcome, page, state_digest, started)))
+}
+
+fn response(
+    req: &SyncRequest,
+    outcome: PushOutcome,
+    page: ChangePage,
+    state_digest: String,
+    started: Instant,
+) -> SyncResponse {
+    SyncResponse {
+        protocol_version: PROTOCOL_VERSION.to_owned(),
+        sync_type: req.sync_type,
+        changes: page.records.iter().map(wire_change).collect(),
+        sync_stats: SyncStats {
+            entities_synced: outcome.applied.len() as u64,
+            relationships_synced: outcome.applied_relationships.len() as u64,
+            conflicts_resolved: outcome.conflicts.len() as u64,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        },
+        conflicts: outcome.conflicts,
+        vector_clock: VectorClockWire::default(),
+        cursor: page.next_after_seq.map(Cursor::from_seq),
+        state_digest: Some(state_digest),
+        server_time: page.server_time,
+        applied: outcome.applied,
+        applied_relationships: outcome.applied_relationships,
+    }
+}
+
+/// `GET /api/v1/sync/status?device_id=`: the reference's fields plus what this server knows of the device.
+pub(crate) async fn status(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let device_id = q
+        .get("device_id")
+        .ok_or_else(|| missing_query("device_id"))?;
+    let known = app.store.client_status(device_id).await?;
+    let pending = app
+        .store
+        .conflicts(Some(&[ConflictStatus::Pending]), 100_000)
+        .await?
+        .len();
+    let state_digest = app.store.state_digest().await?;
+    Ok(Json(json!({
+        "device_id": device_id,
+        "server_time": Timestamp::now(),
+        "protocol_version": PROTOCOL_VERSION,
+        "last_seen": known.as_ref().and_then(|k| k.last_seen),
+        "last_ack": known.as_ref().and_then(|k| k.last_ack),
+        "sync_count": known.as_ref().map_or(0, |k| k.sync_count),
+        "pending_conflicts": pending,
+        "state_digest": state_digest,
+    })))
+}
+
+/// The JSON form of a conflict record.
+pub(crate) fn conflict_json(c: &ConflictRecord) -> Value {
+    json!({
+        "id": c.id,
+        "entity_id": c.entity_id,
+        "server_version": c.server_version,
+        "client_version": c.client_version,
+        "resolved_version": c.resolved_version,
+        "reason": c.reason,
+        "resolution_strategy": c.strategy,
+        "status": c.status.as_str(),
+        "device_id": c.device_id,
+        "created_at": c.created_at,
+        "resolved_at": c.resolved_at,
+    })
+}
+
+fn parse_statuses(s: &str) -> Result<Option<Vec<ConflictStatus>>, ApiError> {
+    if s == "all" {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match ConflictStatus::parse(part) {
+            Some(st) => out.push(st),
+            None => {
+                let allowed = ["pending", "auto", "resolved", "dismissed", "all"];
+                return Err(validation_items(vec![enum_item(
+                    vec![Value::from("query"), Value::from("status")],
+                    &allowed,
+                    Value::from(part),
+                )]));
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// `GET /api/v1/sync/conflicts?status=&limit=`: the manual-review queue (pending
+/// conflicts by default; `status=all` or a comma-separated list for the audit trail).
+pub(crate) async fn conflicts(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let statuses = parse_statuses(q.get("status").map_or("pending", String::as_str))?;
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| bad_query_int("limit", l))?
+            .clamp(1, 10_000),
+    };
+    let list = app.store.conflicts(statuses.as_deref(), limit).await?;
+    Ok(Json(json!({
+        "conflicts": list.iter().map(conflict_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// `POST /api/v1/sync/conflicts/{id}/resolve` `{"resolution": "local"|"server"|"remote"|"client"|"custom"|"dismiss", "content"?, "name"?}`.
+pub(crate) async fn resolve(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: RawBody,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::not_found("Conflict not found");
+    let id: i64 = id.trim().parse().map_err(|_| not_found())?;
+    caller.require_write()?;
+    let value = body.json()?;
+    let mut f = Fields::new(&value)?;
+    let choice = f.req_str(&["resolution"], 1);
+    let content = f.opt_obj("content");
+    let name = f.opt_str(&["name"]);
+    const CHOICES: [&str; 6] = ["local", "server", "remote", "client", "custom", "dismiss"];
+    if let Some(c) = &choice {
+        if !CHOICES.contains(&c.as_str()) {
+            f.enum_error("resolution", &CHOICES, c);
+        }
+    }
+    if choice.as_deref() == Some("custom") && content.is_none() {
+        f.errors.push(item(
+            "missing",
+            vec![Value::from("body"), Value::from("content")],
+            "Field required",
+            value.clone(),
+        ));
+    }
+    f.finish()?;
+    let map_err = |e: StoreError| match e {
+        StoreError::NotFound(_) => not_found(),
+        StoreError::Invalid(why) => ApiError::conflict(format!("Conflict is not pending: {why}")),
+        other => ApiError::from(other),
+    };
+    let resolution = match choice.as_deref().unwrap_or_default() {
+        "dismiss" => {
+            let rec = app.store.dismiss_conflict(id).await.map_err(map_err)?;
+            return Ok(Json(
+                json!({"conflict": conflict_json(&rec), "entity": null}),
+            ));
+        }
+        "local" | "server" => ManualResolution::KeepServer,
+        "remote" | "client" => ManualResolution::KeepClient,
+        _ => {
+            let name = match name {
+                Some(n) => n,
+                None => {
+                    let pending = app
+                        .store
+                        .conflicts(None, 100_000)
+                        .await?
+                        .into_iter()
+                        .find(|c| c.id == id)
+                        .ok_or_else(not_found)?;
+                    app.store
+                        .entity(&pending.entity_id)
+                        .await?
+                        .map(|e| e.name)
+                        .unwrap_or_default()
+                }
+            };
+            ManualResolution::Custom {
+                name,
+                content: content.unwrap_or_default(),
+            }
+        }
+    };
+    let (rec, entity) = app
+        .store
+        .resolve_conflict(id, resolution, &caller.0.sub)
+        .await
+        .map_err(map_err)?;
+    tracing::info!(conflict = id, version = %entity.version, "conflict resolved by hand");
+    Ok(Json(
+        json!({"conflict": conflict_json(&rec), "entity": entity}),
+    ))
+}
