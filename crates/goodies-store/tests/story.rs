@@ -1399,10 +1399,33 @@ async fn story_late_commit_never_skipped(h: &Harness) -> Result<()> {
     let out_b = b.await??;
     ensure!(!a_done_before_release, "writer A was held");
     ensure!(out_a.applied == ids(&["late-a"]) && out_b.applied == ids(&["late-b"]));
-    let (mut rows, _) = match early {
+    let (mut rows, reader_pages) = match early {
         Ok(joined) => joined??,
         Err(_) => reader.await??,
     };
+    // The reader's last page drained the feed: every row it did not deliver committed
+    // later, and must have been received strictly after that page's server_time (else
+    // a client using it as its watermark would never see the row).
+    let drained_at = reader_pages
+        .last()
+        .context("the reader read a page")?
+        .server_time;
+    let delivered_up_to = rows.last().map(ChangeRecord::seq).or(first.next_after_seq);
+    let (everything, _) = drain(&s, ChangeQuery::default()).await?;
+    for r in everything
+        .iter()
+        .filter(|r| Some(r.seq()) > delivered_up_to)
+    {
+        let received = match r {
+            ChangeRecord::Entity(e) => e.received_at,
+            ChangeRecord::Relationship(r) => r.received_at,
+        };
+        ensure!(
+            received > drained_at,
+            "row {} committed after the drained page but was received at {received}, not after its server_time {drained_at}",
+            r.seq()
+        );
+    }
     // Drain again: writer B may have committed after the reader's last page.
     let last = rows.last().map(ChangeRecord::seq).or(first.next_after_seq);
     let (more, _) = drain(
