@@ -328,6 +328,15 @@ impl GraphRead for PgStore {
         to: &EntityId,
         max_depth: usize,
     ) -> Result<Option<Vec<EntityId>>> {
+        let known: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM entities WHERE is_latest AND id = ANY($1)")
+                .bind([from.as_str(), to.as_str()])
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        if known < if from == to { 1 } else { 2 } {
+            return Ok(None);
+        }
         if from == to {
             return Ok(Some(vec![from.clone()]));
         }

@@ -272,7 +272,7 @@ impl PgStore {
     /// Writes a planned push inside the write transaction.
     async fn write_plan(&self, w: &mut WriteTxn, plan: &PushPlan, device_id: &str) -> Result<()> {
         let superseded: Vec<&str> = plan.superseded.iter().map(EntityId::as_str).collect();
-        supersede(&mut *w.tx, &superseded).await?;
+        supersede(&mut w.tx, &superseded).await?;
         if !plan.entities.is_empty() {
             let numbers = w.take(plan.entities.len());
             let rows: Vec<(&Entity, bool, bool)> = plan
@@ -280,11 +280,11 @@ impl PgStore {
                 .iter()
                 .map(|p| (&p.entity, p.latest, p.became_latest))
                 .collect();
-            insert_entities(&mut *w.tx, &rows, &numbers).await?;
+            insert_entities(&mut w.tx, &rows, &numbers).await?;
         }
         if !plan.relationships.is_empty() {
             let numbers = w.take(plan.relationships.len());
-            insert_relationships(&mut *w.tx, &plan.relationships, &numbers).await?;
+            insert_relationships(&mut w.tx, &plan.relationships, &numbers).await?;
         }
         if !plan.conflicts.is_empty() {
             let c = &plan.conflicts;
@@ -456,9 +456,9 @@ impl ServerStore for PgStore {
         let now_us = w.now_us();
         let now = rows::ts(now_us)?;
         let entity = logic::manual_resolution(&server, &client, &resolution, user_id, now);
-        supersede(&mut *w.tx, &[entity.id.as_str()]).await?;
+        supersede(&mut w.tx, &[entity.id.as_str()]).await?;
         let numbers = w.take(1);
-        insert_entities(&mut *w.tx, &[(&entity, true, true)], &numbers).await?;
+        insert_entities(&mut w.tx, &[(&entity, true, true)], &numbers).await?;
         let sql = format!(
             "UPDATE conflicts SET status = 'resolved', resolved_version = $2, resolved_at = $3 \
              WHERE id = $1 RETURNING {CONFLICT_COLS}"
@@ -594,7 +594,7 @@ impl ServerStore for PgStore {
         let row = sqlx::query(
             "SELECT b.sha256, b.entity_id, b.content_type, d.size, b.created_at \
              FROM blobs b JOIN blob_data d USING (sha256) WHERE b.sha256 = $1 \
-             ORDER BY b.position LIMIT 1",
+             ORDER BY b.created_at, b.entity_id LIMIT 1",
         )
         .bind(sha256)
         .fetch_optional(&self.pool)
@@ -629,7 +629,7 @@ impl ServerStore for PgStore {
         let fetched = sqlx::query(
             "SELECT b.sha256, b.entity_id, b.content_type, d.size, b.created_at \
              FROM blobs b JOIN blob_data d USING (sha256) WHERE b.entity_id = $1 \
-             ORDER BY b.position",
+             ORDER BY b.created_at, b.sha256",
         )
         .bind(entity_id.as_str())
         .fetch_all(&self.pool)

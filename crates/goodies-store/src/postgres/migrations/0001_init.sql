@@ -103,7 +103,6 @@ CREATE TABLE blobs (
     entity_id TEXT COLLATE "C" NOT NULL,
     content_type TEXT NOT NULL,
     created_at BIGINT NOT NULL,
-    position BIGINT GENERATED ALWAYS AS IDENTITY,
     PRIMARY KEY (sha256, entity_id)
 );
-CREATE INDEX blobs_entity ON blobs (entity_id, position);
+CREATE INDEX blobs_entity ON blobs (entity_id, created_at);
