@@ -126,9 +126,7 @@ async fn build_with_port(
                 blob_dir: config.blob_dir.clone(),
                 ..StoreOptions::default()
             };
-            goodies_store::open_server_store(&config.database_url, opts)
-                .await
-                .map_err(ServerError::Store)?
+            open_store(config.database_url.clone(), opts).await?
         }
     };
     let secret = match &config.jwt_secret {
@@ -168,6 +166,19 @@ async fn build_with_port(
     }));
     let router = routes::router(state.clone());
     Ok((router, AppHandle { state }))
+}
+
+/// Opens the store. The backends' connect futures (sqlx migrations) are not
+/// `Send` for every lifetime, which would make `serve` unusable with
+/// `tokio::spawn`; so the connect runs to completion on a blocking thread
+/// driven by the current runtime, and only its `Send` result crosses back.
+async fn open_store(url: String, opts: StoreOptions) -> Result<Arc<dyn ServerStore>, ServerError> {
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        rt.block_on(async move { goodies_store::open_server_store(&url, opts).await })
+    })
+    .await?
+    .map_err(ServerError::Store)
 }
 
 /// Completes on ctrl-c or (on Unix) SIGTERM: the shutdown signal the binary uses.

@@ -48,7 +48,9 @@ macro_rules! on_both_backends {
 }
 
 enum Db {
-    Sqlite(#[allow(dead_code, reason = "kept to delete the directory at the end")] tempfile::TempDir),
+    Sqlite(
+        #[allow(dead_code, reason = "kept to delete the directory at the end")] tempfile::TempDir,
+    ),
     Postgres(#[allow(dead_code, reason = "kept to drop the database at the end")] FreshPostgres),
 }
 
@@ -167,12 +169,23 @@ impl TestServer {
     /// A guest token made through generate-qr and verify.
     pub async fn guest_token(&self, admin: &str) -> String {
         let qr: Value = self
-            .post_json(admin, "/api/v1/auth/guest/generate-qr", &serde_json::json!({"duration_hours": 1}))
+            .post_json(
+                admin,
+                "/api/v1/auth/guest/generate-qr",
+                &serde_json::json!({"duration_hours": 1}),
+            )
             .await
             .1;
-        let token = qr["qr_data"]["token"].as_str().expect("guest token").to_owned();
+        let token = qr["qr_data"]["token"]
+            .as_str()
+            .expect("guest token")
+            .to_owned();
         let (status, body) = self
-            .post_json("", "/api/v1/auth/guest/verify", &serde_json::json!({"token": token}))
+            .post_json(
+                "",
+                "/api/v1/auth/guest/verify",
+                &serde_json::json!({"token": token}),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         body["access_token"].as_str().expect("guest jwt").to_owned()
@@ -320,9 +333,10 @@ impl Drop for FreshPostgres {
             rt.block_on(async move {
                 use sqlx::Connection as _;
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
                     let _ = conn.close().await;
                 }
             });
