@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub max_connections: Option<u32>,
     /// Directory for blob bytes (SQLite; default: beside the database file).
     pub blob_dir: Option<PathBuf>,
+    /// Shared key for message signatures (`x-inbetweenies-signature`, HMAC-SHA256):
+    /// when set, request bodies must be signed and response bodies are.
+    pub hmac_key: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             resolver: ResolverConfig::default(),
             max_connections: None,
             blob_dir: None,
+            hmac_key: None,
         }
     }
 }
@@ -122,6 +126,7 @@ impl fmt::Debug for ServerConfig {
             .field("resolver", &self.resolver.default_strategy)
             .field("max_connections", &self.max_connections)
             .field("blob_dir", &self.blob_dir)
+            .field("hmac_key", &self.hmac_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -188,6 +193,12 @@ impl ServerConfig {
     /// Sets the conflict resolver configuration.
     pub fn with_resolver(mut self, resolver: ResolverConfig) -> Self {
         self.resolver = resolver;
+        self
+    }
+
+    /// Requires and produces message signatures with this shared key.
+    pub fn with_hmac_key(mut self, key: impl Into<String>) -> Self {
+        self.hmac_key = Some(key.into());
         self
     }
 
@@ -298,6 +309,9 @@ pub struct Cli {
     /// Directory for blob bytes (SQLite).
     #[arg(long, env = "FUNKYGIBBON_BLOB_DIR")]
     pub blob_dir: Option<PathBuf>,
+    /// Shared key for HMAC-SHA256 message signatures (x-inbetweenies-signature); off when absent.
+    #[arg(long, env = "FUNKYGIBBON_HMAC_KEY", hide_env_values = true)]
+    pub hmac_key: Option<String>,
 }
 
 impl Cli {
@@ -337,6 +351,7 @@ impl Cli {
             resolver: ResolverConfig::default().with_default_strategy(strategy),
             max_connections: self.max_connections,
             blob_dir: self.blob_dir.clone(),
+            hmac_key: self.hmac_key.clone(),
         }
     }
 }

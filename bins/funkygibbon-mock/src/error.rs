@@ -123,6 +123,7 @@ impl ApiError {
             ErrorCode::Unauthorized
         };
         let mut e = ApiError::new(StatusCode::UNAUTHORIZED, code, "Invalid or expired token");
+        e.www_authenticate = true;
         if expired {
             e.body.error.message = "token expired; log in again".to_owned();
         }
@@ -139,9 +140,9 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, detail)
     }
 
-    /// 409 with a detail.
+    /// 409 for a write that clashes with what exists (e.g. an id already taken).
     pub fn conflict(detail: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::CONFLICT, ErrorCode::InvalidSyncState, detail)
+        ApiError::new(StatusCode::CONFLICT, ErrorCode::InvalidRequest, detail)
     }
 
     /// 413 for a body over the limit.
@@ -195,7 +196,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match &e {
             StoreError::NotFound(what) => ApiError::not_found(format!("Not found: {what}")),
-            StoreError::Invalid(what) => ApiError::conflict(what.clone()),
+            StoreError::Invalid(what) => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::SyncConflict, what.clone())
+            }
             _ => ApiError::internal(&e),
         }
     }

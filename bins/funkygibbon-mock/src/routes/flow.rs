@@ -96,6 +96,9 @@ pub(crate) async fn request(
         .map(Cursor::seq)
         .transpose()
         .map_err(|e| crate::routes::sync::bad_cursor(&e.0))?;
+    if let Some(seq) = after_seq {
+        crate::routes::sync::check_cursor_issued(&app, seq).await?;
+    }
     let query = ChangeQuery {
         after_seq,
         since: if after_seq.is_none() {
@@ -148,6 +151,14 @@ pub(crate) async fn request(
         cursor: page.next_after_seq.map(Cursor::from_seq),
         state_digest: Some(state_digest),
     }))
+}
+
+/// An entity object with the `sync_id` key the five-step flow reads (PROTOCOL §10.4).
+fn with_sync_id(mut v: Value, version: &Version) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        m.insert("sync_id".into(), Value::from(version.as_str()));
+    }
+    v
 }
 
 fn resolution_word(local: &Version, remote: &Version, resolved: &Version, reason: &str) -> String {
@@ -261,18 +272,22 @@ pub(crate) async fn push(
             .entity_version(&ci.entity_id, &ci.local_version)
             .await?
         {
-            Some(e) => serde_json::to_value(&e).map_err(|e| ApiError::internal(&e))?,
-            None => Value::from(ci.local_version.as_str()),
+            Some(e) => with_sync_id(
+                serde_json::to_value(&e).map_err(|e| ApiError::internal(&e))?,
+                &ci.local_version,
+            ),
+            None => json!({"sync_id": ci.local_version}),
         };
         let pushed = req
             .changes
             .iter()
             .find(|c| c.entity_id == ci.entity_id && c.client_sync_id == ci.remote_version);
         let client_version = match pushed {
-            Some(c) => {
-                serde_json::to_value(c.to_entity_change()).map_err(|e| ApiError::internal(&e))?
-            }
-            None => Value::from(ci.remote_version.as_str()),
+            Some(c) => with_sync_id(
+                serde_json::to_value(c.to_entity_change()).map_err(|e| ApiError::internal(&e))?,
+                &ci.remote_version,
+            ),
+            None => json!({"sync_id": ci.remote_version}),
         };
         conflicts.push(FlowConflict {
             entity_type: pushed
@@ -308,9 +323,8 @@ pub(crate) async fn ack(
         .await?;
     tracing::info!(client_id = %ack.client_id, watermark = %ack.sync_completed_at, "sync acknowledged");
     Ok(Json(json!({
-        "type": "sync_ack_result",
+        "status": "ok",
         "client_id": ack.client_id,
-        "acknowledged": true,
         "last_ack": ack.sync_completed_at,
     })))
 }

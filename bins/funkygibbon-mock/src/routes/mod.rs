@@ -90,6 +90,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(RequestDecompressionLayer::new().gzip(true))
         .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            sign_responses,
+        ))
         .layer(compress)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -116,6 +120,28 @@ async fn count_in_flight(State(state): State<AppState>, req: Request, next: Next
     state.in_flight.send_modify(|n| *n += 1);
     let _guard = InFlight(state);
     next.run(req).await
+}
+
+/// Signs response bodies (before compression) when a shared key is configured (PROTOCOL §2.4).
+async fn sign_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let Some(key) = state.config.hmac_key.clone() else {
+        return res;
+    };
+    let (mut parts, body) = res.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::internal(&e).into_response(),
+    };
+    if !bytes.is_empty() {
+        let sig = inbetweenies_proto::codec::sign(key.as_bytes(), &bytes);
+        if let Ok(v) = HeaderValue::from_str(&sig) {
+            parts
+                .headers
+                .insert(inbetweenies_proto::codec::SIGNATURE_HEADER, v);
+        }
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 /// Turns any error answer that is not JSON (405 from routing, 415 from

@@ -11,9 +11,8 @@ use goodies_store::{
 };
 use inbetweenies_proto::validate::sync_request_from_value;
 use inbetweenies_proto::{
-    ChangeType, Cursor, EntityChange, EntityType, FieldError, FieldErrorKind, RelationshipChange,
-    SourceType, SyncChange, SyncRequest, SyncResponse, SyncStats, SyncType, Timestamp,
-    ValidationError, VectorClockWire, PROTOCOL_VERSION,
+    ChangeType, Cursor, EntityChange, EntityType, RelationshipChange, SourceType, SyncChange,
+    SyncRequest, SyncResponse, SyncStats, SyncType, Timestamp, VectorClockWire, PROTOCOL_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -36,37 +35,16 @@ pub(crate) fn known_source_types() -> Vec<&'static str> {
     SourceType::KNOWN.iter().map(|t| t.as_str()).collect()
 }
 
-/// Validates a sync request body as the reference does: field errors are a 422
-/// FastAPI detail list; an unsupported `protocol_version` is a 400. Version
-/// strings are opaque on the wire (the reference takes any string), so a
-/// version that does not parse is accepted; the store falls back to the
-/// receipt time for its edit time.
+/// Validates a sync request body (docs/PROTOCOL.md §5.10): field errors are a
+/// 422 FastAPI-style detail list; an unsupported `protocol_version` is a 400.
 pub(crate) fn parse_sync_request(value: Value) -> Result<SyncRequest, ApiError> {
-    let req = match sync_request_from_value(value.clone()) {
-        Ok(r) => r,
-        Err(ValidationError::Fields(fields)) => {
-            let rest: Vec<FieldError> = fields
-                .into_iter()
-                .filter(|f| !matches!(f.kind, FieldErrorKind::BadVersion(_)))
-                .collect();
-            if !rest.is_empty() {
-                let err = ValidationError::Fields(rest);
-                if err.is_protocol_version() {
-                    return Err(unsupported_protocol());
-                }
-                return Err(validation_error(&err));
-            }
-            serde_json::from_value::<SyncRequest>(value).map_err(|e| {
-                validation_items(vec![item(
-                    "value_error",
-                    vec![Value::from("body")],
-                    format!("Value error, {e}"),
-                    Value::Null,
-                )])
-            })?
+    let req = sync_request_from_value(value).map_err(|e| {
+        if e.is_protocol_version() {
+            unsupported_protocol()
+        } else {
+            validation_error(&e)
         }
-        Err(e) => return Err(validation_error(&e)),
-    };
+    })?;
     if req.protocol_version != PROTOCOL_VERSION {
         return Err(unsupported_protocol());
     }
@@ -89,6 +67,20 @@ fn py_repr(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
     }
+}
+
+/// 400 `INVALID_SYNC_STATE` for a cursor past every sequence number assigned (PROTOCOL §6.5).
+pub(crate) async fn check_cursor_issued(app: &AppState, seq: u64) -> Result<(), ApiError> {
+    let max = app.store.max_seq().await?;
+    if seq > max {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            inbetweenies_proto::ErrorCode::InvalidSyncState,
+            format!("cursor {seq} was never issued by this server; clear the cursor and watermark and pull in full"),
+        )
+        .with_field("cursor"));
+    }
+    Ok(())
 }
 
 fn unsupported_protocol() -> ApiError {
@@ -203,14 +195,15 @@ pub(crate) async fn sync(
     span.record("sync_type", req.sync_type.as_str());
     span.record("pushed", req.changes.len());
     check_types(&app, &req)?;
-    // The cursor is honoured for delta (and the entities/relationships kinds);
-    // `full` ignores it as the reference does, so old clients behave the same.
+    // The cursor is honoured with delta only (PROTOCOL §6.4); `full` ignores
+    // it as the reference does, so old clients behave the same.
     let after_seq = match (&req.cursor, req.sync_type) {
-        (Some(c), SyncType::Delta | SyncType::Entities | SyncType::Relationships) => {
-            Some(c.seq().map_err(|_| bad_cursor(&c.0))?)
-        }
+        (Some(c), SyncType::Delta) => Some(c.seq().map_err(|_| bad_cursor(&c.0))?),
         _ => None,
     };
+    if let Some(seq) = after_seq {
+        check_cursor_issued(&app, seq).await?;
+    }
     if !req.changes.is_empty() {
         caller.require_write()?;
     }
@@ -228,8 +221,9 @@ pub(crate) async fn sync(
     span.record("applied", outcome.applied.len());
     span.record("conflicts", outcome.conflicts.len());
     let filters = req.filters.clone().unwrap_or_default();
-    let since = match (req.sync_type, after_seq) {
-        (SyncType::Delta, None) => filters.since,
+    // With delta, `since` and the cursor both apply (PROTOCOL §6.4, §12.3).
+    let since = match req.sync_type {
+        SyncType::Delta => filters.since,
         _ => None,
     };
     let query = ChangeQuery {
@@ -394,7 +388,11 @@ pub(crate) async fn resolve(
     f.finish()?;
     let map_err = |e: StoreError| match e {
         StoreError::NotFound(_) => not_found(),
-        StoreError::Invalid(why) => ApiError::conflict(format!("Conflict is not pending: {why}")),
+        StoreError::Invalid(why) => ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            inbetweenies_proto::ErrorCode::SyncConflict,
+            format!("Conflict is not pending: {why}"),
+        ),
         other => ApiError::from(other),
     };
     let resolution = match choice.as_deref().unwrap_or_default() {
