@@ -23,6 +23,14 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Retries of a failed request during a sync (backoff 1, 2, 4, 8, 16, 30 s).
+    #[arg(long, global = true, env = "BLOWING_OFF_RETRIES", default_value_t = 5)]
+    pub retries: u32,
+
+    /// Timeout of one request, in seconds.
+    #[arg(long, global = true, env = "BLOWING_OFF_TIMEOUT", default_value_t = 30)]
+    pub timeout: u64,
+
     /// More log output on stderr (-v: debug, -vv: trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -51,7 +51,8 @@ pub enum DeviceCommand {
         /// The device (id).
         id: String,
         /// A JSON object.
-        json: String,
+        #[arg(value_name = "JSON")]
+        state: String,
     },
     /// Set one characteristic of a device (VALUE is JSON, or else taken as a string).
     Set {
@@ -136,8 +137,8 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
                 println!("{}", serde_json::to_string_pretty(&state)?);
             }
         }
-        DeviceCommand::SetState { id: device, json } => {
-            let patch = match serde_json::from_str::<Value>(&json) {
+        DeviceCommand::SetState { id: device, state } => {
+            let patch = match serde_json::from_str::<Value>(&state) {
                 Ok(Value::Object(o)) => o,
                 Ok(_) => {
                     return Err(usage(

@@ -11,7 +11,9 @@ pub mod status;
 pub mod sync;
 
 use anyhow::Context;
-use goodies_client::{BlowingOffClient, EntityId};
+use std::time::Duration;
+
+use goodies_client::{BlowingOffClient, ClientConfig, EntityId, RetryPolicy};
 
 use crate::cli::{Cli, Command};
 use crate::exit::Exit;
@@ -19,7 +21,16 @@ use crate::output::Out;
 
 /// Opens the local database and runs the command.
 pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
-    let client = BlowingOffClient::open(&cli.db)
+    let retry = RetryPolicy {
+        max_retries: cli.retries,
+        ..RetryPolicy::default()
+    };
+    let config = ClientConfig::default()
+        .with_retry(retry)
+        .with_request_timeout(Duration::from_secs(cli.timeout.max(1)));
+    let client = BlowingOffClient::builder(&cli.db)
+        .config(config)
+        .open()
         .await
         .with_context(|| format!("cannot open the local database {}", cli.db.display()))?;
     let out = Out { json: cli.json };
