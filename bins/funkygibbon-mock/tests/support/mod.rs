@@ -166,6 +166,27 @@ impl TestServer {
             .to_owned()
     }
 
+    /// Logs in with a signed body (servers with a signing key).
+    pub async fn login_signed(&self, key: &str) -> String {
+        let body = serde_json::to_vec(&serde_json::json!({"password": PASSWORD})).expect("json");
+        let sig = inbetweenies_proto::codec::sign(key.as_bytes(), &body);
+        let res = self
+            .http
+            .post(self.url("/api/v1/auth/admin/login"))
+            .header("content-type", "application/json")
+            .header(inbetweenies_proto::codec::SIGNATURE_HEADER, sig)
+            .body(body)
+            .send()
+            .await
+            .expect("login request");
+        let (status, body) = read(res).await;
+        assert_eq!(status, 200, "signed login failed: {body}");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
     /// A guest token made through generate-qr and verify.
     pub async fn guest_token(&self, admin: &str) -> String {
         let qr: Value = self
