@@ -1,0 +1,276 @@
+//! PostgreSQL-specific behaviour: concurrent migration, state shared between server processes, byte-order ids.
+#![cfg(feature = "postgres")]
+
+mod support;
+
+use std::sync::Arc;
+
+use goodies_store::postgres::PgStore;
+use goodies_store::{GraphRead, ServerStore, StoreOptions};
+use inbetweenies_proto::{EntityId, EntityType};
+use sqlx::Connection as _;
+use support::*;
+
+/// Opens `n` stores on one database at the same time (n server processes starting together).
+async fn connect_many(url: &str, n: usize) -> Vec<PgStore> {
+    let opens = (0..n).map(|_| PgStore::connect(url, StoreOptions::default()));
+    futures::future::join_all(opens)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("connect: {}", error_chain(&e))))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_starting_together_migrate_once() {
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    let stores = connect_many(&h.url, 4).await;
+    let mut conn = sqlx::PgConnection::connect(&h.url).await.expect("connect");
+    let applied: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .expect("migrations table");
+    assert!(!applied.is_empty());
+    assert!(applied.iter().all(|(_, ok)| *ok));
+    let distinct: std::collections::HashSet<i64> = applied.iter().map(|(v, _)| *v).collect();
+    assert_eq!(distinct.len(), applied.len(), "each migration applied once");
+
+    // Every instance works on the same schema; reconnecting migrates nothing more.
+    let v = ver(0, 1, "alice");
+    stores[0]
+        .apply_push(batch(
+            "d",
+            "alice",
+            vec![create(ent(
+                "e1",
+                &v,
+                &[],
+                EntityType::Room,
+                "Hall",
+                serde_json::json!({}),
+            ))],
+        ))
+        .await
+        .expect("push");
+    for s in &stores {
+        assert_eq!(
+            s.entity(&"e1".into())
+                .await
+                .expect("read")
+                .map(|e| e.version),
+            Some(v.clone())
+        );
+    }
+    drop(connect_many(&h.url, 1).await);
+    let again: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(again as usize, applied.len());
+    let _ = conn.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_and_digests_are_shared_between_processes() {
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    let one: Arc<dyn ServerStore> = h.default_server().await;
+    let two: Arc<dyn ServerStore> = h.default_server().await;
+
+    // A blob stored through one process is read, in ranges, through the other.
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let meta = one
+        .put_blob(&"manual-1".into(), "application/pdf", &bytes)
+        .await
+        .expect("put");
+    assert_eq!(meta.size, bytes.len() as u64);
+    let seen = two
+        .blob_meta(&meta.sha256)
+        .await
+        .expect("meta")
+        .expect("visible to the other process");
+    assert_eq!(seen, meta);
+    assert_eq!(
+        two.read_blob(&meta.sha256, 0, 10).await.expect("head"),
+        &bytes[..10]
+    );
+    assert_eq!(
+        two.read_blob(&meta.sha256, 123_456, 1_000)
+            .await
+            .expect("middle"),
+        &bytes[123_456..124_456]
+    );
+    assert_eq!(
+        two.read_blob(&meta.sha256, 299_990, 1_000)
+            .await
+            .expect("tail"),
+        &bytes[299_990..]
+    );
+    assert!(two
+        .read_blob(&meta.sha256, 300_000, 10)
+        .await
+        .expect("past the end")
+        .is_empty());
+    assert_eq!(
+        two.blobs_of(&"manual-1".into()).await.expect("list"),
+        vec![meta.clone()]
+    );
+    // The same bytes again: nothing new for that entity; another entity gets its own metadata row.
+    assert_eq!(
+        two.put_blob(&"manual-1".into(), "application/pdf", &bytes)
+            .await
+            .expect("again"),
+        meta
+    );
+    let other = two
+        .put_blob(&"manual-2".into(), "application/pdf", &bytes)
+        .await
+        .expect("other");
+    assert_eq!(
+        (other.sha256.as_str(), other.entity_id.as_str()),
+        (meta.sha256.as_str(), "manual-2")
+    );
+
+    // Each process caches its digest, yet sees the other's writes.
+    let empty = two.state_digest().await.expect("digest");
+    assert_eq!(empty, inbetweenies_conflict::EMPTY_DIGEST);
+    let v = ver(0, 1, "alice");
+    one.apply_push(batch(
+        "d",
+        "alice",
+        vec![create(ent(
+            "e1",
+            &v,
+            &[],
+            EntityType::Room,
+            "Hall",
+            serde_json::json!({}),
+        ))],
+    ))
+    .await
+    .expect("push");
+    let after = two.state_digest().await.expect("digest");
+    assert_ne!(after, empty);
+    assert_eq!(after, one.state_digest().await.expect("digest"));
+    assert_eq!(
+        after,
+        inbetweenies_conflict::state_digest([("e1", v.as_str())])
+    );
+}
+
+/// A database whose default collation is not byte order (ICU English), when the server has ICU.
+struct IcuDatabase {
+    url: String,
+    admin: String,
+    name: String,
+}
+
+impl IcuDatabase {
+    async fn create(admin: &str) -> Option<IcuDatabase> {
+        let mut conn = sqlx::PgConnection::connect(admin).await.ok()?;
+        let name = format!("goodies_icu_{}", uuid::Uuid::new_v4().simple());
+        let made = sqlx::query(&format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        ))
+        .execute(&mut conn)
+        .await;
+        let _ = conn.close().await;
+        if let Err(e) = made {
+            eprintln!("no ICU database ({e}); checking byte order on the default database only");
+            return None;
+        }
+        Some(IcuDatabase {
+            url: with_database(admin, &name),
+            admin: admin.to_owned(),
+            name,
+        })
+    }
+}
+
+impl Drop for IcuDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_ordered_by_bytes_whatever_the_database_collation() {
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    let admin = std::env::var("GOODIES_TEST_POSTGRES_URL").expect("admin url");
+    let icu = IcuDatabase::create(&admin).await;
+    let url = icu.as_ref().map_or(h.url.clone(), |d| d.url.clone());
+    let store = PgStore::connect(&url, StoreOptions::default())
+        .await
+        .expect("connect");
+
+    let ids = [
+        "b", "B", "a", "A", "é", "e", "Z", "aa", "a-b", "a_b", "a b", "ä", "10", "9",
+    ];
+    let mut changes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let v = ver(i as i64, 1, "alice");
+        changes.push(create(ent(
+            id,
+            &v,
+            &[],
+            EntityType::Note,
+            id,
+            serde_json::json!({}),
+        )));
+    }
+    store
+        .apply_push(batch("d", "alice", changes))
+        .await
+        .expect("push");
+
+    let latest = store.latest_versions().await.expect("latest versions");
+    let got: Vec<&str> = latest.iter().map(|(id, _)| id.as_str()).collect();
+    let mut want: Vec<&str> = ids.to_vec();
+    want.sort_unstable(); // str ordering is byte ordering
+    assert_eq!(got, want);
+    let rows: Vec<(&str, &str)> = latest
+        .iter()
+        .map(|(id, v)| (id.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        store.state_digest().await.expect("digest"),
+        inbetweenies_conflict::state_digest(rows)
+    );
+    // Names sort by bytes too.
+    let by_name = store.entities(&Default::default()).await.expect("entities");
+    let names: Vec<&str> = by_name.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, want);
+    assert_eq!(
+        store
+            .entity(&EntityId::from("é"))
+            .await
+            .expect("read")
+            .map(|e| e.name),
+        Some("é".to_owned())
+    );
+    store.close().await;
+}
