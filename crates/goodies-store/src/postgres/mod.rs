@@ -33,8 +33,11 @@
 //!   receipt time than anything the page saw. `server_time` is that clock
 //!   minus 1 µs, so a row committed later is received strictly after it.
 //!
-//! Readers wait only for a writer that is already running, and writers wait
-//! only for readers in the middle of their one page read.
+//! Readers wait only for writers (running, or queued before them: PostgreSQL
+//! grants lock requests in order), and writers wait only for readers in the
+//! middle of their one page read. A transaction that rolls back leaves no
+//! trace: the counters live in a table row, so the next writer reuses its
+//! numbers and the sequence stays gap-free.
 //!
 //! # Blobs
 //!
@@ -48,8 +51,10 @@
 //! - Times are stored as microseconds since the Unix epoch; ids and versions
 //!   use the `"C"` collation, so ordering by id (digests,
 //!   [`latest_versions`](crate::GraphRead::latest_versions)) is byte order.
-//! - Pushes are written with one multi-row `INSERT … SELECT FROM UNNEST(…)`
-//!   per table; lookups before planning are batched the same way.
+//! - Pushes are written with multi-row `INSERT … SELECT FROM UNNEST(…)`
+//!   statements (one per table and 5,000 rows); the lookups before planning
+//!   are batched the same way, and the decisions themselves are the
+//!   backend-neutral [`crate::logic`].
 //! - The state digest is cached in memory keyed by the store's highest
 //!   sequence number, read in the same snapshot as the rows it covers, so an
 //!   unchanged store costs one indexed read and every process sees the
