@@ -270,7 +270,7 @@ impl AuthService {
     /// Every guest grant, oldest first.
     pub fn guests(&self) -> Vec<GuestGrant> {
         let mut v: Vec<GuestGrant> = lock(&self.guests).values().cloned().collect();
-        v.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        v.sort_by_key(|g| g.created_at);
         v
     }
 

@@ -55,35 +55,52 @@ impl ServerError {
     }
 }
 
-/// An error answer: a status and the JSON error body of docs/PROTOCOL.md.
+/// An error answer: a status and the JSON error body of docs/PROTOCOL.md (boxed: handlers return it often).
 #[derive(Debug)]
-pub(crate) struct ApiError {
+pub(crate) struct ApiError(Box<ApiErrorInner>);
+
+/// The parts of an [`ApiError`].
+#[derive(Debug)]
+pub(crate) struct ApiErrorInner {
     pub status: StatusCode,
     pub body: ErrorBody,
     pub retry_after: Option<u64>,
     pub www_authenticate: bool,
 }
 
+impl std::ops::Deref for ApiError {
+    type Target = ApiErrorInner;
+    fn deref(&self) -> &ApiErrorInner {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiError {
+    fn deref_mut(&mut self) -> &mut ApiErrorInner {
+        &mut self.0
+    }
+}
+
 impl ApiError {
     /// An error whose `detail` is the message.
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
+        ApiError(Box::new(ApiErrorInner {
             status,
             body: ErrorBody::new(code, message),
             retry_after: None,
             www_authenticate: false,
-        }
+        }))
     }
 
     /// Replaces the reference-compatible `detail`.
     pub fn with_detail(mut self, detail: Value) -> Self {
-        self.body = self.body.with_detail(detail);
+        self.body.detail = Some(detail);
         self
     }
 
     /// Names the offending field.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.body = self.body.with_field(field);
+        self.body.error.field = Some(field.into());
         self
     }
 
@@ -206,12 +223,13 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res = (self.status, axum::Json(self.body)).into_response();
-        if self.www_authenticate {
+        let inner = *self.0;
+        let mut res = (inner.status, axum::Json(inner.body)).into_response();
+        if inner.www_authenticate {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let Some(secs) = self.retry_after {
+        if let Some(secs) = inner.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

@@ -125,17 +125,16 @@ async fn entities_and_versions(backend: Backend) {
         "{pushed}"
     );
 
-    let (status, deleted) = s
+    let res = s
         .http
         .delete(s.url(&format!("/api/v1/graph/entities/{id}")))
         .bearer_auth(&token)
         .send()
         .await
-        .map(|r| r.status().as_u16())
-        .map(|st| (st, ()))
         .expect("delete");
-    assert_eq!(status, 200);
-    let _ = deleted;
+    let (status, deleted) = support::read(res).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["entity"]["content"]["deleted"], true);
     let (_, versions) = s
         .get_json(&token, &format!("/api/v1/graph/entities/{id}/versions"))
         .await;

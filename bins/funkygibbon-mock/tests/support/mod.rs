@@ -80,6 +80,10 @@ async fn fresh_database(backend: Backend) -> Option<(String, Db)> {
             Some((url, Db::Sqlite(dir)))
         }
         Backend::Postgres => {
+            if !cfg!(feature = "postgres") {
+                println!("skipping: the postgres feature is off");
+                return None;
+            }
             let pg = FreshPostgres::create().await?;
             Some((pg.url.clone(), Db::Postgres(pg)))
         }
