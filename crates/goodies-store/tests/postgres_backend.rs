@@ -274,3 +274,74 @@ async fn ids_are_ordered_by_bytes_whatever_the_database_collation() {
     );
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_is_exclusive_at_every_row_boundary() {
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    let store = h.default_server().await;
+    // Three pushes; each has entities then relationships, so the two tables interleave in seq.
+    let mut n = 0;
+    for round in 0..3 {
+        let mut changes = Vec::new();
+        let mut made = Vec::new();
+        for j in 0..3 {
+            n += 1;
+            let id = format!("e{round}-{j}");
+            let v = ver(n, 1, "alice");
+            changes.push(create(ent(
+                &id,
+                &v,
+                &[],
+                EntityType::Device,
+                &id,
+                serde_json::json!({}),
+            )));
+            made.push((id, v));
+        }
+        changes[2].relationships.push(rel(
+            &format!("r{round}-a"),
+            (&made[0].0, &made[0].1),
+            (&made[1].0, &made[1].1),
+            inbetweenies_proto::RelationshipType::ConnectsTo,
+        ));
+        changes[2].relationships.push(rel(
+            &format!("r{round}-b"),
+            (&made[1].0, &made[1].1),
+            (&made[2].0, &made[2].1),
+            inbetweenies_proto::RelationshipType::ConnectsTo,
+        ));
+        store
+            .apply_push(batch("d", "alice", changes))
+            .await
+            .expect("push");
+    }
+    let all = store
+        .changes(&goodies_store::ChangeQuery::default())
+        .await
+        .expect("all")
+        .records;
+    assert_eq!(all.len(), 15);
+    let received = |r: &goodies_store::ChangeRecord| match r {
+        goodies_store::ChangeRecord::Entity(e) => e.received_at,
+        goodies_store::ChangeRecord::Relationship(r) => r.received_at,
+    };
+    for (i, row) in all.iter().enumerate() {
+        for (since, first) in [
+            (received(row), i + 1),
+            (received(row).saturating_add_micros(-1), i),
+        ] {
+            let got = store
+                .changes(&goodies_store::ChangeQuery {
+                    since: Some(since),
+                    ..Default::default()
+                })
+                .await
+                .expect("since");
+            let want: Vec<u64> = all[first..].iter().map(|r| r.seq()).collect();
+            let got: Vec<u64> = got.records.iter().map(|r| r.seq()).collect();
+            assert_eq!(got, want, "since {since} (row {i})");
+        }
+    }
+}
