@@ -589,6 +589,50 @@ mod tests {
     }
 
     #[test]
+    fn a_merge_asks_for_history_then_merges() {
+        use inbetweenies_conflict::Strategy;
+        let config =
+            ResolverConfig::default().with_strategy(EntityType::Room, Strategy::ThreeWayMerge);
+        let with = |v: &str, parents: &[&str], content: serde_json::Value| {
+            let mut c = change("a", v, parents, ChangeType::Update).entity.unwrap();
+            c.content = content.as_object().unwrap().clone();
+            c.to_entity(None, now())
+        };
+        let base = with(V1, &[], serde_json::json!({"x": 1, "y": 1}));
+        let server = with(V2, &[V1], serde_json::json!({"x": 2, "y": 1}));
+        let mut push = change("a", V3, &[V1], ChangeType::Update);
+        push.entity.as_mut().unwrap().content = serde_json::json!({"x": 1, "y": 3})
+            .as_object()
+            .unwrap()
+            .clone();
+        let b = batch(vec![push]);
+        let mut state = StoredState::default();
+        state.latest.insert("a".into(), server.clone());
+        assert_eq!(
+            plan_push(&b, &state, now(), &config),
+            Err(NeedHistory(vec![EntityId::from("a")]))
+        );
+        state.histories.insert("a".into(), vec![base, server]);
+        let plan = plan_push(&b, &state, now(), &config).unwrap();
+        let EntityOutcome::Merged(v) = &plan.outcome.entity_outcomes[0].1 else {
+            panic!("not merged: {:?}", plan.outcome.entity_outcomes)
+        };
+        assert_eq!(plan.entities.len(), 2);
+        assert!(!plan.entities[0].latest && plan.entities[1].latest);
+        assert_eq!(&plan.entities[1].entity.version, v);
+        assert_eq!(
+            plan.entities[1].entity.content.get("x"),
+            Some(&serde_json::json!(2))
+        );
+        assert_eq!(
+            plan.entities[1].entity.content.get("y"),
+            Some(&serde_json::json!(3))
+        );
+        assert_eq!(plan.superseded, vec![EntityId::from("a")]);
+        assert_eq!(plan.conflicts[0].status, ConflictStatus::Auto);
+    }
+
+    #[test]
     fn deletes_and_relationship_endpoints() {
         let mut del = change("x", V1, &[], ChangeType::Delete);
         del.relationships.push(RelationshipChange {
