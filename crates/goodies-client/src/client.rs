@@ -107,7 +107,11 @@ impl ClientBuilder {
     /// Opens (creating if missing) the local database and the client.
     pub async fn open(self) -> Result<BlowingOffClient, ClientError> {
         let url = store_url(&self.path);
-        let store = goodies_store::open_client_store(&url, StoreOptions::default()).await?;
+        let options = StoreOptions {
+            max_connections: Some(self.config.max_connections.max(1)),
+            ..StoreOptions::default()
+        };
+        let store = goodies_store::open_client_store(&url, options).await?;
         let transport = self
             .transport
             .unwrap_or_else(|| Arc::new(HyperTransport::with_timeout(self.config.request_timeout)));

@@ -68,6 +68,9 @@ pub struct ClientConfig {
     pub max_response_bytes: usize,
     /// The user id edits are made by before a login names one (default `blowing-off`).
     pub default_user_id: String,
+    /// SQLite connections of the local mirror (default 2: one app reader beside the sync;
+    /// each connection keeps its own page cache, so fewer means a smaller footprint).
+    pub max_connections: u32,
 }
 
 impl Default for ClientConfig {
@@ -80,6 +83,7 @@ impl Default for ClientConfig {
             event_capacity: 4096,
             max_response_bytes: 512 * 1024 * 1024,
             default_user_id: "blowing-off".to_owned(),
+            max_connections: 2,
         }
     }
 }
@@ -112,6 +116,12 @@ impl ClientConfig {
     /// Sets the per-subscriber event buffer.
     pub fn with_event_capacity(mut self, n: usize) -> Self {
         self.event_capacity = n.max(1);
+        self
+    }
+
+    /// Sets the number of SQLite connections of the local mirror (at least 1).
+    pub fn with_max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
         self
     }
 
