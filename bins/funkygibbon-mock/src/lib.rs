@@ -163,6 +163,7 @@ async fn build_with_port(
         auth,
         public_port,
         in_flight,
+        digest_cache: std::sync::Mutex::new(None),
     }));
     let router = routes::router(state.clone());
     Ok((router, AppHandle { state }))

@@ -1,7 +1,7 @@
 //! The state every handler shares.
 
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use goodies_store::ServerStore;
 use tokio::sync::watch;
@@ -22,6 +22,36 @@ pub(crate) struct AppInner {
     pub public_port: u16,
     /// Requests being handled right now.
     pub in_flight: watch::Sender<usize>,
+    /// The last state digest and the highest sequence number it covers.
+    pub digest_cache: Mutex<Option<(u64, String)>>,
+}
+
+impl AppInner {
+    /// The convergence digest, recomputed only when a write has happened since
+    /// the cached one (keyed by the store's highest sequence number, so writes
+    /// by other server processes on the same database are seen too).
+    pub async fn state_digest(&self) -> Result<String, goodies_store::StoreError> {
+        let seq = self.store.max_seq().await?;
+        if let Some((cached_seq, digest)) = self.cached_digest() {
+            if cached_seq == seq {
+                return Ok(digest);
+            }
+        }
+        let digest = self.store.state_digest().await?;
+        // Cache only when no write landed while computing (else the key would be stale).
+        if self.store.max_seq().await? == seq {
+            let mut cache = self.digest_cache.lock().unwrap_or_else(|p| p.into_inner());
+            *cache = Some((seq, digest.clone()));
+        }
+        Ok(digest)
+    }
+
+    fn cached_digest(&self) -> Option<(u64, String)> {
+        self.digest_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Deref for AppState {

@@ -113,7 +113,7 @@ pub(crate) async fn request(
         limit: app.config.page_size,
     };
     let page = app.store.changes(&query).await?;
-    let state_digest = app.store.state_digest().await?;
+    let state_digest = app.state_digest().await?;
     app.store.record_sync(&req.client_id).await?;
     let changes = page
         .records

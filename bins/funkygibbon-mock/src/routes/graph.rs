@@ -691,7 +691,7 @@ pub(crate) async fn statistics(
     _caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     let s = app.store.stats().await?;
-    let digest = app.store.state_digest().await?;
+    let digest = app.state_digest().await?;
     let max_seq = app.store.max_seq().await?;
     let by_type: Map<String, Value> = s
         .entities_by_type

@@ -236,7 +236,7 @@ pub(crate) async fn sync(
         limit: app.config.page_size,
     };
     let page = app.store.changes(&query).await?;
-    let state_digest = app.store.state_digest().await?;
+    let state_digest = app.state_digest().await?;
     app.store.record_sync(&req.device_id).await?;
     span.record("pulled", page.records.len());
     Ok(Json(response(&req, outcome, page, state_digest, started)))
@@ -284,7 +284,7 @@ pub(crate) async fn status(
         .conflicts(Some(&[ConflictStatus::Pending]), 100_000)
         .await?
         .len();
-    let state_digest = app.store.state_digest().await?;
+    let state_digest = app.state_digest().await?;
     Ok(Json(json!({
         "device_id": device_id,
         "server_time": Timestamp::now(),
