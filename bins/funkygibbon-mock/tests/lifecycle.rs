@@ -283,3 +283,46 @@ async fn the_binary_runs_with_no_set_up() {
     );
     assert!(lines.iter().any(|l| l.contains("funkygibbon stopped")));
 }
+
+/// The default configuration (an in-memory SQLite store) keeps what is written across requests.
+#[tokio::test]
+async fn the_default_in_memory_store_works() {
+    let (router, handle) = build_app(ServerConfig::default().with_jwt_secret("s"))
+        .await
+        .expect("build");
+    let token = handle.admin_token();
+    let call = |method: &str, uri: &str, body: Option<Value>| {
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"));
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        req.body(axum::body::Body::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        ))
+        .expect("request")
+    };
+    for i in 0..5 {
+        let res = router
+            .clone()
+            .oneshot(call(
+                "POST",
+                "/api/v1/graph/entities",
+                Some(json!({"entity_type": "device", "name": format!("d{i}")})),
+            ))
+            .await
+            .expect("answer");
+        assert_eq!(res.status(), 200);
+    }
+    let res = router
+        .oneshot(call("GET", "/api/v1/graph/entities", None))
+        .await
+        .expect("answer");
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let body: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(body["total"], 5, "{body}");
+}
