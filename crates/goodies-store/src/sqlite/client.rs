@@ -1,5 +1,6 @@
 //! `ClientStore` for SQLite: local writes with their outbox entries, atomic pull-apply with the pull-guard.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
@@ -101,7 +102,7 @@ impl SqliteStore {
         insert_entities(
             w.conn(),
             &[NewEntity {
-                entity: entity.clone(),
+                entity: Cow::Borrowed(&entity),
                 seq,
                 received_at,
                 is_latest: true,
@@ -305,7 +306,7 @@ impl ClientStore for SqliteStore {
         insert_relationships(
             w.conn(),
             &[NewRelationship {
-                relationship: rel.clone(),
+                relationship: Cow::Borrowed(&rel),
                 seq,
                 received_at,
             }],
@@ -412,7 +413,7 @@ impl ClientStore for SqliteStore {
             .map(|(_, e)| (e.id.as_str(), e.version.as_str()))
             .collect();
         let mut stored = existing_pairs(w.conn(), &pairs).await?;
-        let mut new_rows: Vec<NewEntity> = Vec::new();
+        let mut new_rows: Vec<NewEntity<'_>> = Vec::new();
         // Per id whose latest changes: the row that ends up latest.
         let mut finals: HashMap<EntityId, Final> = HashMap::new();
         for &(change, e) in &entity_changes {
@@ -444,7 +445,7 @@ impl ClientStore for SqliteStore {
             let (seq, received_at) = w.next();
             if guarded {
                 new_rows.push(NewEntity {
-                    entity,
+                    entity: Cow::Owned(entity),
                     seq,
                     received_at,
                     is_latest: false,
@@ -459,7 +460,7 @@ impl ClientStore for SqliteStore {
                 }
                 latest.insert(e.id.clone(), (entity.version.clone(), entity.created_at));
                 new_rows.push(NewEntity {
-                    entity,
+                    entity: Cow::Owned(entity),
                     seq,
                     received_at,
                     is_latest: true,
@@ -497,7 +498,7 @@ impl ClientStore for SqliteStore {
             if known.insert(r.id.to_string()) {
                 let (seq, received_at) = w.next();
                 new_rels.push(NewRelationship {
-                    relationship: r.to_relationship("", now),
+                    relationship: Cow::Owned(r.to_relationship("", now)),
                     seq,
                     received_at,
                 });

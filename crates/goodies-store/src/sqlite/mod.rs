@@ -272,17 +272,16 @@ async fn latest_rows(
     ids: &[&str],
 ) -> Result<HashMap<EntityId, StoredEntity>> {
     let mut out = HashMap::new();
-    for chunk in ids.chunks(IN_CHUNK) {
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
-            "SELECT {ENTITY_COLS} FROM entities WHERE is_latest = 1 AND id IN "
-        ));
-        push_in_list(&mut qb, chunk.iter().copied());
-        for row in qb
-            .build()
+    let sql = format!(
+        "SELECT {ENTITY_COLS} FROM entities WHERE is_latest = 1 AND id IN (SELECT value FROM json_each(?))"
+    );
+    for chunk in ids.chunks(JSON_LIST_CHUNK) {
+        let rows = sqlx::query(&sql)
+            .bind(json_list(chunk.iter().copied())?)
             .fetch_all(&mut *conn)
             .await
-            .map_err(StoreError::database)?
-        {
+            .map_err(StoreError::database)?;
+        for row in rows {
             let s = stored_entity(&row)?;
             out.insert(s.entity.id.clone(), s);
         }
@@ -296,18 +295,16 @@ async fn existing_pairs(
     pairs: &[(&str, &str)],
 ) -> Result<HashSet<(String, String)>> {
     let mut out = HashSet::new();
-    for chunk in pairs.chunks(IN_CHUNK) {
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("WITH wanted(id, version) AS (");
-        qb.push_values(chunk.iter(), |mut b, (i, v)| {
-            b.push_bind(*i).push_bind(*v);
-        });
-        qb.push(") SELECT e.id, e.version FROM wanted w JOIN entities e ON e.id = w.id AND e.version = w.version");
-        for row in qb
-            .build()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(StoreError::database)?
-        {
+    for chunk in pairs.chunks(JSON_LIST_CHUNK) {
+        let rows = sqlx::query(
+            "SELECT e.id, e.version FROM json_each(?) w \
+             JOIN entities e ON e.id = w.value ->> 0 AND e.version = w.value ->> 1",
+        )
+        .bind(to_json(&chunk)?)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::database)?;
+        for row in rows {
             out.insert((
                 row.try_get::<String, _>(0).map_err(StoreError::database)?,
                 row.try_get::<String, _>(1).map_err(StoreError::database)?,
@@ -349,11 +346,9 @@ async fn promote(conn: &mut SqliteConnection, id: &str, version: &str) -> Result
 
 /// Clears the latest flag of these ids (before their new latest rows are inserted).
 async fn clear_latest(conn: &mut SqliteConnection, ids: &[&str]) -> Result<()> {
-    for chunk in ids.chunks(IN_CHUNK) {
-        let mut qb: QueryBuilder<'_, Sqlite> =
-            QueryBuilder::new("UPDATE entities SET is_latest = 0 WHERE is_latest = 1 AND id IN ");
-        push_in_list(&mut qb, chunk.iter().copied());
-        qb.build()
+    for chunk in ids.chunks(JSON_LIST_CHUNK) {
+        sqlx::query("UPDATE entities SET is_latest = 0 WHERE is_latest = 1 AND id IN (SELECT value FROM json_each(?))")
+            .bind(json_list(chunk.iter().copied())?)
             .execute(&mut *conn)
             .await
             .map_err(StoreError::database)?;

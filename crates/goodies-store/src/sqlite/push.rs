@@ -1,9 +1,10 @@
 //! Applying a pushed batch in one transaction: read what the planner needs, plan, write the plan.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use inbetweenies_proto::{EntityId, RelationshipId, Timestamp, Version};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::SqliteConnection;
 
 use super::rows::*;
 use super::{all_versions, clear_latest, existing_pairs, latest_rows, SqliteStore};
@@ -55,7 +56,6 @@ impl SqliteStore {
             .into_iter()
             .map(RelationshipId::new)
             .collect();
-
         let config = self.opts.resolver.clone();
         let plan = match plan_push(&batch, &state, now, &config) {
             Ok(plan) => plan,
@@ -75,14 +75,13 @@ impl SqliteStore {
                 })?
             }
         };
-
         let superseded: Vec<&str> = plan.superseded.iter().map(EntityId::as_str).collect();
         clear_latest(w.conn(), &superseded).await?;
         let mut rows = Vec::with_capacity(plan.entities.len());
         for p in &plan.entities {
             let (seq, received_at) = w.next();
             rows.push(NewEntity {
-                entity: p.entity.clone(),
+                entity: Cow::Borrowed(&p.entity),
                 seq,
                 received_at,
                 is_latest: p.latest,
@@ -94,7 +93,7 @@ impl SqliteStore {
         for r in &plan.relationships {
             let (seq, received_at) = w.next();
             rels.push(NewRelationship {
-                relationship: r.clone(),
+                relationship: Cow::Borrowed(r),
                 seq,
                 received_at,
             });
@@ -112,18 +111,15 @@ pub(crate) async fn existing_relationships(
     ids: &[&str],
 ) -> Result<HashSet<String>> {
     let mut out = HashSet::new();
-    for chunk in ids.chunks(IN_CHUNK) {
-        let mut qb: QueryBuilder<'_, Sqlite> =
-            QueryBuilder::new("SELECT id FROM relationships WHERE id IN ");
-        push_in_list(&mut qb, chunk.iter().copied());
-        for row in qb
-            .build()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(StoreError::database)?
-        {
-            out.insert(row.try_get::<String, _>(0).map_err(StoreError::database)?);
-        }
+    for chunk in ids.chunks(JSON_LIST_CHUNK) {
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM relationships WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_list(chunk.iter().copied())?)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::database)?;
+        out.extend(found);
     }
     Ok(out)
 }

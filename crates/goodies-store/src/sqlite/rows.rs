@@ -1,5 +1,7 @@
 //! Reading rows into domain types and writing domain types as rows (SQLite column encodings).
 
+use std::borrow::Cow;
+
 use inbetweenies_proto::{
     Entity, EntityId, EntityType, JsonObject, Relationship, RelationshipId, RelationshipType,
     SourceType, Timestamp, Version,
@@ -34,8 +36,17 @@ pub(crate) const REL_NCOLS: usize = 12;
 /// Rows per multi-row INSERT (well under SQLite's 32,766 bound parameters).
 pub(crate) const INSERT_CHUNK: usize = 500;
 
-/// Values per `IN (…)` list.
+/// Values per `IN (…)` list of bound parameters.
 pub(crate) const IN_CHUNK: usize = 500;
+
+/// Values per JSON list (see [`json_list`]).
+pub(crate) const JSON_LIST_CHUNK: usize = 20_000;
+
+/// A JSON array of strings: bound as ONE parameter and read in SQL with
+/// `IN (SELECT value FROM json_each(?))`, far cheaper than one parameter per value.
+pub(crate) fn json_list<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<String> {
+    to_json(&values.into_iter().collect::<Vec<_>>())
+}
 
 fn get<'r, T>(row: &'r SqliteRow, i: usize) -> Result<T>
 where
@@ -63,15 +74,20 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
 /// Reads [`ENTITY_COLS`] starting at column `at`.
 pub(crate) fn stored_entity_at(row: &SqliteRow, at: usize) -> Result<StoredEntity> {
     let seq: i64 = get(row, at)?;
-    let parents: Vec<Version> = serde_json::from_str(&get::<String>(row, at + 8)?)
-        .map_err(|e| StoreError::Corrupt(format!("bad parent_versions: {e}")))?;
+    let parents_json: &str = get(row, at + 8)?;
+    let parents: Vec<Version> = if parents_json == "[]" {
+        Vec::new()
+    } else {
+        serde_json::from_str(parents_json)
+            .map_err(|e| StoreError::Corrupt(format!("bad parent_versions: {e}")))?
+    };
     let entity = Entity {
         id: EntityId::new(get::<String>(row, at + 1)?),
         version: Version::new(get::<String>(row, at + 2)?),
-        entity_type: EntityType::parse(&get::<String>(row, at + 3)?),
+        entity_type: EntityType::parse(get::<&str>(row, at + 3)?),
         name: get(row, at + 4)?,
-        content: json_object(&get::<String>(row, at + 5)?)?,
-        source_type: SourceType::parse(&get::<String>(row, at + 6)?),
+        content: json_object(get::<&str>(row, at + 5)?)?,
+        source_type: SourceType::parse(get::<&str>(row, at + 6)?),
         user_id: get(row, at + 7)?,
         parent_versions: parents,
         created_at: ts(get(row, at + 9)?)?,
@@ -105,8 +121,8 @@ pub(crate) fn stored_relationship_at(row: &SqliteRow, at: usize) -> Result<Store
         from_entity_version: Version::new(get::<String>(row, at + 3)?),
         to_entity_id: EntityId::new(get::<String>(row, at + 4)?),
         to_entity_version: Version::new(get::<String>(row, at + 5)?),
-        relationship_type: RelationshipType::parse(&get::<String>(row, at + 6)?),
-        properties: json_object(&get::<String>(row, at + 7)?)?,
+        relationship_type: RelationshipType::parse(get::<&str>(row, at + 6)?),
+        properties: json_object(get::<&str>(row, at + 7)?)?,
         user_id: get(row, at + 8)?,
         created_at: ts(get(row, at + 9)?)?,
         updated_at: ts(get(row, at + 10)?)?,
@@ -125,8 +141,8 @@ pub(crate) fn stored_relationship(row: &SqliteRow) -> Result<StoredRelationship>
 
 /// An entity version to insert.
 #[derive(Debug)]
-pub(crate) struct NewEntity {
-    pub entity: Entity,
+pub(crate) struct NewEntity<'a> {
+    pub entity: Cow<'a, Entity>,
     pub seq: i64,
     pub received_at: i64,
     pub is_latest: bool,
@@ -135,14 +151,17 @@ pub(crate) struct NewEntity {
 
 /// A relationship to insert.
 #[derive(Debug)]
-pub(crate) struct NewRelationship {
-    pub relationship: Relationship,
+pub(crate) struct NewRelationship<'a> {
+    pub relationship: Cow<'a, Relationship>,
     pub seq: i64,
     pub received_at: i64,
 }
 
 /// Inserts entity rows with multi-row INSERTs.
-pub(crate) async fn insert_entities(conn: &mut SqliteConnection, rows: &[NewEntity]) -> Result<()> {
+pub(crate) async fn insert_entities(
+    conn: &mut SqliteConnection,
+    rows: &[NewEntity<'_>],
+) -> Result<()> {
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut encoded = Vec::with_capacity(chunk.len());
         for r in chunk {
@@ -152,7 +171,7 @@ pub(crate) async fn insert_entities(conn: &mut SqliteConnection, rows: &[NewEnti
             ));
         }
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT INTO entities (seq, id, version, entity_type, name, content, source_type, user_id, \
+            "INSERT OR FAIL INTO entities (seq, id, version, entity_type, name, content, source_type, user_id, \
              parent_versions, created_at, updated_at, received_at, is_latest, became_latest, is_deleted) ",
         );
         qb.push_values(
@@ -187,7 +206,7 @@ pub(crate) async fn insert_entities(conn: &mut SqliteConnection, rows: &[NewEnti
 /// Inserts relationship rows with multi-row INSERTs.
 pub(crate) async fn insert_relationships(
     conn: &mut SqliteConnection,
-    rows: &[NewRelationship],
+    rows: &[NewRelationship<'_>],
 ) -> Result<()> {
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut props = Vec::with_capacity(chunk.len());
@@ -195,7 +214,7 @@ pub(crate) async fn insert_relationships(
             props.push(to_json(&r.relationship.properties)?);
         }
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT INTO relationships (seq, id, from_entity_id, from_entity_version, to_entity_id, \
+            "INSERT OR FAIL INTO relationships (seq, id, from_entity_id, from_entity_version, to_entity_id, \
              to_entity_version, relationship_type, properties, user_id, created_at, updated_at, received_at) ",
         );
         qb.push_values(chunk.iter().zip(props), |mut b, (r, props)| {

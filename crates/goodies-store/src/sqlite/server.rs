@@ -154,7 +154,7 @@ impl ServerStore for SqliteStore {
         insert_entities(
             w.conn(),
             &[NewEntity {
-                entity: resolved.clone(),
+                entity: std::borrow::Cow::Borrowed(&resolved),
                 seq,
                 received_at,
                 is_latest: true,
