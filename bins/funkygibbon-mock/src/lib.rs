@@ -164,6 +164,7 @@ async fn build_with_port(
         public_port,
         in_flight,
         digest_cache: std::sync::Mutex::new(None),
+        clock: std::sync::Mutex::new(inbetweenies_conflict::VectorClock::new()),
     }));
     let router = routes::router(state.clone());
     Ok((router, AppHandle { state }))

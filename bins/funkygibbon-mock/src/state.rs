@@ -4,6 +4,8 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
 use goodies_store::ServerStore;
+use inbetweenies_conflict::VectorClock;
+use inbetweenies_proto::VectorClockWire;
 use tokio::sync::watch;
 
 use crate::auth::AuthService;
@@ -24,6 +26,8 @@ pub(crate) struct AppInner {
     pub in_flight: watch::Sender<usize>,
     /// The last state digest and the highest sequence number it covers.
     pub digest_cache: Mutex<Option<(u64, String)>>,
+    /// The server's vector clock: the merge of every clock clients have sent.
+    pub clock: Mutex<VectorClock>,
 }
 
 impl AppInner {
@@ -44,6 +48,17 @@ impl AppInner {
             *cache = Some((seq, digest.clone()));
         }
         Ok(digest)
+    }
+
+    /// Merges a client's clock into the server's and returns the server's (PROTOCOL §5.6).
+    /// A clock whose counters are not integers is ignored.
+    pub fn merge_clock(&self, client: &VectorClockWire) -> VectorClockWire {
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        match VectorClock::from_wire(client) {
+            Ok(c) => clock.merge(&c),
+            Err(e) => tracing::debug!(error = %e, "ignoring a vector clock that does not read"),
+        }
+        clock.to_wire()
     }
 
     fn cached_digest(&self) -> Option<(u64, String)> {

@@ -144,7 +144,7 @@ async fn push_pull_and_status(backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(st["device_id"], "phone");
     assert_eq!(st["protocol_version"], "inbetweenies-v2");
-    assert_eq!(st["sync_count"], 2);
+    assert_eq!(st["sync_count"], 2, "{st}");
     assert!(st["last_seen"].is_string());
     assert!(st["last_ack"].is_null());
     assert_eq!(st["pending_conflicts"], 0);

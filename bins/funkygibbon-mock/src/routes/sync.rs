@@ -239,7 +239,10 @@ pub(crate) async fn sync(
     let state_digest = app.state_digest().await?;
     app.store.record_sync(&req.device_id).await?;
     span.record("pulled", page.records.len());
-    Ok(Json(response(&req, outcome, page, state_digest, started)))
+    let clock = app.merge_clock(&req.vector_clock);
+    let mut answer = response(&req, outcome, page, state_digest, started);
+    answer.vector_clock = clock;
+    Ok(Json(answer))
 }
 
 fn response(
