@@ -626,3 +626,74 @@ on_both_backends!(
     manual_conflict_queue,
     five_step_flow,
 );
+
+/// Two servers on one database (as several server processes share PostgreSQL):
+/// a write through one is in the other's pages and digest at once.
+async fn two_servers_share_one_database(backend: Backend) {
+    let Some(a) = TestServer::start(backend).await else {
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let b_base = format!("http://{}", listener.local_addr().expect("addr"));
+    let config = funkygibbon_mock::ServerConfig::new(a.database_url.clone())
+        .with_admin_password(support::PASSWORD)
+        .with_jwt_secret(support::SECRET);
+    let (stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();
+    let (ready, handle_b) = tokio::sync::oneshot::channel();
+    let server_b = tokio::spawn(funkygibbon_mock::serve_with_handle(
+        listener,
+        config,
+        async move {
+            let _ = stopped_b.await;
+        },
+        ready,
+    ));
+    let handle_b = handle_b.await.expect("server b started");
+    let token = a.login().await;
+
+    let (_, before) = a
+        .post_json(&token, "/api/v1/sync/", &sync_body("x", "full", json!([])))
+        .await;
+    let res = a
+        .http
+        .post(format!("{b_base}/api/v1/sync/"))
+        .bearer_auth(handle_b.admin_token())
+        .json(&sync_body(
+            "via-b",
+            "delta",
+            json!([create_change(
+                "shared-1",
+                "room",
+                "Written via B",
+                json!({})
+            )]),
+        ))
+        .send()
+        .await
+        .expect("push via b");
+    let (status, pushed) = support::read(res).await;
+    assert_eq!(status, 200, "{pushed}");
+    let (_, after) = a
+        .post_json(&token, "/api/v1/sync/", &sync_body("x", "full", json!([])))
+        .await;
+    assert_eq!(
+        ids_of(&after),
+        ["shared-1"],
+        "server A pages the row server B wrote"
+    );
+    assert_ne!(
+        after["state_digest"], before["state_digest"],
+        "A's cached digest follows B's write"
+    );
+    assert_eq!(after["state_digest"], pushed["state_digest"]);
+    let _ = stop_b.send(());
+    server_b
+        .await
+        .expect("join")
+        .expect("server b stops cleanly");
+    a.shutdown().await.expect("shutdown");
+}
+
+on_both_backends!(two_servers_share_one_database);
