@@ -139,11 +139,11 @@ pub(crate) async fn load(store: &dyn ServerStore) -> Result<(), StoreError> {
         );
         b.edge(&room, &home, RelationshipType::LocatedIn);
         for (name, kind, state) in devices_for(room_name) {
-            let device = b.entity(
-                EntityType::Device,
-                &name,
-                json!({"kind": kind, "manufacturer": "Acme", "state": state}),
-            );
+            // The state lives in the content, beside the device's type and maker.
+            let mut content = obj(state);
+            content.insert("device_type".into(), Value::from(kind));
+            content.insert("manufacturer".into(), Value::from("Acme"));
+            let device = b.entity(EntityType::Device, &name, Value::Object(content));
             b.edge(&device, &room, RelationshipType::LocatedIn);
             devices.push((kind, device));
         }
