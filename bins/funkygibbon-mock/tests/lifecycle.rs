@@ -91,10 +91,13 @@ async fn demo_data_is_loaded_once(backend: Backend) {
         .await
         .expect("devices");
     assert!(
-        devices
-            .iter()
-            .all(|d| d.content.get("state").is_some_and(Value::is_object)),
-        "devices carry state"
+        devices.iter().all(|d| {
+            d.content.get("device_type").is_some_and(Value::is_string)
+                && d.content.get("power").is_some()
+                    | d.content.get("motion").is_some()
+                    | d.content.get("target_c").is_some()
+        }),
+        "devices carry their type and state in content"
     );
 
     // A second server on the same database with --demo-data adds nothing; the in-process router serves it.
