@@ -515,3 +515,163 @@ on_both_backends!(
     gzip_both_ways,
     signed_messages,
 );
+
+mod fuzz {
+    //! Random damage to a valid sync body, and random bytes: never a 500, never a panic.
+
+    use funkygibbon_mock::{build_app, ServerConfig};
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+    use tower::ServiceExt as _;
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            Just(Value::from("2026-01-01T00:00:00+00:00")),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    const PATHS: &[&str] = &[
+        "/device_id",
+        "/user_id",
+        "/sync_type",
+        "/protocol_version",
+        "/changes",
+        "/changes/0",
+        "/changes/0/change_type",
+        "/changes/0/entity",
+        "/changes/0/entity/id",
+        "/changes/0/entity/version",
+        "/changes/0/entity/entity_type",
+        "/changes/0/entity/content",
+        "/changes/0/entity/parent_versions",
+        "/changes/0/relationships",
+        "/changes/0/relationships/0",
+        "/changes/0/relationships/0/to_entity_version",
+        "/changes/0/relationships/0/relationship_type",
+        "/changes/0/relationships/0/properties",
+        "/filters",
+        "/filters/since",
+        "/filters/entity_types",
+        "/vector_clock",
+        "/vector_clock/clocks",
+        "/cursor",
+    ];
+
+    fn valid_body(n: u64) -> Value {
+        let v1 = format!("2026-01-01T00:00:{:02}.000000+00:00-000001-fuzz", n % 60);
+        json!({
+            "protocol_version": "inbetweenies-v2", "device_id": "fuzz", "user_id": "fuzz", "sync_type": "delta",
+            "changes": [{"change_type": "create",
+                "entity": {"id": format!("fz-{n}"), "version": v1, "entity_type": "device", "name": "F",
+                           "content": {}, "source_type": "manual", "user_id": "fuzz", "parent_versions": []},
+                "relationships": [{"id": format!("fr-{n}"), "from_entity_id": format!("fz-{n}"), "from_entity_version": v1,
+                                   "to_entity_id": format!("fz-{n}"), "to_entity_version": v1,
+                                   "relationship_type": "part_of", "properties": {}}]}],
+            "filters": {"since": "2020-01-01T00:00:00+00:00"},
+            "vector_clock": {"clocks": {}},
+        })
+    }
+
+    fn set(body: &mut Value, path: &str, value: Value) {
+        let (parent, key) = path.rsplit_once('/').unwrap_or(("", path));
+        let target = if parent.is_empty() {
+            Some(body)
+        } else {
+            body.pointer_mut(parent)
+        };
+        match target {
+            Some(Value::Object(m)) => {
+                m.insert(key.to_owned(), value);
+            }
+            Some(Value::Array(a)) => {
+                if let Some(slot) = key.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                    *slot = value;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn damaged_bodies_never_fail_inside_the_server() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (router, handle) = rt
+            .block_on(build_app(
+                ServerConfig::default()
+                    .with_jwt_secret("fuzz")
+                    .with_body_limit(64 * 1024),
+            ))
+            .expect("build");
+        let token = handle.admin_token();
+        let post = |bytes: Vec<u8>| {
+            let req = axum::http::Request::post("/api/v1/sync/")
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(bytes))
+                .expect("request");
+            let router = router.clone();
+            rt.block_on(async move {
+                let res = router.oneshot(req).await.expect("answer");
+                let status = res.status().as_u16();
+                let bytes = axum::body::to_bytes(res.into_body(), 1 << 22)
+                    .await
+                    .expect("body");
+                (
+                    status,
+                    serde_json::from_slice::<Value>(&bytes).expect("a JSON answer"),
+                )
+            })
+        };
+        let config = ProptestConfig {
+            cases: 96,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        let counter = std::sync::atomic::AtomicU64::new(0);
+        let accepted = std::sync::atomic::AtomicU64::new(0);
+        proptest!(config, |(edits in prop::collection::vec((0..PATHS.len(), arb_json()), 1..3),
+                            noise in prop::collection::vec(any::<u8>(), 0..64))| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let mut body = valid_body(n);
+            for (p, v) in edits {
+                set(&mut body, PATHS[p], v);
+            }
+            let (status, answer) = post(serde_json::to_vec(&body).expect("json"));
+            prop_assert!(matches!(status, 200 | 400 | 422), "status {} for {}: {}", status, body, answer);
+            if status == 200 {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                prop_assert!(answer["error"]["code"].is_string(), "{}", answer);
+            }
+            let (status, answer) = post(noise);
+            prop_assert!(matches!(status, 200 | 422), "status {} for random bytes: {}", status, answer);
+        });
+        let (cases, ok) = (counter.into_inner(), accepted.into_inner());
+        assert!(cases >= 96, "{cases} cases ran");
+        assert!(
+            ok > 0 && ok < cases,
+            "both accepted and refused bodies were tried ({ok} of {cases} accepted)"
+        );
+        // Still serving, and the store still answers.
+        let (status, _) = post(serde_json::to_vec(&valid_body(0)).expect("json"));
+        assert_eq!(status, 200);
+    }
+}
