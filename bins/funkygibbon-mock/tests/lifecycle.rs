@@ -197,7 +197,6 @@ async fn the_binary_runs_with_no_set_up() {
         .current_dir(dir.path())
         .env("FUNKYGIBBON_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
