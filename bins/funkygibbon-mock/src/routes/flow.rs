@@ -114,7 +114,9 @@ pub(crate) async fn request(
     };
     let page = app.store.changes(&query).await?;
     let state_digest = app.state_digest().await?;
-    app.store.record_sync(&req.client_id).await?;
+    if let Err(e) = app.store.record_sync(&req.client_id).await {
+        tracing::warn!(error = %crate::error::error_chain(&e), "cannot record the device's sync");
+    }
     let changes = page
         .records
         .iter()
