@@ -1,5 +1,6 @@
 //! The change feed (`changes`, `max_seq`) and the cached convergence digest.
 
+use futures::TryStreamExt as _;
 use inbetweenies_conflict::DigestBuilder;
 use inbetweenies_proto::Timestamp;
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -63,12 +64,9 @@ impl SqliteStore {
                 push_in_list(&mut qb, users.iter().map(String::as_str));
             }
             qb.push(" ORDER BY seq LIMIT ").push_bind(limit_i64);
-            for row in qb
-                .build()
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(StoreError::database)?
-            {
+            // Decode as rows arrive rather than holding a whole page of raw rows.
+            let mut rows = qb.build().fetch(&mut *conn);
+            while let Some(row) = rows.try_next().await.map_err(StoreError::database)? {
                 records.push(ChangeRecord::Entity(stored_entity(&row)?));
             }
         }
@@ -85,12 +83,9 @@ impl SqliteStore {
                 push_in_list(&mut qb, users.iter().map(String::as_str));
             }
             qb.push(" ORDER BY seq LIMIT ").push_bind(limit_i64);
-            for row in qb
-                .build()
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(StoreError::database)?
-            {
+            // Decode as rows arrive rather than holding a whole page of raw rows.
+            let mut rows = qb.build().fetch(&mut *conn);
+            while let Some(row) = rows.try_next().await.map_err(StoreError::database)? {
                 records.push(ChangeRecord::Relationship(stored_relationship(&row)?));
             }
         }
@@ -135,7 +130,6 @@ impl SqliteStore {
         }
         let mut builder = DigestBuilder::new();
         {
-            use futures::TryStreamExt as _;
             let mut rows =
                 sqlx::query("SELECT id, version FROM entities WHERE is_latest = 1 ORDER BY id")
                     .fetch(&mut *tx);

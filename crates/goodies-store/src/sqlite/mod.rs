@@ -131,7 +131,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
             .pragma("cache_size", "-32768")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Rows come back from the connection's worker thread in batches this large
+            // (fewer thread hand-offs on big pages).
+            .row_buffer_size(1024);
         let (pool, path) = match &target {
             SqliteTarget::Memory => {
                 let options = SqliteConnectOptions::from_str("sqlite::memory:")
@@ -403,9 +406,10 @@ impl GraphRead for SqliteStore {
             type_list(&mut qb, "entity_type", types);
         }
         if let Some(needle) = &query.name_contains {
-            qb.push(" AND instr(lower(name), ");
-            qb.push_bind(needle.to_lowercase());
-            qb.push(") > 0");
+            // SQLite's lower() folds ASCII only; both sides are folded the same way.
+            qb.push(" AND instr(lower(name), lower(");
+            qb.push_bind(needle.as_str());
+            qb.push(")) > 0");
         }
         qb.push(" ORDER BY name, id");
         limit_offset(&mut qb, query.limit, query.offset);
