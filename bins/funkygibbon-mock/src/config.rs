@@ -9,6 +9,8 @@ use std::time::Duration;
 use goodies_store::ServerStore;
 use inbetweenies_conflict::{ResolverConfig, Strategy};
 
+use crate::faults::FaultConfig;
+
 /// The default number of rows in one page of the change feed.
 pub const DEFAULT_PAGE_SIZE: usize = 500;
 /// The default request body limit (16 MiB); larger bodies get 413.
@@ -78,6 +80,8 @@ pub struct ServerConfig {
     /// Shared key for message signatures (`x-inbetweenies-signature`, HMAC-SHA256):
     /// when set, request bodies must be signed and response bodies are.
     pub hmac_key: Option<String>,
+    /// Faults to inject on the sync endpoints (all off by default).
+    pub faults: FaultConfig,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +104,7 @@ impl Default for ServerConfig {
             max_connections: None,
             blob_dir: None,
             hmac_key: None,
+            faults: FaultConfig::default(),
         }
     }
 }
@@ -127,6 +132,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_connections", &self.max_connections)
             .field("blob_dir", &self.blob_dir)
             .field("hmac_key", &self.hmac_key.as_ref().map(|_| "<redacted>"))
+            .field("faults", &self.faults)
             .finish()
     }
 }
@@ -202,6 +208,12 @@ impl ServerConfig {
         self
     }
 
+    /// Injects faults on the sync endpoints.
+    pub fn with_faults(mut self, faults: FaultConfig) -> Self {
+        self.faults = faults;
+        self
+    }
+
     /// Loads the sample home at start.
     pub fn with_demo_data(mut self, demo: bool) -> Self {
         self.demo_data = demo;
@@ -213,6 +225,13 @@ impl ServerConfig {
         self.login_max_failures = max_failures;
         self.login_window = window;
         self
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a share between 0 and 1")),
     }
 }
 
@@ -312,6 +331,18 @@ pub struct Cli {
     /// Shared key for HMAC-SHA256 message signatures (x-inbetweenies-signature); off when absent.
     #[arg(long, env = "FUNKYGIBBON_HMAC_KEY", hide_env_values = true)]
     pub hmac_key: Option<String>,
+    /// Fault injection: milliseconds added to every sync request.
+    #[arg(long, env = "FUNKYGIBBON_FAULT_LATENCY_MS", default_value_t = 0)]
+    pub fault_latency_ms: u64,
+    /// Fault injection: share (0-1) of sync requests refused with 503 before anything is applied.
+    #[arg(long, env = "FUNKYGIBBON_FAULT_ERROR_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_error_rate: f64,
+    /// Fault injection: share (0-1) of sync requests whose answer is dropped after they were handled (and committed).
+    #[arg(long, env = "FUNKYGIBBON_FAULT_DROP_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_drop_rate: f64,
+    /// Fault injection: seed of the fault decisions (same seed, same faults).
+    #[arg(long, env = "FUNKYGIBBON_FAULT_SEED", default_value_t = 0)]
+    pub fault_seed: u64,
 }
 
 impl Cli {
@@ -352,6 +383,12 @@ impl Cli {
             max_connections: self.max_connections,
             blob_dir: self.blob_dir.clone(),
             hmac_key: self.hmac_key.clone(),
+            faults: FaultConfig {
+                latency: Duration::from_millis(self.fault_latency_ms),
+                error_rate: self.fault_error_rate,
+                drop_rate: self.fault_drop_rate,
+                seed: self.fault_seed,
+            },
         }
     }
 }

@@ -36,6 +36,7 @@ mod body;
 mod config;
 mod demo;
 mod error;
+mod faults;
 mod pydantic;
 mod qr;
 mod routes;
@@ -54,6 +55,7 @@ pub use config::{
     DEFAULT_BODY_LIMIT, DEFAULT_PAGE_SIZE,
 };
 pub use error::ServerError;
+pub use faults::FaultConfig;
 
 use crate::auth::AuthService;
 use crate::state::{AppInner, AppState};
@@ -157,12 +159,17 @@ async fn build_with_port(
     }
     let public_port = config.public_port.unwrap_or(listen_port);
     let (in_flight, _) = watch::channel(0usize);
+    let fault_state = faults::FaultState::new(config.faults.seed);
+    if config.faults.is_active() {
+        tracing::warn!(faults = ?config.faults, "fault injection is on for the sync endpoints");
+    }
     let state = AppState(Arc::new(AppInner {
         store,
         config,
         auth,
         public_port,
         in_flight,
+        faults: fault_state,
         digest_cache: std::sync::Mutex::new(None),
         clock: std::sync::Mutex::new(inbetweenies_conflict::VectorClock::new()),
     }));

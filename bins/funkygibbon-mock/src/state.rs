@@ -24,6 +24,8 @@ pub(crate) struct AppInner {
     pub public_port: u16,
     /// Requests being handled right now.
     pub in_flight: watch::Sender<usize>,
+    /// Fault decisions.
+    pub faults: crate::faults::FaultState,
     /// The last state digest and the highest sequence number it covers.
     pub digest_cache: Mutex<Option<(u64, String)>>,
     /// The server's vector clock: the merge of every clock clients have sent.

@@ -97,6 +97,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(compress)
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            crate::faults::inject,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             count_in_flight,
         ))
         .layer(
