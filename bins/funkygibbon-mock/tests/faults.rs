@@ -85,8 +85,9 @@ async fn dropped_answers_are_committed_and_safe_to_retry(backend: Backend) {
         let mut got = Vec::new();
         let _ = sock.read_to_end(&mut got).await;
         assert!(
-            !String::from_utf8_lossy(&got).contains("\"applied\""),
-            "attempt {attempt}: no answer arrives"
+            got.is_empty(),
+            "attempt {attempt}: the connection closes without a byte of answer: {:?}",
+            String::from_utf8_lossy(&got)
         );
         // The push was committed all the same, once.
         let history = s
