@@ -429,6 +429,23 @@ mod tests {
         assert_eq!(c.admin_password, Some(AdminPassword::Plain("pw".into())));
         assert_eq!(c.resolver.default_strategy, Strategy::Manual);
         assert!(Cli::try_parse_from(["funkygibbon-mock", "--page-size", "0"]).is_err());
+        let faulty = Cli::try_parse_from([
+            "funkygibbon-mock",
+            "--fault-error-rate",
+            "0.25",
+            "--fault-drop-rate",
+            "1",
+            "--fault-latency-ms",
+            "20",
+            "--admin-password",
+            "pw",
+        ])
+        .unwrap()
+        .to_config();
+        assert_eq!(faulty.faults.error_rate, 0.25);
+        assert_eq!(faulty.faults.drop_rate, 1.0);
+        assert_eq!(faulty.faults.latency, Duration::from_millis(20));
+        assert!(Cli::try_parse_from(["funkygibbon-mock", "--fault-drop-rate", "1.5"]).is_err());
     }
 
     #[test]
