@@ -506,7 +506,50 @@ async fn signed_messages(backend: Backend) {
     s.shutdown().await.expect("shutdown");
 }
 
+async fn content_checksums_are_verified(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let token = s.login().await;
+    let content = json!({"b": 1, "a": {"y": [1, 2], "x": "é"}});
+    let sum = inbetweenies_proto::checksum::content_checksum(content.as_object().expect("object"));
+    let mut good = create_change("sum-ok", "device", "ok", content.clone());
+    good["entity"]["checksum"] = json!(sum);
+    let (status, body) = s
+        .post_json(
+            &token,
+            "/api/v1/sync/",
+            &sync_body("d", "delta", json!([good])),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["applied"], json!(["sum-ok"]));
+    let digest = s.handle.store().state_digest().await.expect("digest");
+    let mut bad = create_change("sum-bad", "device", "bad", content);
+    bad["entity"]["checksum"] = json!("0".repeat(64));
+    let (status, body) = s
+        .post_json(
+            &token,
+            "/api/v1/sync/",
+            &sync_body("d", "delta", json!([bad])),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["detail"][0]["loc"],
+        json!(["body", "changes", 0, "entity", "checksum"])
+    );
+    assert_eq!(body["error"]["field"], "changes[0].entity.checksum");
+    assert_eq!(
+        s.handle.store().state_digest().await.expect("digest"),
+        digest,
+        "nothing was written"
+    );
+    s.shutdown().await.expect("shutdown");
+}
+
 on_both_backends!(
+    content_checksums_are_verified,
     malformed_bodies_write_nothing,
     oversized_bodies_get_413,
     unknown_paths_and_methods,

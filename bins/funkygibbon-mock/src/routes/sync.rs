@@ -9,6 +9,7 @@ use goodies_store::{
     ChangePage, ChangeQuery, ChangeRecord, ConflictRecord, ConflictStatus, ManualResolution,
     PushBatch, PushOutcome, StoreError,
 };
+use inbetweenies_proto::checksum;
 use inbetweenies_proto::validate::sync_request_from_value;
 use inbetweenies_proto::{
     ChangeType, Cursor, EntityChange, EntityType, RelationshipChange, SourceType, SyncChange,
@@ -20,8 +21,8 @@ use crate::auth::Caller;
 use crate::body::RawBody;
 use crate::error::ApiError;
 use crate::pydantic::{
-    bad_query_int, body_loc, enum_item, item, missing_query, validation_error, validation_items,
-    Fields,
+    bad_query_int, body_loc, enum_item, item, item_ctx, missing_query, validation_error,
+    validation_items, Fields,
 };
 use crate::state::AppState;
 
@@ -87,13 +88,12 @@ fn unsupported_protocol() -> ApiError {
     ApiError::bad_request("Unsupported protocol version").with_field("protocol_version")
 }
 
-/// Rejects unknown entity/source types (422 naming the field, where the
-/// reference crashed with a 500) and unknown relationship types (400, as the
-/// reference), unless the server accepts unknown types.
+/// Checks what field validation cannot: content checksums (a mismatch is a
+/// 422 naming the checksum, PROTOCOL §5.3), and unknown entity/source types
+/// (422 naming the field, where the reference crashed with a 500) and unknown
+/// relationship types (400, as the reference) unless the server accepts them.
 pub(crate) fn check_types(app: &AppState, req: &SyncRequest) -> Result<(), ApiError> {
-    if app.config.accept_unknown_types {
-        return Ok(());
-    }
+    let strict = !app.config.accept_unknown_types;
     let (ets, sts) = (known_entity_types(), known_source_types());
     let mut items = Vec::new();
     for (i, c) in req.changes.iter().enumerate() {
@@ -106,33 +106,50 @@ pub(crate) fn check_types(app: &AppState, req: &SyncRequest) -> Result<(), ApiEr
                 Value::from(field),
             ])
         };
-        if !e.entity_type.is_known() {
+        if strict && !e.entity_type.is_known() {
             items.push(enum_item(
                 at("entity_type"),
                 &ets,
                 Value::from(e.entity_type.as_str()),
             ));
         }
-        if !e.source_type.is_known() {
+        if strict && !e.source_type.is_known() {
             items.push(enum_item(
                 at("source_type"),
                 &sts,
                 Value::from(e.source_type.as_str()),
             ));
         }
+        if let Some(sum) = &e.checksum {
+            if let Err(err) = checksum::verify_content_checksum(&e.content, sum) {
+                let why = err.to_string();
+                items.push(item_ctx(
+                    "value_error",
+                    at("checksum"),
+                    format!("Value error, {why}"),
+                    Value::from(sum.as_str()),
+                    json!({"error": why}),
+                ));
+            }
+        }
     }
-    if let Some(types) = req.filters.as_ref().and_then(|f| f.entity_types.as_ref()) {
-        for (i, t) in types.iter().enumerate().filter(|(_, t)| !t.is_known()) {
-            let loc = body_loc(&[
-                Value::from("filters"),
-                Value::from("entity_types"),
-                Value::from(i),
-            ]);
-            items.push(enum_item(loc, &ets, Value::from(t.as_str())));
+    if strict {
+        if let Some(types) = req.filters.as_ref().and_then(|f| f.entity_types.as_ref()) {
+            for (i, t) in types.iter().enumerate().filter(|(_, t)| !t.is_known()) {
+                let loc = body_loc(&[
+                    Value::from("filters"),
+                    Value::from("entity_types"),
+                    Value::from(i),
+                ]);
+                items.push(enum_item(loc, &ets, Value::from(t.as_str())));
+            }
         }
     }
     if !items.is_empty() {
         return Err(validation_items(items));
+    }
+    if !strict {
+        return Ok(());
     }
     for (i, c) in req.changes.iter().enumerate() {
         for (j, r) in c.relationships.iter().enumerate() {
