@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub hmac_key: Option<String>,
     /// Faults to inject on the sync endpoints (all off by default).
     pub faults: FaultConfig,
+    /// Origins browsers may call from (CORS); `*` for any; empty: no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +107,7 @@ impl Default for ServerConfig {
             blob_dir: None,
             hmac_key: None,
             faults: FaultConfig::default(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -133,6 +136,7 @@ impl fmt::Debug for ServerConfig {
             .field("blob_dir", &self.blob_dir)
             .field("hmac_key", &self.hmac_key.as_ref().map(|_| "<redacted>"))
             .field("faults", &self.faults)
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
 }
@@ -205,6 +209,15 @@ impl ServerConfig {
     /// Requires and produces message signatures with this shared key.
     pub fn with_hmac_key(mut self, key: impl Into<String>) -> Self {
         self.hmac_key = Some(key.into());
+        self
+    }
+
+    /// Lets browsers call from these origins (`*`: any).
+    pub fn with_cors_origins(
+        mut self,
+        origins: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.cors_origins = origins.into_iter().map(Into::into).collect();
         self
     }
 
@@ -331,6 +344,13 @@ pub struct Cli {
     /// Shared key for HMAC-SHA256 message signatures (x-inbetweenies-signature); off when absent.
     #[arg(long, env = "FUNKYGIBBON_HMAC_KEY", hide_env_values = true)]
     pub hmac_key: Option<String>,
+    /// Origins browsers may call from (CORS), comma-separated; `*` for any. Off when absent.
+    #[arg(
+        long = "cors-origin",
+        env = "FUNKYGIBBON_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
     /// Fault injection: milliseconds added to every sync request.
     #[arg(long, env = "FUNKYGIBBON_FAULT_LATENCY_MS", default_value_t = 0)]
     pub fault_latency_ms: u64,
@@ -383,6 +403,12 @@ impl Cli {
             max_connections: self.max_connections,
             blob_dir: self.blob_dir.clone(),
             hmac_key: self.hmac_key.clone(),
+            cors_origins: self
+                .cors_origins
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
             faults: FaultConfig {
                 latency: Duration::from_millis(self.fault_latency_ms),
                 error_rate: self.fault_error_rate,

@@ -548,6 +548,66 @@ async fn content_checksums_are_verified(backend: Backend) {
     s.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test]
+async fn cors_only_when_configured() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.with_cors_origins(["http://app.test"])
+    })
+    .await
+    .expect("sqlite");
+    let preflight = s
+        .http
+        .request(reqwest::Method::OPTIONS, s.url("/api/v1/sync/"))
+        .header("origin", "http://app.test")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(preflight.status(), 200, "preflight is answered before auth");
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "http://app.test"
+    );
+    let res = s
+        .http
+        .get(s.url("/health"))
+        .header("origin", "http://app.test")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://app.test"
+    );
+    let res = s
+        .http
+        .get(s.url("/health"))
+        .header("origin", "http://evil.test")
+        .send()
+        .await
+        .expect("get");
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    s.shutdown().await.expect("shutdown");
+
+    let plain = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let res = plain
+        .http
+        .get(plain.url("/health"))
+        .header("origin", "http://app.test")
+        .send()
+        .await
+        .expect("get");
+    assert!(
+        res.headers().get("access-control-allow-origin").is_none(),
+        "no CORS unless asked for"
+    );
+    plain.shutdown().await.expect("shutdown");
+}
+
 on_both_backends!(
     content_checksums_are_verified,
     malformed_bodies_write_nothing,

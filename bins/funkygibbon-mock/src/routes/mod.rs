@@ -14,6 +14,7 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -86,6 +87,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let compress = CompressionLayer::new()
         .gzip(true)
         .compress_when(DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE)));
+    let cors = cors_layer(&state.config.cors_origins);
     r.fallback(misc::not_found)
         .layer(DefaultBodyLimit::disable())
         .layer(RequestDecompressionLayer::new().gzip(true))
@@ -108,7 +110,36 @@ pub(crate) fn router(state: AppState) -> Router {
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+        .layer(tower::util::option_layer(cors))
         .with_state(state)
+}
+
+/// CORS for the configured origins (none: no CORS headers at all). Preflight
+/// requests are answered before auth; the signature header is exposed.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        AllowOrigin::list(list)
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods(Any)
+            .allow_headers(Any)
+            .expose_headers([
+                header::RETRY_AFTER,
+                header::WWW_AUTHENTICATE,
+                header::HeaderName::from_static(inbetweenies_proto::codec::SIGNATURE_HEADER),
+            ]),
+    )
 }
 
 /// Decrements the in-flight count when a request ends (or is dropped).
