@@ -208,10 +208,6 @@ impl SqliteStore {
             last_received,
         })
     }
-
-    fn conn_err(e: sqlx::Error) -> StoreError {
-        StoreError::database(e)
-    }
 }
 
 /// One write transaction with the write guard held; hands out sequence numbers.
@@ -374,7 +370,7 @@ fn limit_offset(qb: &mut QueryBuilder<'_, Sqlite>, limit: Option<usize>, offset:
 #[async_trait]
 impl GraphRead for SqliteStore {
     async fn entity(&self, id: &EntityId) -> Result<Option<Entity>> {
-        let mut conn = self.pool.acquire().await.map_err(Self::conn_err)?;
+        let mut conn = self.pool.acquire().await.map_err(StoreError::database)?;
         Ok(latest_row(&mut conn, id.as_str()).await?.map(|s| s.entity))
     }
 
@@ -391,7 +387,7 @@ impl GraphRead for SqliteStore {
     }
 
     async fn history(&self, id: &EntityId) -> Result<Vec<StoredEntity>> {
-        let mut conn = self.pool.acquire().await.map_err(Self::conn_err)?;
+        let mut conn = self.pool.acquire().await.map_err(StoreError::database)?;
         all_versions(&mut conn, id.as_str()).await
     }
 
@@ -512,7 +508,7 @@ impl GraphRead for SqliteStore {
         to: &EntityId,
         max_depth: usize,
     ) -> Result<Option<Vec<EntityId>>> {
-        let mut conn = self.pool.acquire().await.map_err(Self::conn_err)?;
+        let mut conn = self.pool.acquire().await.map_err(StoreError::database)?;
         if latest_row(&mut conn, from.as_str()).await?.is_none()
             || latest_row(&mut conn, to.as_str()).await?.is_none()
         {
@@ -591,7 +587,7 @@ impl GraphRead for SqliteStore {
     }
 
     async fn stats(&self) -> Result<GraphStats> {
-        let mut conn = self.pool.acquire().await.map_err(Self::conn_err)?;
+        let mut conn = self.pool.acquire().await.map_err(StoreError::database)?;
         let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
         let entities =
             count("SELECT count(*) FROM entities WHERE is_latest = 1 AND is_deleted = 0")
