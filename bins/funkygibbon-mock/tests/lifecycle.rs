@@ -35,7 +35,12 @@ async fn graceful_shutdown_finishes_the_push_in_flight(backend: Backend) {
         .await
         .expect("write half");
     // The request is being handled (its body half read) when shutdown is asked for.
-    s.handle.wait_for_in_flight(1).await;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.handle.wait_for_in_flight(1),
+    )
+    .await
+    .expect("the request reaches the server");
     s.signal_stop();
     sock.write_all(&body[body.len() / 2..])
         .await
@@ -221,7 +226,10 @@ async fn the_binary_runs_with_no_set_up() {
         }
         lines
     });
-    let addr = addr_rx.await.expect("the binary logs its address");
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(30), addr_rx)
+        .await
+        .expect("the binary starts within 30 s")
+        .expect("the binary logs its address");
     let http = support::http_client();
     let health: Value = http
         .get(format!("http://{addr}/health"))
