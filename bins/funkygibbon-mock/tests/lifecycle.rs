@@ -198,15 +198,17 @@ async fn a_phc_hash_works_as_the_admin_password() {
 #[tokio::test]
 async fn the_binary_runs_with_no_set_up() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_funkygibbon-mock"))
-        .current_dir(dir.path())
-        .env("FUNKYGIBBON_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the binary");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_funkygibbon-mock"))
+            .current_dir(dir.path())
+            .env("FUNKYGIBBON_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the binary"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let reader = std::thread::spawn(move || {
         let mut addr_tx = Some(addr_tx);
@@ -278,11 +280,11 @@ async fn the_binary_runs_with_no_set_up() {
     assert_eq!(bad.code(), Some(2));
 
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(killed.success());
-    let status = child.wait().expect("wait");
+    let status = child.0.wait().expect("wait");
     assert_eq!(status.code(), Some(0), "a clean shutdown exits 0");
     let lines = reader.join().expect("reader");
     assert!(
@@ -335,4 +337,16 @@ async fn the_default_in_memory_store_works() {
         .expect("body");
     let body: Value = serde_json::from_slice(&bytes).expect("json");
     assert_eq!(body["total"], 5, "{body}");
+}
+
+/// Kills the child process if a test fails before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
