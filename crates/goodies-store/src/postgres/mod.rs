@@ -209,8 +209,10 @@ async fn migrate(connect_opts: &PgConnectOptions) -> Result<()> {
             .execute(&mut conn)
             .await
             .map_err(|e| StoreError::Migration(Box::new(e)))?;
+        // `run_direct` rather than `run`: the latter's `Acquire<'a>` bound makes
+        // the future non-`Send` (see the SQLite backend's `migrate`).
         let run = MIGRATOR
-            .run(&mut conn)
+            .run_direct(&mut conn)
             .await
             .map_err(|e| StoreError::Migration(Box::new(e)));
         let unlock = sqlx::query("SELECT pg_advisory_unlock($1)")

@@ -169,10 +169,7 @@ impl SqliteStore {
                 (pool, Some(canonical))
             }
         };
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migration(Box::new(e)))?;
+        migrate(&pool).await?;
         let blobs = blobs::BlobDir::new(opts.blob_dir.clone(), path.as_deref())?;
         Ok(SqliteStore {
             shared: shared_for(path.as_deref()),
@@ -208,6 +205,23 @@ impl SqliteStore {
             last_received,
         })
     }
+}
+
+/// Applies the embedded migrations on one pooled connection.
+///
+/// `Migrator::run` is generic over `Acquire<'a>`, and the compiler cannot prove
+/// such a future `Send` (a higher-ranked lifetime bound), which would make
+/// every future that opens a store non-`Send`. Acquiring the connection here
+/// and calling `run_direct` keeps the open futures spawnable.
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| StoreError::Migration(Box::new(e)))?;
+    MIGRATOR
+        .run_direct(&mut *conn)
+        .await
+        .map_err(|e| StoreError::Migration(Box::new(e)))
 }
 
 /// One write transaction with the write guard held; hands out sequence numbers.
