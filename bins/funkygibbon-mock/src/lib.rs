@@ -35,6 +35,7 @@ mod auth;
 mod body;
 mod config;
 mod demo;
+mod digest;
 mod error;
 mod faults;
 mod pydantic;
@@ -170,7 +171,7 @@ async fn build_with_port(
         public_port,
         in_flight,
         faults: fault_state,
-        digest_cache: std::sync::Mutex::new(None),
+        digest: digest::DigestIndex::default(),
         clock: std::sync::Mutex::new(inbetweenies_conflict::VectorClock::new()),
     }));
     let router = routes::router(state.clone());

@@ -26,30 +26,18 @@ pub(crate) struct AppInner {
     pub in_flight: watch::Sender<usize>,
     /// Fault decisions.
     pub faults: crate::faults::FaultState,
-    /// The last state digest and the highest sequence number it covers.
-    pub digest_cache: Mutex<Option<(u64, String)>>,
+    /// The state digest, kept up to date from the change feed.
+    pub digest: crate::digest::DigestIndex,
     /// The server's vector clock: the merge of every clock clients have sent.
     pub clock: Mutex<VectorClock>,
 }
 
 impl AppInner {
-    /// The convergence digest, recomputed only when a write has happened since
-    /// the cached one (keyed by the store's highest sequence number, so writes
-    /// by other server processes on the same database are seen too).
+    /// The convergence digest: an index of every id's latest version follows the change
+    /// feed (so writes by other server processes on the same database are seen too) and
+    /// is re-hashed only after an entity changed.
     pub async fn state_digest(&self) -> Result<String, goodies_store::StoreError> {
-        let seq = self.store.max_seq().await?;
-        if let Some((cached_seq, digest)) = self.cached_digest() {
-            if cached_seq == seq {
-                return Ok(digest);
-            }
-        }
-        let digest = self.store.state_digest().await?;
-        // Cache only when no write landed while computing (else the key would be stale).
-        if self.store.max_seq().await? == seq {
-            let mut cache = self.digest_cache.lock().unwrap_or_else(|p| p.into_inner());
-            *cache = Some((seq, digest.clone()));
-        }
-        Ok(digest)
+        self.digest.digest(self.store.as_ref()).await
     }
 
     /// Merges a client's clock into the server's and returns the server's (PROTOCOL §5.6).
@@ -61,13 +49,6 @@ impl AppInner {
             Err(e) => tracing::debug!(error = %e, "ignoring a vector clock that does not read"),
         }
         clock.to_wire()
-    }
-
-    fn cached_digest(&self) -> Option<(u64, String)> {
-        self.digest_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 }
 

@@ -1,0 +1,270 @@
+//! The state digest kept up to date from the change feed: after a write the server re-hashes
+//! an in-memory index of every id's latest version instead of reading every latest row again.
+//!
+//! The index follows the store's change feed by sequence number. That is sound because only
+//! newly inserted rows ever become latest (goodies-store `SEMANTICS.md`), so every change of
+//! an id's latest version shows up in the feed after the position the index covers. Writes
+//! made by other server processes on the same database are followed the same way.
+
+use std::collections::BTreeMap;
+
+use goodies_store::{ChangeQuery, ChangeRecord, Seq, ServerStore, StoreError};
+use inbetweenies_conflict::DigestBuilder;
+
+/// Rows read per feed page while catching up.
+const FEED_PAGE: usize = 2_000;
+
+/// Past this many sequence numbers behind, the index is rebuilt from `latest_versions`
+/// (id and version only) rather than followed through the feed (whole rows).
+const REBUILD_GAP: Seq = 20_000;
+
+/// The digest index; build it lazily with [`DigestIndex::digest`].
+#[derive(Debug)]
+pub(crate) struct DigestIndex {
+    state: tokio::sync::Mutex<Option<Index>>,
+    rebuild_gap: Seq,
+}
+
+impl Default for DigestIndex {
+    fn default() -> Self {
+        DigestIndex {
+            state: tokio::sync::Mutex::new(None),
+            rebuild_gap: REBUILD_GAP,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Index {
+    /// Every row with a sequence number up to this one is reflected.
+    seq: Seq,
+    /// Id → latest version, in id byte order (the digest's order).
+    latest: BTreeMap<Box<str>, Box<str>>,
+    /// The digest of `latest`.
+    digest: String,
+}
+
+impl DigestIndex {
+    /// The convergence digest of the store's current state (PROTOCOL §4.7).
+    pub(crate) async fn digest(&self, store: &dyn ServerStore) -> Result<String, StoreError> {
+        // Read the position first: a row committed meanwhile is read again next time, and
+        // applying a row twice changes nothing.
+        let max = store.max_seq().await?;
+        let mut state = self.state.lock().await;
+        if let Some(ix) = state.as_ref().filter(|ix| ix.seq == max) {
+            return Ok(ix.digest.clone());
+        }
+        let mut ix = match state.take() {
+            Some(mut ix) if max > ix.seq && max - ix.seq <= self.rebuild_gap => {
+                if follow(&mut ix, store).await? {
+                    ix.digest = hash(&ix.latest)?;
+                }
+                ix
+            }
+            _ => {
+                let latest = rebuild(store).await?;
+                let digest = hash(&latest)?;
+                Index {
+                    seq: max,
+                    latest,
+                    digest,
+                }
+            }
+        };
+        ix.seq = max;
+        Ok(state.insert(ix).digest.clone())
+    }
+}
+
+/// Every id's latest version.
+async fn rebuild(store: &dyn ServerStore) -> Result<BTreeMap<Box<str>, Box<str>>, StoreError> {
+    Ok(store
+        .latest_versions()
+        .await?
+        .into_iter()
+        .map(|(id, v)| (Box::from(id.as_str()), Box::from(v.as_str())))
+        .collect())
+}
+
+/// Applies the latest rows received after the index's position; whether any entity changed.
+async fn follow(ix: &mut Index, store: &dyn ServerStore) -> Result<bool, StoreError> {
+    let mut changed = false;
+    let mut after = ix.seq;
+    loop {
+        let page = store
+            .changes(&ChangeQuery {
+                after_seq: Some(after),
+                include_relationships: false,
+                limit: FEED_PAGE,
+                ..ChangeQuery::default()
+            })
+            .await?;
+        for rec in &page.records {
+            if let ChangeRecord::Entity(se) = rec {
+                changed = true;
+                let (id, version) = (se.entity.id.as_str(), se.entity.version.as_str());
+                match ix.latest.get_mut(id) {
+                    Some(v) => *v = Box::from(version),
+                    None => {
+                        ix.latest.insert(Box::from(id), Box::from(version));
+                    }
+                }
+            }
+        }
+        match page.next_after_seq {
+            Some(next) => after = next,
+            None => return Ok(changed),
+        }
+    }
+}
+
+/// The digest of an index, in id byte order.
+fn hash(latest: &BTreeMap<Box<str>, Box<str>>) -> Result<String, StoreError> {
+    let mut builder = DigestBuilder::new();
+    for (id, version) in latest {
+        builder
+            .push(id, version)
+            .map_err(|e| StoreError::Corrupt(format!("digest index out of order: {e}")))?;
+    }
+    Ok(builder.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use goodies_store::{PushBatch, StoreOptions};
+    use inbetweenies_proto::{
+        ChangeType, EntityChange, EntityId, EntityType, RelationshipChange, RelationshipId,
+        RelationshipType, SourceType, SyncChange, Version,
+    };
+
+    use super::*;
+
+    fn change(
+        id: &EntityId,
+        version: &Version,
+        parents: &[&Version],
+        kind: ChangeType,
+    ) -> SyncChange {
+        SyncChange {
+            change_type: kind,
+            entity: Some(EntityChange {
+                id: id.clone(),
+                version: version.clone(),
+                entity_type: EntityType::Device,
+                name: format!("device {id}"),
+                content: Default::default(),
+                source_type: SourceType::Manual,
+                user_id: "tester".into(),
+                parent_versions: parents.iter().map(|v| (*v).clone()).collect(),
+                checksum: None,
+            }),
+            relationships: vec![],
+        }
+    }
+
+    async fn push(store: &Arc<dyn ServerStore>, changes: Vec<SyncChange>) {
+        store
+            .apply_push(PushBatch {
+                device_id: "d".into(),
+                user_id: "tester".into(),
+                changes,
+            })
+            .await
+            .expect("push");
+    }
+
+    /// Creates, fast-forwards, conflicting pushes, tombstones and relationship-only writes,
+    /// followed by the index (and rebuilt when it falls too far behind), always equal to
+    /// the store's own digest.
+    #[tokio::test]
+    async fn follows_the_store_digest() {
+        let store = goodies_store::open_server_store("sqlite::memory:", StoreOptions::default())
+            .await
+            .expect("store");
+        let index = DigestIndex {
+            rebuild_gap: 30,
+            ..DigestIndex::default()
+        };
+        let check = |what: &'static str| {
+            let (store, index) = (store.clone(), &index);
+            async move {
+                let want = store.state_digest().await.expect("store digest");
+                assert_eq!(
+                    index.digest(store.as_ref()).await.expect("index"),
+                    want,
+                    "{what}"
+                );
+            }
+        };
+        check("empty store").await;
+        let ids: Vec<EntityId> = (0..20).map(|_| EntityId::new_random()).collect();
+        let v1: Vec<Version> = ids.iter().map(|_| Version::now("tester")).collect();
+        push(
+            &store,
+            ids.iter()
+                .zip(&v1)
+                .map(|(id, v)| change(id, v, &[], ChangeType::Create))
+                .collect(),
+        )
+        .await;
+        check("twenty creates (first build)").await;
+        let v2 = Version::now("tester");
+        push(
+            &store,
+            vec![change(&ids[3], &v2, &[&v1[3]], ChangeType::Update)],
+        )
+        .await;
+        check("a fast-forward").await;
+        // A concurrent edit from an older parent: decided by the conflict rule either way.
+        let other = Version::now("tester");
+        push(
+            &store,
+            vec![change(&ids[3], &other, &[&v1[3]], ChangeType::Update)],
+        )
+        .await;
+        check("a conflicting push").await;
+        let gone = Version::now("tester");
+        push(
+            &store,
+            vec![change(&ids[5], &gone, &[&v1[5]], ChangeType::Delete)],
+        )
+        .await;
+        check("a tombstone").await;
+        push(
+            &store,
+            vec![SyncChange {
+                change_type: ChangeType::Update,
+                entity: None,
+                relationships: vec![RelationshipChange {
+                    id: RelationshipId::new_random(),
+                    from_entity_id: ids[0].clone(),
+                    from_entity_version: v1[0].clone(),
+                    to_entity_id: ids[1].clone(),
+                    to_entity_version: v1[1].clone(),
+                    relationship_type: RelationshipType::ConnectsTo,
+                    properties: Default::default(),
+                    user_id: None,
+                    created_at: None,
+                    updated_at: None,
+                }],
+            }],
+        )
+        .await;
+        check("a relationship only").await;
+        let more: Vec<EntityId> = (0..40).map(|_| EntityId::new_random()).collect();
+        push(
+            &store,
+            more.iter()
+                .map(|id| change(id, &Version::now("tester"), &[], ChangeType::Create))
+                .collect(),
+        )
+        .await;
+        check("forty creates at once (rebuilt)").await;
+        assert_eq!(
+            index.state.lock().await.as_ref().map(|ix| ix.latest.len()),
+            Some(60)
+        );
+    }
+}
