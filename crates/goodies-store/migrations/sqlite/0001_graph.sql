@@ -20,15 +20,19 @@ CREATE TABLE entities (
     became_latest   INTEGER NOT NULL,
     is_deleted      INTEGER NOT NULL
 );
+-- Every lookup by id: a version, the latest row (the few versions of an id,
+-- filtered on is_latest), an id's history, and the id-ordered walk for digests.
+-- Ids are random, so every index keyed by them is written all over on a large
+-- push: this is the only one on entities (the store keeps one latest row per id
+-- itself, in the transaction that inserts the new one).
 CREATE UNIQUE INDEX entities_id_version ON entities (id, version);
--- Exactly one latest row per id; also the id-ordered walk for digests.
-CREATE UNIQUE INDEX entities_latest_id ON entities (id) WHERE is_latest = 1;
--- The change feed: latest rows in sequence order.
+-- The change feed: latest rows in sequence order (appended at the end).
 CREATE INDEX entities_latest_seq ON entities (seq) WHERE is_latest = 1;
-CREATE INDEX entities_latest_type ON entities (entity_type) WHERE is_latest = 1;
-CREATE INDEX entities_latest_name ON entities (name) WHERE is_latest = 1;
--- `since` → sequence bound (received_at grows with seq).
+-- `since` → sequence bound (received_at grows with seq; appended at the end).
 CREATE INDEX entities_received ON entities (received_at);
+-- No index on entity_type or name: listing by type or name reads the latest
+-- rows (entities_latest_seq) and sorts, cheaper overall than keeping two more
+-- indexes up to date on every push.
 
 CREATE TABLE relationships (
     seq                 INTEGER PRIMARY KEY,
@@ -44,6 +48,7 @@ CREATE TABLE relationships (
     updated_at          INTEGER NOT NULL,
     received_at         INTEGER NOT NULL
 );
+-- Graph walks (neighbours, paths, relationships of an entity).
 CREATE INDEX relationships_from ON relationships (from_entity_id);
 CREATE INDEX relationships_to ON relationships (to_entity_id);
 CREATE INDEX relationships_received ON relationships (received_at);
