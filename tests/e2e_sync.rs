@@ -374,3 +374,67 @@ async fn expired_token_is_a_typed_error() -> anyhow::Result<()> {
     quiet_sync(&a).await?;
     server.stop().await
 }
+
+#[tokio::test]
+async fn digest_check_trusts_the_store_over_its_index() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let a = server.client("a").await?;
+    let home = a.create_home("Home").await?;
+    quiet_sync(&a).await?;
+
+    // A write straight through the store: the client's in-memory digest index never
+    // hears of it, so after the sync it disagrees with the server; the store decides.
+    let user = a.user_id();
+    a.store()
+        .write_local(
+            goodies_store::LocalEdit::Update {
+                id: home.id.clone(),
+                name: Some("Renamed behind the client's back".into()),
+                content: None,
+            },
+            &user,
+        )
+        .await?;
+    let r = quiet_sync(&a).await?;
+    assert_eq!(r.acknowledged, 1);
+    assert!(r.digest_mismatch.is_none());
+    assert_converged(&server, &[&a]).await?;
+    server.stop().await
+}
+
+#[tokio::test]
+async fn paged_pull_fetches_the_next_page_while_applying() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.with_page_size(4)).await?;
+    let a = server.client("a").await?;
+    let home = a.create_home("Home").await?;
+    let hall = a.create_room(&home.id, "Hall", None).await?;
+    for n in 0..8 {
+        a.create_device(&hall.id, &format!("Lamp {n}"), "light", None)
+            .await?;
+    }
+    quiet_sync(&a).await?;
+
+    // 10 entities + 9 relationships in pages of 4: 5 pages, the last one short.
+    let b = server.client("b").await?;
+    let r = quiet_sync(&b).await?;
+    assert_eq!((r.pulled_entities, r.pulled_relationships), (10, 9));
+    assert_eq!(r.requests, 5);
+    assert!(b.store().sync_state().await?.cursor.is_none());
+    assert_eq!(b.get_devices_in_room(&hall.id).await?.len(), 8);
+    assert_converged(&server, &[&a, &b]).await?;
+
+    // Edits on both sides, then another paged pull: still converged, nothing left over.
+    let extra = b.create_device(&hall.id, "Fan", "fan", None).await?;
+    for n in 0..5 {
+        a.create_device(&hall.id, &format!("Heater {n}"), "heater", None)
+            .await?;
+    }
+    quiet_sync(&a).await?;
+    let r = quiet_sync(&b).await?;
+    assert_eq!(r.acknowledged, 2, "the fan and its room edge");
+    assert_eq!(r.pulled_entities, 5);
+    let r = quiet_sync(&a).await?;
+    assert!(a.entity(&extra.id).await?.is_some(), "{r:?}");
+    assert_converged(&server, &[&a, &b]).await?;
+    server.stop().await
+}

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::background::BackgroundSync;
 use crate::config::ClientConfig;
+use crate::digest::LocalDigest;
 use crate::error::ClientError;
 use crate::events::{ClientEvent, EventHub, SubscriptionHandle};
 use crate::http::Http;
@@ -42,6 +43,8 @@ pub(crate) struct Inner {
     pub(crate) events: EventHub,
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
     pub(crate) compress: AtomicBool,
+    /// The local state digest, kept in memory.
+    pub(crate) digest: LocalDigest,
     user_id: RwLock<String>,
 }
 
@@ -209,6 +212,7 @@ impl BlowingOffClient {
             transport,
             events: EventHub::new(config.event_capacity),
             compress: AtomicBool::new(config.compress_requests),
+            digest: LocalDigest::default(),
             config,
             sync_lock: tokio::sync::Mutex::new(()),
             user_id: RwLock::new(user_id),
@@ -391,6 +395,7 @@ impl BlowingOffClient {
     async fn write(&self, edit: LocalEdit) -> Result<Entity, ClientError> {
         let user = self.user_id();
         let e = self.inner.store.write_local(edit, &user).await?;
+        self.inner.digest.touched(&e.id);
         if self.inner.events.has_listeners() {
             self.inner
                 .events

@@ -42,6 +42,7 @@
 mod background;
 mod client;
 mod config;
+mod digest;
 mod error;
 mod events;
 mod http;

@@ -10,12 +10,16 @@
 //!    page is applied without overwriting any id that still has a pending edit (the
 //!    pull-guard), and the cursor — or, on the last page, the watermark (`server_time`) —
 //!    is stored in the same transaction.
-//! 3. Requests go on while entries remain unsent or the cursor is not null.
+//! 3. Requests go on while entries remain unsent or the cursor is not null. During a pull
+//!    (a request that pushed nothing and got a cursor back) the next page is requested
+//!    while the current one is being applied.
 //!
 //! A transport failure, a 5xx, a 408 or a 429 is retried with backoff; when retries run
 //! out, the sync stops, reports the error and keeps everything pending. After a sync that
 //! leaves the outbox empty without errors, the last answer's `state_digest` is compared
-//! with the local digest.
+//! with the local digest, taken from an in-memory index of latest versions that local
+//! writes and applied pages keep up to date; when they differ, the store's own digest
+//! decides.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -30,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::Inner;
 use crate::error::{ClientError, SyncError};
 use crate::events::{ClientEvent, SyncPhase};
-use crate::http::Http;
+use crate::http::{Http, RequestFailure};
 use crate::settings::{keys, DigestCheck, LastSync, RecordedConflict, RECENT_CONFLICTS_KEPT};
 use crate::transport::Method;
 
@@ -43,6 +47,14 @@ const MAX_REQUESTS: u32 = 1_000_000;
 
 /// A limit that reads the whole outbox.
 const ALL: usize = 1 << 40;
+
+fn request_limit_error() -> SyncError {
+    SyncError::InvalidResponse(std::sync::Arc::from(Box::<
+        dyn std::error::Error + Send + Sync,
+    >::from(
+        "the server kept paging past the request limit",
+    )))
+}
 
 /// The server's and the client's digests disagree after a quiet sync.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +216,8 @@ impl Inner {
             compress: &self.compress,
         };
         let batch_size = self.config.batch_size.max(1);
+        // Pages applied from here on keep the digest index up to date.
+        self.digest.ensure(self.store.as_ref()).await?;
         let total_pending = self.store.pending_count().await?;
         let mut sent: HashSet<i64> = HashSet::new();
         let mut pulling = false;
@@ -214,48 +228,44 @@ impl Inner {
         let mut last_cursor_sent: Option<String> = None;
         let listening = self.events.has_listeners();
 
-        loop {
-            // The next batch: pending entries this sync has not sent yet, in outbox order.
-            let batch: Vec<_> = self
-                .store
-                .pending(batch_size + sent.len())
-                .await?
-                .into_iter()
-                .filter(|e| !sent.contains(&e.position))
-                .take(batch_size)
-                .collect();
-            if res.requests > 0 && batch.is_empty() && !pulling {
-                break;
-            }
-            if res.requests >= MAX_REQUESTS {
-                res.errors
-                    .push(SyncError::InvalidResponse(std::sync::Arc::from(Box::<
-                        dyn std::error::Error + Send + Sync,
-                    >::from(
-                        "the server kept paging past the request limit",
-                    ))));
-                break;
-            }
-            let state = self.store.sync_state().await?;
-            let mut request = SyncRequest::new(
-                settings.client_id.clone(),
-                settings.user_id.clone(),
-                SyncType::Delta,
-            );
-            request.changes = batch.iter().map(|e| e.change.clone()).collect();
-            if state.watermark.is_some() {
-                request.filters = Some(SyncFilters {
-                    since: state.watermark,
-                    ..SyncFilters::default()
-                });
-            }
-            request.cursor = state.cursor.clone().map(Cursor);
-            let positions: Vec<i64> = batch.iter().map(|e| e.position).collect();
+        // The answer to a page request sent while the previous page was being applied.
+        let mut prefetched: Option<Result<SyncResponse, RequestFailure>> = None;
+        // The `since` of the requests: stored only when a pull completes.
+        let mut watermark: Option<Timestamp> = None;
 
-            let response: SyncResponse = match http
-                .call(Method::Post, SYNC_PATH, Some(&request), &mut res.retries)
-                .await
-            {
+        loop {
+            let (batch, outcome) = match prefetched.take() {
+                // A pull page: nothing pushed with it.
+                Some(outcome) => (Vec::new(), outcome),
+                None => {
+                    // The next batch: pending entries this sync has not sent yet, in outbox order.
+                    let batch: Vec<_> = self
+                        .store
+                        .pending(batch_size + sent.len())
+                        .await?
+                        .into_iter()
+                        .filter(|e| !sent.contains(&e.position))
+                        .take(batch_size)
+                        .collect();
+                    if res.requests > 0 && batch.is_empty() && !pulling {
+                        break;
+                    }
+                    if res.requests >= MAX_REQUESTS {
+                        res.errors.push(request_limit_error());
+                        break;
+                    }
+                    let state = self.store.sync_state().await?;
+                    watermark = state.watermark;
+                    let mut request = self.sync_request(&settings, watermark, state.cursor);
+                    request.changes = batch.iter().map(|e| e.change.clone()).collect();
+                    let outcome = http
+                        .call(Method::Post, SYNC_PATH, Some(&request), &mut res.retries)
+                        .await;
+                    (batch, outcome)
+                }
+            };
+            let positions: Vec<i64> = batch.iter().map(|e| e.position).collect();
+            let response: SyncResponse = match outcome {
                 Ok(r) => r,
                 Err(failure) => {
                     if !positions.is_empty() {
@@ -325,7 +335,34 @@ impl Inner {
                 cursor: response.cursor.map(|c| c.0),
                 server_time: response.server_time,
             };
-            let report = self.store.apply_response(&acks, &page).await?;
+            let apply = async {
+                let report = self.store.apply_response(&acks, &page).await?;
+                self.digest.applied(&page.changes, &report).await;
+                Ok::<_, ClientError>(report)
+            };
+            // While a pull page is applied, the next one is already on its way: the
+            // request the next round would send (no changes, the same watermark, this
+            // page's cursor). Local edits made meanwhile go out once the pull is done.
+            let next_page = match &page.cursor {
+                Some(cursor) if batch.is_empty() && res.requests < MAX_REQUESTS => {
+                    Some(self.sync_request(&settings, watermark, Some(cursor.clone())))
+                }
+                _ => None,
+            };
+            let report = match next_page {
+                Some(request) => {
+                    let mut retries = 0;
+                    let fetch = http.call(Method::Post, SYNC_PATH, Some(&request), &mut retries);
+                    let (report, outcome) = futures::join!(apply, fetch);
+                    res.retries += retries;
+                    prefetched = Some(outcome);
+                    report?
+                }
+                None => apply.await?,
+            };
+            for (id, _) in &acks.resolved_versions {
+                self.digest.touched(id);
+            }
             pulling = page.cursor.is_some();
             pulled_so_far += page_len;
 
@@ -390,7 +427,11 @@ impl Inner {
         res.pending = self.store.pending_count().await?;
         res.watermark = self.store.sync_state().await?.watermark;
         if let (true, 0, Some((Some(server), _))) = (complete, res.pending, &last) {
-            let local = self.store.state_digest().await?;
+            let mut local = self.digest.digest(self.store.as_ref()).await?;
+            if local != *server {
+                // The index is a hint: the store has the last word.
+                local = self.digest.rebuild_from_store(self.store.as_ref()).await?;
+            }
             let check = DigestCheck {
                 at: Timestamp::now(),
                 server: server.clone(),
@@ -406,6 +447,28 @@ impl Inner {
             res.digest = Some(check);
         }
         Ok(())
+    }
+
+    /// A pull request: no changes, `since` = the watermark, the cursor of a pull in progress.
+    fn sync_request(
+        &self,
+        settings: &crate::settings::Settings,
+        watermark: Option<Timestamp>,
+        cursor: Option<String>,
+    ) -> SyncRequest {
+        let mut request = SyncRequest::new(
+            settings.client_id.clone(),
+            settings.user_id.clone(),
+            SyncType::Delta,
+        );
+        if watermark.is_some() {
+            request.filters = Some(SyncFilters {
+                since: watermark,
+                ..SyncFilters::default()
+            });
+        }
+        request.cursor = cursor.map(Cursor);
+        request
     }
 
     async fn record_sync(&self, res: &SyncResult) -> Result<(), ClientError> {

@@ -1,0 +1,273 @@
+//! The local state digest kept in memory: an index of every id's latest version that the
+//! client updates from what it writes and applies, so the check after a quiet sync
+//! re-hashes the index instead of reading every latest row of the mirror.
+//!
+//! The index is a hint, never the last word: when its digest differs from the server's,
+//! the sync recomputes the digest from the store and rebuilds the index
+//! ([`LocalDigest::rebuild_from_store`]), so a stale index (for instance after writes made through
+//! [`crate::BlowingOffClient::store`] directly, or by another process on the same file)
+//! can cost a store read but never reports a false mismatch.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use goodies_store::{ApplyReport, ClientStore, StoreError};
+use inbetweenies_conflict::DigestBuilder;
+use inbetweenies_proto::{EntityId, SyncChange};
+
+/// Id → latest version, in id byte order (the digest's order).
+type Latest = BTreeMap<Box<str>, Box<str>>;
+
+#[derive(Debug, Default)]
+struct Index {
+    latest: Latest,
+    /// The digest of `latest`, while nothing changed.
+    digest: Option<String>,
+}
+
+impl Index {
+    fn set(&mut self, id: &str, version: &str) {
+        match self.latest.get_mut(id) {
+            Some(v) if **v == *version => return,
+            Some(v) => *v = Box::from(version),
+            None => {
+                self.latest.insert(Box::from(id), Box::from(version));
+            }
+        }
+        self.digest = None;
+    }
+}
+
+/// The in-memory digest index of one client.
+#[derive(Debug, Default)]
+pub(crate) struct LocalDigest {
+    /// `None` until built from the store.
+    index: tokio::sync::Mutex<Option<Index>>,
+    /// Ids written locally since the index last looked: re-read from the store (after
+    /// their writes committed) before the next digest, whatever order notes arrive in.
+    dirty: Mutex<HashSet<EntityId>>,
+}
+
+impl LocalDigest {
+    /// A local write changed the latest version of `id` (called after it committed).
+    pub(crate) fn touched(&self, id: &EntityId) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone());
+    }
+
+    /// Builds the index from the store unless it is built already (cheap on an empty
+    /// mirror; a sync calls it first so that its pages keep the index up to date).
+    pub(crate) async fn ensure(&self, store: &dyn ClientStore) -> Result<(), StoreError> {
+        let mut index = self.index.lock().await;
+        if index.is_none() {
+            self.take_dirty();
+            *index = Some(build(store).await?);
+        }
+        Ok(())
+    }
+
+    /// A page was applied: the ids the store reports as having become latest now hold the
+    /// version the page carried; ids whose version is ambiguous are re-read later.
+    pub(crate) async fn applied(&self, changes: &[SyncChange], report: &ApplyReport) {
+        let mut index = self.index.lock().await;
+        let Some(ix) = index.as_mut() else {
+            return;
+        };
+        let mut versions: HashMap<&str, Option<&str>> = HashMap::with_capacity(changes.len());
+        for e in changes.iter().filter_map(|c| c.entity.as_ref()) {
+            versions
+                .entry(e.id.as_str())
+                .and_modify(|v| *v = None)
+                .or_insert(Some(e.version.as_str()));
+        }
+        for id in &report.entities_applied {
+            match versions.get(id.as_str()) {
+                Some(Some(version)) => ix.set(id.as_str(), version),
+                _ => self.touched(id),
+            }
+        }
+    }
+
+    /// The digest of the index, built or brought up to date from the store as needed.
+    pub(crate) async fn digest(&self, store: &dyn ClientStore) -> Result<String, StoreError> {
+        let mut index = self.index.lock().await;
+        let ix = match index.as_mut() {
+            Some(ix) => {
+                for id in self.take_dirty() {
+                    match store.entity(&id).await? {
+                        Some(e) => ix.set(e.id.as_str(), e.version.as_str()),
+                        None => {
+                            if ix.latest.remove(id.as_str()).is_some() {
+                                ix.digest = None;
+                            }
+                        }
+                    }
+                }
+                ix
+            }
+            None => {
+                self.take_dirty();
+                index.insert(build(store).await?)
+            }
+        };
+        if let Some(d) = &ix.digest {
+            return Ok(d.clone());
+        }
+        let mut builder = DigestBuilder::new();
+        for (id, version) in &ix.latest {
+            builder
+                .push(id, version)
+                .map_err(|e| StoreError::Corrupt(format!("digest index out of order: {e}")))?;
+        }
+        let d = builder.finish();
+        ix.digest = Some(d.clone());
+        Ok(d)
+    }
+
+    /// The digest read from the store itself; the index is rebuilt from the store.
+    pub(crate) async fn rebuild_from_store(
+        &self,
+        store: &dyn ClientStore,
+    ) -> Result<String, StoreError> {
+        let mut index = self.index.lock().await;
+        self.take_dirty();
+        let digest = store.state_digest().await?;
+        *index = Some(build(store).await?);
+        Ok(digest)
+    }
+
+    fn take_dirty(&self) -> HashSet<EntityId> {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+async fn build(store: &dyn ClientStore) -> Result<Index, StoreError> {
+    let latest = store
+        .latest_versions()
+        .await?
+        .into_iter()
+        .map(|(id, v)| (Box::from(id.as_str()), Box::from(v.as_str())))
+        .collect();
+    Ok(Index {
+        latest,
+        digest: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use goodies_store::{AckSet, LocalEdit, PulledPage, StoreOptions};
+    use inbetweenies_proto::{
+        ChangeType, EntityChange, EntityType, SourceType, Timestamp, Version,
+    };
+
+    use super::*;
+
+    fn server_change(id: &EntityId, version: &Version, parents: Vec<Version>) -> SyncChange {
+        SyncChange {
+            change_type: ChangeType::Update,
+            entity: Some(EntityChange {
+                id: id.clone(),
+                version: version.clone(),
+                entity_type: EntityType::Device,
+                name: "from the server".into(),
+                content: Default::default(),
+                source_type: SourceType::Manual,
+                user_id: "server-user".into(),
+                parent_versions: parents,
+                checksum: None,
+            }),
+            relationships: vec![],
+        }
+    }
+
+    async fn create(store: &dyn ClientStore, name: &str) -> EntityId {
+        store
+            .write_local(
+                LocalEdit::Create {
+                    id: None,
+                    entity_type: EntityType::Device,
+                    name: name.into(),
+                    content: Default::default(),
+                    source_type: SourceType::Manual,
+                },
+                "me",
+            )
+            .await
+            .expect("local write")
+            .id
+    }
+
+    /// Local writes, pulled pages (new ids, a newer version of a held id, one id twice in
+    /// a page) and acknowledgements keep the index equal to the store's digest; a write the
+    /// index never heard of makes it stale until it is rebuilt from the store.
+    #[tokio::test]
+    async fn index_matches_the_store() {
+        let store = goodies_store::open_client_store("sqlite::memory:", StoreOptions::default())
+            .await
+            .expect("store");
+        let store = store.as_ref();
+        let digest = LocalDigest::default();
+        digest.ensure(store).await.expect("ensure");
+        assert_eq!(
+            digest.digest(store).await.expect("digest"),
+            store.state_digest().await.expect("store digest"),
+            "empty mirror"
+        );
+
+        let a = create(store, "a").await;
+        digest.touched(&a);
+        let b = create(store, "b").await;
+        digest.touched(&b);
+        assert_eq!(
+            digest.digest(store).await.expect("digest"),
+            store.state_digest().await.expect("store digest"),
+            "two local creates"
+        );
+
+        // Both are acknowledged; the page brings a new id, a newer version of `a`, and
+        // an id twice (its version is re-read from the store).
+        let pending = store.pending(10).await.expect("pending");
+        let a_now = store.entity(&a).await.expect("read").expect("a").version;
+        let (c, twice) = (EntityId::new_random(), EntityId::new_random());
+        let (t1, t2) = (Version::now("server-user"), Version::now("server-user"));
+        let a_next = Version::now("server-user");
+        let changes = vec![
+            server_change(&c, &Version::now("server-user"), vec![]),
+            server_change(&a, &a_next, vec![a_now]),
+            server_change(&twice, &t1, vec![]),
+            server_change(&twice, &t2, vec![t1.clone()]),
+        ];
+        let acks = AckSet {
+            sent_positions: pending.iter().map(|e| e.position).collect(),
+            entities: vec![a.clone(), b.clone()],
+            relationships: vec![],
+            resolved_versions: vec![],
+        };
+        let page = PulledPage {
+            changes,
+            cursor: None,
+            server_time: Timestamp::now(),
+        };
+        let report = store.apply_response(&acks, &page).await.expect("apply");
+        assert!(report.entities_applied.contains(&a), "{report:?}");
+        digest.applied(&page.changes, &report).await;
+        assert_eq!(
+            digest.digest(store).await.expect("digest"),
+            store.state_digest().await.expect("store digest"),
+            "after a pulled page"
+        );
+
+        // A write the index is not told about: stale until rebuilt from the store.
+        create(store, "behind its back").await;
+        let want = store.state_digest().await.expect("store digest");
+        assert_ne!(digest.digest(store).await.expect("digest"), want);
+        assert_eq!(
+            digest.rebuild_from_store(store).await.expect("from store"),
+            want
+        );
+        assert_eq!(digest.digest(store).await.expect("digest"), want);
+    }
+}
