@@ -20,22 +20,58 @@
 //!    superseded ids, then inserts the entity rows, the relationships and the
 //!    conflicts, assigning sequence numbers in plan order.
 //!
+//! A plan borrows the pushed batch: its rows are views ([`EntityRow`],
+//! [`RelationshipRow`]) over the pushed changes, so planning copies no
+//! pushed entity (only a delete that lacks its tombstone marker and a merged
+//! version are owned). Its maps use a fast non-cryptographic hasher.
+//!
 //! [`manual_resolution`] builds the version a person's decision on a queued
 //! conflict writes.
 
-use std::cell::RefCell;
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
+use std::hash::{Hash, Hasher};
 
+use hashbrown::Equivalent;
 use inbetweenies_conflict::{conflict_info, resolve, Ancestry, Resolution, ResolverConfig, Side};
 use inbetweenies_proto::{
-    is_tombstone, ChangeType, ConflictInfo, Entity, EntityId, Relationship, RelationshipId,
-    SyncChange, Timestamp, Version, DELETED_KEY,
+    is_tombstone, ChangeType, ConflictInfo, Entity, EntityChange, EntityId, EntityType, JsonObject,
+    Relationship, RelationshipChange, RelationshipId, RelationshipType, SourceType, SyncChange,
+    Timestamp, Version, DELETED_KEY,
 };
 
 use crate::types::{
     ConflictStatus, EntityOutcome, ManualResolution, PushBatch, PushOutcome, RelationshipOutcome,
 };
+
+/// The hash map planning uses (hashbrown with its default fast hasher).
+pub type FastMap<K, V> = hashbrown::HashMap<K, V>;
+
+/// The hash set planning uses (hashbrown with its default fast hasher).
+pub type FastSet<K> = hashbrown::HashSet<K>;
+
+/// An `(id, version)` pair of borrowed strings that finds the equal owned
+/// `(EntityId, Version)` key in a [`FastSet`] without building one.
+///
+/// It hashes exactly as the owned pair does: each id type hashes as its one
+/// string field, and a tuple hashes its fields in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRef<'a>(pub &'a str, pub &'a str);
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+        self.1.hash(state);
+    }
+}
+
+impl Equivalent<(EntityId, Version)> for KeyRef<'_> {
+    fn equivalent(&self, key: &(EntityId, Version)) -> bool {
+        self.0 == key.0.as_str() && self.1 == key.1.as_str()
+    }
+}
 
 /// The order in which a batch's entity changes are applied: request order,
 /// except that a change whose `parent_versions` names the version of another
@@ -45,31 +81,44 @@ use crate::types::{
 /// Returns indices into `changes`; changes without an entity keep their place.
 pub fn entity_apply_order(changes: &[SyncChange]) -> Vec<usize> {
     let n = changes.len();
-    // (id, version) -> indices of changes pushing it.
-    let mut by_key: HashMap<(&EntityId, &Version), Vec<usize>> = HashMap::new();
-    for (i, c) in changes.iter().enumerate() {
+    // Nothing can come after anything when no change names a parent.
+    if !changes.iter().any(|c| {
+        c.entity
+            .as_ref()
+            .is_some_and(|e| !e.parent_versions.is_empty())
+    }) {
+        return (0..n).collect();
+    }
+    // (id, version) -> the first change pushing it; later ones chain through `same_key`.
+    let mut first: FastMap<(&str, &str), usize> = FastMap::with_capacity(n);
+    let mut same_key: Vec<Option<usize>> = vec![None; n];
+    for (i, c) in changes.iter().enumerate().rev() {
         if let Some(e) = &c.entity {
-            by_key.entry((&e.id, &e.version)).or_default().push(i);
+            if let Some(next) = first.insert((e.id.as_str(), e.version.as_str()), i) {
+                same_key[i] = Some(next);
+            }
         }
     }
     let mut indegree = vec![0usize; n];
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut any_edge = false;
+    let mut parents_seen: Vec<usize> = Vec::new();
     for (i, c) in changes.iter().enumerate() {
         let Some(e) = &c.entity else { continue };
-        let mut parents_seen: HashSet<usize> = HashSet::new();
+        parents_seen.clear();
         for p in &e.parent_versions {
             if p == &e.version {
                 continue;
             }
-            if let Some(parents) = by_key.get(&(&e.id, p)) {
-                for &j in parents {
-                    if j != i && parents_seen.insert(j) {
-                        children[j].push(i);
-                        indegree[i] += 1;
-                        any_edge = true;
-                    }
+            let mut at = first.get(&(e.id.as_str(), p.as_str())).copied();
+            while let Some(j) = at {
+                if j != i && !parents_seen.contains(&j) {
+                    parents_seen.push(j);
+                    children[j].push(i);
+                    indegree[i] += 1;
+                    any_edge = true;
                 }
+                at = same_key[j];
             }
         }
     }
@@ -106,45 +155,50 @@ pub fn entity_apply_order(changes: &[SyncChange]) -> Vec<usize> {
     order
 }
 
-/// What a backend must read before planning a push.
+/// What a backend must read before planning a push (borrowed from the batch).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct PushLookups {
+pub struct PushLookups<'b> {
     /// Distinct ids of the pushed entity versions: read the latest row of each.
-    pub entity_ids: Vec<EntityId>,
+    pub entity_ids: Vec<&'b EntityId>,
     /// Distinct `(id, version)` pairs (pushed versions and relationship
     /// endpoints): read which are stored.
-    pub entity_keys: Vec<(EntityId, Version)>,
+    pub entity_keys: Vec<(&'b EntityId, &'b Version)>,
     /// Distinct pushed relationship ids: read which are stored.
-    pub relationship_ids: Vec<RelationshipId>,
+    pub relationship_ids: Vec<&'b RelationshipId>,
 }
 
 /// Names what [`plan_push`] needs to know about the store for this batch.
-pub fn push_lookups(batch: &PushBatch) -> PushLookups {
-    let mut ids = HashSet::new();
-    let mut keys = HashSet::new();
-    let mut rels = HashSet::new();
-    let mut out = PushLookups::default();
+pub fn push_lookups(batch: &PushBatch) -> PushLookups<'_> {
+    let n = batch.changes.len();
+    let mut ids: FastSet<&str> = FastSet::with_capacity(n);
+    let mut keys: FastSet<(&str, &str)> = FastSet::with_capacity(n);
+    let mut rels: FastSet<&str> = FastSet::new();
+    let mut out = PushLookups {
+        entity_ids: Vec::with_capacity(n),
+        entity_keys: Vec::with_capacity(n),
+        relationship_ids: Vec::new(),
+    };
     for c in &batch.changes {
         if let Some(e) = &c.entity {
-            if ids.insert(&e.id) {
-                out.entity_ids.push(e.id.clone());
+            if ids.insert(e.id.as_str()) {
+                out.entity_ids.push(&e.id);
             }
-            if keys.insert((&e.id, &e.version)) {
-                out.entity_keys.push((e.id.clone(), e.version.clone()));
+            if keys.insert((e.id.as_str(), e.version.as_str())) {
+                out.entity_keys.push((&e.id, &e.version));
             }
         }
     }
     for c in &batch.changes {
         for r in &c.relationships {
-            if rels.insert(&r.id) {
-                out.relationship_ids.push(r.id.clone());
+            if rels.insert(r.id.as_str()) {
+                out.relationship_ids.push(&r.id);
             }
-            for key in [
+            for (id, v) in [
                 (&r.from_entity_id, &r.from_entity_version),
                 (&r.to_entity_id, &r.to_entity_version),
             ] {
-                if keys.insert(key) {
-                    out.entity_keys.push((key.0.clone(), key.1.clone()));
+                if keys.insert((id.as_str(), v.as_str())) {
+                    out.entity_keys.push((id, v));
                 }
             }
         }
@@ -156,28 +210,226 @@ pub fn push_lookups(batch: &PushBatch) -> PushLookups {
 #[derive(Clone, Debug, Default)]
 pub struct StoredState {
     /// The latest row of each looked-up id that exists.
-    pub latest: HashMap<EntityId, Entity>,
+    pub latest: FastMap<EntityId, Entity>,
     /// The looked-up `(id, version)` pairs that are stored.
-    pub existing_keys: HashSet<(EntityId, Version)>,
+    pub existing_keys: FastSet<(EntityId, Version)>,
     /// The looked-up relationship ids that are stored.
-    pub existing_relationships: HashSet<RelationshipId>,
+    pub existing_relationships: FastSet<RelationshipId>,
     /// Every stored version of the ids [`NeedHistory`] named (any order).
-    pub histories: HashMap<EntityId, Vec<Entity>>,
+    pub histories: FastMap<EntityId, Vec<Entity>>,
 }
 
 /// Planning needs every stored version of these ids (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NeedHistory(pub Vec<EntityId>);
 
+/// The fields of one entity row, borrowed: what a backend writes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EntityRow<'a> {
+    /// Stable id.
+    pub id: &'a EntityId,
+    /// This version.
+    pub version: &'a Version,
+    /// What the entity is.
+    pub entity_type: &'a EntityType,
+    /// Display name.
+    pub name: &'a str,
+    /// Free JSON object (with `deleted: true` on a tombstone).
+    pub content: &'a JsonObject,
+    /// Where the data came from.
+    pub source_type: &'a SourceType,
+    /// The user who made this version.
+    pub user_id: &'a str,
+    /// The versions this one supersedes.
+    pub parent_versions: &'a [Version],
+    /// When the entity was first created.
+    pub created_at: Timestamp,
+    /// When this version was made.
+    pub updated_at: Timestamp,
+}
+
+impl EntityRow<'_> {
+    /// Whether the row is a tombstone.
+    pub fn is_deleted(&self) -> bool {
+        is_tombstone(self.content)
+    }
+
+    /// An owned copy.
+    pub fn to_entity(&self) -> Entity {
+        Entity {
+            id: self.id.clone(),
+            version: self.version.clone(),
+            entity_type: self.entity_type.clone(),
+            name: self.name.to_owned(),
+            content: self.content.clone(),
+            source_type: self.source_type.clone(),
+            user_id: self.user_id.to_owned(),
+            parent_versions: self.parent_versions.to_vec(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+impl<'a> From<&'a Entity> for EntityRow<'a> {
+    fn from(e: &'a Entity) -> Self {
+        EntityRow {
+            id: &e.id,
+            version: &e.version,
+            entity_type: &e.entity_type,
+            name: &e.name,
+            content: &e.content,
+            source_type: &e.source_type,
+            user_id: &e.user_id,
+            parent_versions: &e.parent_versions,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+/// The fields of one relationship row, borrowed: what a backend writes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RelationshipRow<'a> {
+    /// The edge's id.
+    pub id: &'a RelationshipId,
+    /// Source entity.
+    pub from_entity_id: &'a EntityId,
+    /// The source's version.
+    pub from_entity_version: &'a Version,
+    /// Target entity.
+    pub to_entity_id: &'a EntityId,
+    /// The target's version.
+    pub to_entity_version: &'a Version,
+    /// What the edge means.
+    pub relationship_type: &'a RelationshipType,
+    /// Free JSON object.
+    pub properties: &'a JsonObject,
+    /// The user who made the edge.
+    pub user_id: &'a str,
+    /// When the edge was made.
+    pub created_at: Timestamp,
+    /// When the edge last changed.
+    pub updated_at: Timestamp,
+}
+
+impl RelationshipRow<'_> {
+    /// An owned copy.
+    pub fn to_relationship(&self) -> Relationship {
+        Relationship {
+            id: self.id.clone(),
+            from_entity_id: self.from_entity_id.clone(),
+            from_entity_version: self.from_entity_version.clone(),
+            to_entity_id: self.to_entity_id.clone(),
+            to_entity_version: self.to_entity_version.clone(),
+            relationship_type: self.relationship_type.clone(),
+            properties: self.properties.clone(),
+            user_id: self.user_id.to_owned(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+impl<'a> From<&'a Relationship> for RelationshipRow<'a> {
+    fn from(r: &'a Relationship) -> Self {
+        RelationshipRow {
+            id: &r.id,
+            from_entity_id: &r.from_entity_id,
+            from_entity_version: &r.from_entity_version,
+            to_entity_id: &r.to_entity_id,
+            to_entity_version: &r.to_entity_version,
+            relationship_type: &r.relationship_type,
+            properties: &r.properties,
+            user_id: &r.user_id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// Where a planned entity row comes from.
+#[derive(Clone, Debug, PartialEq)]
+enum RowSource<'b> {
+    /// A pushed version as it came, with its times and (for a delete) its tombstone content.
+    Pushed {
+        change: &'b EntityChange,
+        content: Cow<'b, JsonObject>,
+        created_at: Timestamp,
+        updated_at: Timestamp,
+    },
+    /// A version the store made (a merge).
+    Made(Box<Entity>),
+}
+
 /// One entity row a push inserts.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PlannedEntity {
-    /// The row.
-    pub entity: Entity,
+pub struct PlannedEntity<'b> {
+    source: RowSource<'b>,
     /// Whether the row is the latest of its id once the whole batch is applied.
     pub latest: bool,
     /// Whether the row became latest when it was applied (false for a conflict's loser).
     pub became_latest: bool,
+}
+
+impl RowSource<'_> {
+    fn row(&self) -> EntityRow<'_> {
+        match self {
+            RowSource::Pushed {
+                change,
+                content,
+                created_at,
+                updated_at,
+            } => EntityRow {
+                id: &change.id,
+                version: &change.version,
+                entity_type: &change.entity_type,
+                name: &change.name,
+                content,
+                source_type: &change.source_type,
+                user_id: &change.user_id,
+                parent_versions: &change.parent_versions,
+                created_at: *created_at,
+                updated_at: *updated_at,
+            },
+            RowSource::Made(e) => EntityRow::from(&**e),
+        }
+    }
+}
+
+impl PlannedEntity<'_> {
+    /// The row's fields.
+    pub fn row(&self) -> EntityRow<'_> {
+        self.source.row()
+    }
+}
+
+/// One relationship a push inserts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedRelationship<'b> {
+    change: &'b RelationshipChange,
+    user_id: &'b str,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl PlannedRelationship<'_> {
+    /// The row's fields.
+    pub fn row(&self) -> RelationshipRow<'_> {
+        let c = self.change;
+        RelationshipRow {
+            id: &c.id,
+            from_entity_id: &c.from_entity_id,
+            from_entity_version: &c.from_entity_version,
+            to_entity_id: &c.to_entity_id,
+            to_entity_version: &c.to_entity_version,
+            relationship_type: &c.relationship_type,
+            properties: &c.properties,
+            user_id: self.user_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
 }
 
 /// One conflict a push records.
@@ -191,20 +443,20 @@ pub struct PlannedConflict {
 
 /// Everything a push writes, in order, and what it reports.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct PushPlan {
+pub struct PushPlan<'b> {
     /// Entity rows to insert, in sequence order.
-    pub entities: Vec<PlannedEntity>,
+    pub entities: Vec<PlannedEntity<'b>>,
     /// Ids whose stored latest row stops being latest (clear its flag before inserting).
     pub superseded: Vec<EntityId>,
     /// Relationships to insert, in sequence order (after every entity row).
-    pub relationships: Vec<Relationship>,
+    pub relationships: Vec<PlannedRelationship<'b>>,
     /// Conflicts to record, in the order they were decided.
     pub conflicts: Vec<PlannedConflict>,
     /// What to return to the caller.
     pub outcome: PushOutcome,
 }
 
-impl PushPlan {
+impl PushPlan<'_> {
     /// Whether the plan writes nothing at all.
     pub fn is_empty(&self) -> bool {
         self.entities.is_empty() && self.relationships.is_empty() && self.conflicts.is_empty()
@@ -220,24 +472,33 @@ impl PushPlan {
 /// then the stored history if it was loaded. Records when it was asked about
 /// a version while the stored history was not loaded.
 struct IdAncestry<'a> {
-    planned: Vec<&'a Entity>,
+    planned: Vec<EntityRow<'a>>,
     stored: Option<&'a [Entity]>,
-    missed: RefCell<bool>,
+    missed: Cell<bool>,
 }
 
 impl Ancestry for IdAncestry<'_> {
     fn version(&self, v: &Version) -> Option<Entity> {
-        if let Some(e) = self.planned.iter().find(|e| &e.version == v) {
-            return Some((*e).clone());
+        if let Some(e) = self.planned.iter().find(|e| e.version == v) {
+            return Some(e.to_entity());
         }
         match self.stored {
             Some(rows) => rows.iter().find(|e| &e.version == v).cloned(),
             None => {
-                *self.missed.borrow_mut() = true;
+                self.missed.set(true);
                 None
             }
         }
     }
+}
+
+/// The planned rows of one id so far.
+#[derive(Clone, Copy, Debug)]
+struct IdRows {
+    /// The planned row that is latest now, if a planned row became latest.
+    latest: Option<usize>,
+    /// The last planned row (earlier ones chain through `PlanBuilder::prev_of_id`).
+    last: usize,
 }
 
 /// Plans a pushed batch against the looked-up state (see the module docs).
@@ -245,150 +506,171 @@ impl Ancestry for IdAncestry<'_> {
 /// `now` is the receipt time: it is the conflict resolver's "now", the
 /// fallback edit time of a version string that does not parse, and the time
 /// given to relationships that carry none. Deterministic for equal inputs.
-pub fn plan_push(
-    batch: &PushBatch,
+pub fn plan_push<'b>(
+    batch: &'b PushBatch,
     state: &StoredState,
     now: Timestamp,
     config: &ResolverConfig,
-) -> Result<PushPlan, NeedHistory> {
+) -> Result<PushPlan<'b>, NeedHistory> {
     let changes = &batch.changes;
-    let mut plan = PushPlan::default();
-    let mut outcomes: Vec<Option<(Option<EntityId>, EntityOutcome)>> = vec![None; changes.len()];
-    // The latest version of each id as the batch goes on.
-    let mut latest: HashMap<EntityId, Entity> = HashMap::new();
-    // Index in plan.entities of the planned row that is currently latest, per id.
-    let mut planned_latest: HashMap<EntityId, usize> = HashMap::new();
-    // Indices in plan.entities of every planned row, per id.
-    let mut planned_by_id: HashMap<EntityId, Vec<usize>> = HashMap::new();
-    let mut planned_keys: HashSet<(EntityId, Version)> = HashSet::new();
-    let mut superseded: HashSet<EntityId> = HashSet::new();
+    let n = changes.len();
+    let mut plan = PushPlan {
+        entities: Vec::with_capacity(n),
+        ..PushPlan::default()
+    };
+    let mut outcomes: Vec<Option<EntityOutcome>> = vec![None; n];
+    // Per id with planned rows: which is latest and the last one.
+    let mut by_id: FastMap<&'b str, IdRows> = FastMap::with_capacity(n);
+    // Per planned row: the planned row of the same id before it.
+    let mut prev_of_id: Vec<Option<usize>> = Vec::with_capacity(n);
+    // (id, version) of planned pushed rows, and of versions the store made (merges).
+    let mut planned_keys: FastSet<(&'b str, &'b str)> = FastSet::with_capacity(n);
+    let mut made_keys: FastSet<(EntityId, Version)> = FastSet::new();
     let mut need_history: Vec<EntityId> = Vec::new();
 
     for idx in entity_apply_order(changes) {
         let change = &changes[idx];
         let Some(ec) = &change.entity else {
-            outcomes[idx] = Some((None, EntityOutcome::NotAcked("no entity".to_owned())));
+            outcomes[idx] = Some(EntityOutcome::NotAcked("no entity".to_owned()));
             continue;
         };
-        let key = (ec.id.clone(), ec.version.clone());
-        if state.existing_keys.contains(&key) || planned_keys.contains(&key) {
-            outcomes[idx] = Some((Some(ec.id.clone()), EntityOutcome::AlreadyPresent));
+        let (id, version) = (ec.id.as_str(), ec.version.as_str());
+        if state.existing_keys.contains(&KeyRef(id, version))
+            || planned_keys.contains(&(id, version))
+            || made_keys.contains(&KeyRef(id, version))
+        {
+            outcomes[idx] = Some(EntityOutcome::AlreadyPresent);
             continue;
         }
-        let current: Option<&Entity> = latest.get(&ec.id).or_else(|| state.latest.get(&ec.id));
+        let planned = by_id.get(id).copied();
+        let current: Option<EntityRow<'_>> = match planned.and_then(|p| p.latest) {
+            Some(i) => Some(plan.entities[i].row()),
+            None => state.latest.get(&ec.id).map(EntityRow::from),
+        };
         let is_delete = change.change_type == ChangeType::Delete || is_tombstone(&ec.content);
         if is_delete {
-            match current {
+            match &current {
                 None => {
-                    outcomes[idx] = Some((Some(ec.id.clone()), EntityOutcome::DeletedUnknown));
+                    outcomes[idx] = Some(EntityOutcome::DeletedUnknown);
                     continue;
                 }
                 Some(c) if c.is_deleted() => {
-                    outcomes[idx] = Some((Some(ec.id.clone()), EntityOutcome::AlreadyDeleted));
+                    outcomes[idx] = Some(EntityOutcome::AlreadyDeleted);
                     continue;
                 }
                 Some(_) => {}
             }
         }
-        let mut entity = ec.to_entity(current.map(|c| c.created_at), now);
-        if is_delete {
-            entity
-                .content
-                .insert(DELETED_KEY.to_owned(), serde_json::Value::Bool(true));
-        }
-
-        // What to insert: (row, became latest) pairs, the outcome and an optional conflict.
-        let (rows, outcome, conflict): (
-            Vec<(Entity, bool)>,
-            EntityOutcome,
-            Option<PlannedConflict>,
-        ) = match current {
-            None => (vec![(entity, true)], EntityOutcome::Applied, None),
-            Some(cur) if entity.parent_versions.contains(&cur.version) => {
-                (vec![(entity, true)], EntityOutcome::Applied, None)
-            }
-            Some(cur) => {
-                let cur = cur.clone();
-                let ancestry = IdAncestry {
-                    planned: planned_by_id
-                        .get(&ec.id)
-                        .map(|ix| ix.iter().map(|&i| &plan.entities[i].entity).collect())
-                        .unwrap_or_default(),
-                    stored: state.histories.get(&ec.id).map(Vec::as_slice),
-                    missed: RefCell::new(false),
-                };
-                let resolution = resolve(&cur, &entity, now, config, &ancestry);
-                if *ancestry.missed.borrow() {
-                    need_history.push(ec.id.clone());
-                    outcomes[idx] = Some((Some(ec.id.clone()), EntityOutcome::Applied));
-                    continue;
-                }
-                let info = conflict_info(&cur, &entity, &resolution);
-                match resolution {
-                    Resolution::FastForward => (vec![(entity, true)], EntityOutcome::Applied, None),
-                    Resolution::Winner {
-                        winner: Side::Client,
-                        ..
-                    } => (
-                        vec![(entity, true)],
-                        EntityOutcome::Won,
-                        info.map(|info| PlannedConflict {
-                            info,
-                            status: ConflictStatus::Auto,
-                        }),
-                    ),
-                    Resolution::Winner {
-                        winner: Side::Server,
-                        ..
-                    } => (
-                        vec![(entity, false)],
-                        EntityOutcome::Lost,
-                        info.map(|info| PlannedConflict {
-                            info,
-                            status: ConflictStatus::Auto,
-                        }),
-                    ),
-                    Resolution::Merged { entity: merged, .. } => {
-                        let v = merged.version.clone();
-                        (
-                            vec![(entity, false), (merged, true)],
-                            EntityOutcome::Merged(v),
-                            info.map(|info| PlannedConflict {
-                                info,
-                                status: ConflictStatus::Auto,
-                            }),
-                        )
-                    }
-                    Resolution::Manual { .. } => (
-                        vec![(entity, false)],
-                        EntityOutcome::Queued,
-                        info.map(|info| PlannedConflict {
-                            info,
-                            status: ConflictStatus::Pending,
-                        }),
-                    ),
-                }
-            }
+        let updated_at = ec.version.timestamp().unwrap_or(now);
+        let created_at = current.as_ref().map_or(updated_at, |c| c.created_at);
+        let content = if is_delete && !is_tombstone(&ec.content) {
+            let mut c = ec.content.clone();
+            c.insert(DELETED_KEY.to_owned(), serde_json::Value::Bool(true));
+            Cow::Owned(c)
+        } else {
+            Cow::Borrowed(&ec.content)
+        };
+        let pushed = RowSource::Pushed {
+            change: ec,
+            content,
+            created_at,
+            updated_at,
         };
 
-        for (row, became_latest) in rows {
-            let id = row.id.clone();
-            planned_keys.insert((id.clone(), row.version.clone()));
-            let i = plan.entities.len();
-            if became_latest {
-                match planned_latest.insert(id.clone(), i) {
-                    Some(prev) => plan.entities[prev].latest = false,
-                    None => {
-                        if state.latest.contains_key(&id) && superseded.insert(id.clone()) {
-                            plan.superseded.push(id.clone());
-                        }
-                    }
-                }
-                latest.insert(id.clone(), row.clone());
+        // Unless the change is a fast-forward, the current latest row it conflicts with.
+        let contested: Option<Entity> = match &current {
+            Some(cur) if !ec.parent_versions.contains(cur.version) => Some(cur.to_entity()),
+            _ => None,
+        };
+        // Whether the pushed row becomes latest, a merged row to add, the outcome and a conflict.
+        let (pushed_latest, made, outcome, conflict): (
+            bool,
+            Option<Entity>,
+            EntityOutcome,
+            Option<PlannedConflict>,
+        ) = if let Some(cur) = contested {
+            let entity = pushed.row().to_entity();
+            let mut earlier = Vec::new();
+            let mut at = planned.map(|p| p.last);
+            while let Some(i) = at {
+                earlier.push(plan.entities[i].row());
+                at = prev_of_id[i];
             }
-            planned_by_id.entry(id).or_default().push(i);
+            earlier.reverse();
+            let ancestry = IdAncestry {
+                planned: earlier,
+                stored: state.histories.get(&ec.id).map(Vec::as_slice),
+                missed: Cell::new(false),
+            };
+            let resolution = resolve(&cur, &entity, now, config, &ancestry);
+            if ancestry.missed.get() {
+                need_history.push(ec.id.clone());
+                outcomes[idx] = Some(EntityOutcome::Applied);
+                continue;
+            }
+            let info = conflict_info(&cur, &entity, &resolution);
+            let auto = |info: ConflictInfo| PlannedConflict {
+                info,
+                status: ConflictStatus::Auto,
+            };
+            match resolution {
+                Resolution::FastForward => (true, None, EntityOutcome::Applied, None),
+                Resolution::Winner {
+                    winner: Side::Client,
+                    ..
+                } => (true, None, EntityOutcome::Won, info.map(auto)),
+                Resolution::Winner {
+                    winner: Side::Server,
+                    ..
+                } => (false, None, EntityOutcome::Lost, info.map(auto)),
+                Resolution::Merged { entity: merged, .. } => {
+                    let v = merged.version.clone();
+                    (
+                        false,
+                        Some(merged),
+                        EntityOutcome::Merged(v),
+                        info.map(auto),
+                    )
+                }
+                Resolution::Manual { .. } => (
+                    false,
+                    None,
+                    EntityOutcome::Queued,
+                    info.map(|info| PlannedConflict {
+                        info,
+                        status: ConflictStatus::Pending,
+                    }),
+                ),
+            }
+        } else {
+            (true, None, EntityOutcome::Applied, None)
+        };
+
+        planned_keys.insert((id, version));
+        let rows = std::iter::once((pushed, pushed_latest)).chain(made.map(|m| {
+            made_keys.insert((m.id.clone(), m.version.clone()));
+            (RowSource::Made(Box::new(m)), true)
+        }));
+        for (source, became_latest) in rows {
+            let i = plan.entities.len();
+            let slot = by_id.entry(id).or_insert(IdRows {
+                latest: None,
+                last: i,
+            });
+            prev_of_id.push((slot.last != i).then_some(slot.last));
+            slot.last = i;
+            if became_latest {
+                match slot.latest.replace(i) {
+                    Some(prev) => plan.entities[prev].latest = false,
+                    // The first planned row of this id to become latest supersedes the stored one.
+                    None if state.latest.contains_key(&ec.id) => {
+                        plan.superseded.push(ec.id.clone())
+                    }
+                    None => {}
+                }
+            }
             plan.entities.push(PlannedEntity {
-                entity: row,
+                source,
                 latest: became_latest,
                 became_latest,
             });
@@ -397,7 +679,7 @@ pub fn plan_push(
             plan.outcome.conflicts.push(c.info.clone());
             plan.conflicts.push(c);
         }
-        outcomes[idx] = Some((Some(ec.id.clone()), outcome));
+        outcomes[idx] = Some(outcome);
     }
 
     if !need_history.is_empty() {
@@ -407,28 +689,36 @@ pub fn plan_push(
     }
 
     // Relationships, from every change in request order.
-    let mut planned_rels: HashSet<RelationshipId> = HashSet::new();
-    let mut acked_rels: HashSet<RelationshipId> = HashSet::new();
-    let key_exists = |id: &EntityId, v: &Version, planned_keys: &HashSet<(EntityId, Version)>| {
-        let k = (id.clone(), v.clone());
-        state.existing_keys.contains(&k) || planned_keys.contains(&k)
+    let mut planned_rels: FastSet<&'b str> = FastSet::new();
+    let mut acked_rels: FastSet<&'b str> = FastSet::new();
+    let key_exists = |id: &EntityId, v: &Version| {
+        let key = KeyRef(id.as_str(), v.as_str());
+        state.existing_keys.contains(&key)
+            || planned_keys.contains(&(key.0, key.1))
+            || made_keys.contains(&key)
     };
     for change in changes {
         for rc in &change.relationships {
+            let rel_id = rc.id.as_str();
             let outcome =
-                if state.existing_relationships.contains(&rc.id) || planned_rels.contains(&rc.id) {
+                if state.existing_relationships.contains(&rc.id) || planned_rels.contains(rel_id) {
                     RelationshipOutcome::AlreadyPresent
-                } else if key_exists(&rc.from_entity_id, &rc.from_entity_version, &planned_keys)
-                    && key_exists(&rc.to_entity_id, &rc.to_entity_version, &planned_keys)
+                } else if key_exists(&rc.from_entity_id, &rc.from_entity_version)
+                    && key_exists(&rc.to_entity_id, &rc.to_entity_version)
                 {
-                    planned_rels.insert(rc.id.clone());
-                    plan.relationships
-                        .push(rc.to_relationship(&batch.user_id, now));
+                    planned_rels.insert(rel_id);
+                    let created_at = rc.created_at.unwrap_or(now);
+                    plan.relationships.push(PlannedRelationship {
+                        change: rc,
+                        user_id: rc.user_id.as_deref().unwrap_or(&batch.user_id),
+                        created_at,
+                        updated_at: rc.updated_at.unwrap_or(created_at),
+                    });
                     RelationshipOutcome::Applied
                 } else {
                     RelationshipOutcome::MissingEndpoint
                 };
-            if outcome != RelationshipOutcome::MissingEndpoint && acked_rels.insert(rc.id.clone()) {
+            if outcome != RelationshipOutcome::MissingEndpoint && acked_rels.insert(rel_id) {
                 plan.outcome.applied_relationships.push(rc.id.clone());
             }
             plan.outcome
@@ -437,14 +727,17 @@ pub fn plan_push(
         }
     }
 
-    let mut acked: HashSet<EntityId> = HashSet::new();
-    for (id, outcome) in outcomes.into_iter().flatten() {
-        if let Some(id) = &id {
-            if outcome.is_acked() && acked.insert(id.clone()) {
+    let mut acked: FastSet<&str> = FastSet::with_capacity(n);
+    plan.outcome.entity_outcomes.reserve(n);
+    for (change, outcome) in changes.iter().zip(outcomes) {
+        let Some(outcome) = outcome else { continue };
+        let id = change.entity.as_ref().map(|e| &e.id);
+        if let Some(id) = id {
+            if outcome.is_acked() && acked.insert(id.as_str()) {
                 plan.outcome.applied.push(id.clone());
             }
         }
-        plan.outcome.entity_outcomes.push((id, outcome));
+        plan.outcome.entity_outcomes.push((id.cloned(), outcome));
     }
     plan.outcome.entities_written = plan.entities.len() as u64;
     plan.outcome.relationships_written = plan.relationships.len() as u64;
@@ -524,6 +817,25 @@ mod tests {
     }
 
     #[test]
+    fn borrowed_keys_find_owned_ones() {
+        let mut set: FastSet<(EntityId, Version)> = FastSet::new();
+        for i in 0..100 {
+            set.insert((
+                EntityId::new(format!("id-{i}")),
+                Version::new(format!("v-{i}")),
+            ));
+        }
+        for i in 0..100 {
+            let (id, v) = (format!("id-{i}"), format!("v-{i}"));
+            assert!(set.contains(&KeyRef(&id, &v)), "{id} {v}");
+            assert!(!set.contains(&KeyRef(&id, "v-x")));
+        }
+        // The split between id and version is part of the key.
+        set.insert((EntityId::new("ab"), Version::new("c")));
+        assert!(!set.contains(&KeyRef("a", "bc")));
+    }
+
+    #[test]
     fn children_follow_parents_stably() {
         let cs = vec![
             change("a", V3, &[V2], ChangeType::Update),
@@ -560,7 +872,7 @@ mod tests {
         let flags: Vec<_> = plan
             .entities
             .iter()
-            .map(|p| (p.entity.version.as_str(), p.latest, p.became_latest))
+            .map(|p| (p.row().version.as_str(), p.latest, p.became_latest))
             .collect();
         assert_eq!(flags, vec![(V1, false, true), (V2, true, true)]);
         assert_eq!(plan.outcome.applied, vec![EntityId::from("a")]);
@@ -619,13 +931,13 @@ mod tests {
         };
         assert_eq!(plan.entities.len(), 2);
         assert!(!plan.entities[0].latest && plan.entities[1].latest);
-        assert_eq!(&plan.entities[1].entity.version, v);
+        assert_eq!(plan.entities[1].row().version, v);
         assert_eq!(
-            plan.entities[1].entity.content.get("x"),
+            plan.entities[1].row().content.get("x"),
             Some(&serde_json::json!(2))
         );
         assert_eq!(
-            plan.entities[1].entity.content.get("y"),
+            plan.entities[1].row().content.get("y"),
             Some(&serde_json::json!(3))
         );
         assert_eq!(plan.superseded, vec![EntityId::from("a")]);

@@ -1,7 +1,7 @@
 //! Pushes, conflicts, devices and blobs on PostgreSQL: every write of rows runs under the exclusive write lock.
 
 use async_trait::async_trait;
-use inbetweenies_proto::{Entity, EntityId, Relationship, Timestamp};
+use inbetweenies_proto::{Entity, EntityId, Timestamp};
 use sha2::{Digest as _, Sha256};
 use sqlx::postgres::PgConnection;
 use sqlx::Row as _;
@@ -10,7 +10,7 @@ use super::rows::{self, entity_cols, CONFLICT_COLS};
 use super::{db, PgStore, WriteTxn};
 use crate::api::ServerStore;
 use crate::error::{Result, StoreError};
-use crate::logic::{self, NeedHistory, PushPlan, StoredState};
+use crate::logic::{self, EntityRow, NeedHistory, PushPlan, RelationshipRow, StoredState};
 use crate::types::{
     BlobMeta, ChangePage, ChangeQuery, ClientSyncStatus, ConflictRecord, ConflictStatus,
     ManualResolution, PushBatch, PushOutcome, Seq,
@@ -22,14 +22,14 @@ const INSERT_CHUNK: usize = 5_000;
 /// Blobs at least this large are hashed off the async threads.
 const HASH_OFFLOAD_BYTES: usize = 1 << 20;
 
-fn json_text(v: &impl serde::Serialize) -> Result<String> {
+fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("cannot encode json: {e}")))
 }
 
 /// Inserts entity rows `(entity, latest, became_latest)` numbered by `numbers` (`(seq, received_at)`).
 async fn insert_entities(
     conn: &mut PgConnection,
-    entities: &[(&Entity, bool, bool)],
+    entities: &[(EntityRow<'_>, bool, bool)],
     numbers: &[(i64, i64)],
 ) -> Result<()> {
     for (chunk, nums) in entities
@@ -56,11 +56,11 @@ async fn insert_entities(
             id.push(e.id.as_str());
             version.push(e.version.as_str());
             entity_type.push(e.entity_type.as_str());
-            name.push(e.name.as_str());
-            content.push(json_text(&e.content)?);
+            name.push(e.name);
+            content.push(json_text(e.content)?);
             source_type.push(e.source_type.as_str());
-            user_id.push(e.user_id.as_str());
-            parents.push(json_text(&e.parent_versions)?);
+            user_id.push(e.user_id);
+            parents.push(json_text(e.parent_versions)?);
             created_at.push(e.created_at.unix_micros());
             updated_at.push(e.updated_at.unix_micros());
             seq.push(*s);
@@ -107,7 +107,7 @@ async fn insert_entities(
 /// Inserts relationships numbered by `numbers`.
 async fn insert_relationships(
     conn: &mut PgConnection,
-    relationships: &[Relationship],
+    relationships: &[RelationshipRow<'_>],
     numbers: &[(i64, i64)],
 ) -> Result<()> {
     for (chunk, nums) in relationships
@@ -134,8 +134,8 @@ async fn insert_relationships(
             to_id.push(r.to_entity_id.as_str());
             to_version.push(r.to_entity_version.as_str());
             rel_type.push(r.relationship_type.as_str());
-            properties.push(json_text(&r.properties)?);
-            user_id.push(r.user_id.as_str());
+            properties.push(json_text(r.properties)?);
+            user_id.push(r.user_id);
             created_at.push(r.created_at.unix_micros());
             updated_at.push(r.updated_at.unix_micros());
             seq.push(*s);
@@ -190,7 +190,7 @@ impl PgStore {
         let lookups = logic::push_lookups(batch);
         let mut state = StoredState::default();
         if !lookups.entity_ids.is_empty() {
-            let ids: Vec<&str> = lookups.entity_ids.iter().map(EntityId::as_str).collect();
+            let ids: Vec<&str> = lookups.entity_ids.iter().map(|id| id.as_str()).collect();
             let sql = format!(
                 "SELECT {} FROM entities a WHERE a.is_latest AND a.id = ANY($1)",
                 entity_cols("a")
@@ -270,21 +270,28 @@ impl PgStore {
     }
 
     /// Writes a planned push inside the write transaction.
-    async fn write_plan(&self, w: &mut WriteTxn, plan: &PushPlan, device_id: &str) -> Result<()> {
+    async fn write_plan(
+        &self,
+        w: &mut WriteTxn,
+        plan: &PushPlan<'_>,
+        device_id: &str,
+    ) -> Result<()> {
         let superseded: Vec<&str> = plan.superseded.iter().map(EntityId::as_str).collect();
         supersede(&mut w.tx, &superseded).await?;
         if !plan.entities.is_empty() {
             let numbers = w.take(plan.entities.len());
-            let rows: Vec<(&Entity, bool, bool)> = plan
+            let rows: Vec<(EntityRow<'_>, bool, bool)> = plan
                 .entities
                 .iter()
-                .map(|p| (&p.entity, p.latest, p.became_latest))
+                .map(|p| (p.row(), p.latest, p.became_latest))
                 .collect();
             insert_entities(&mut w.tx, &rows, &numbers).await?;
         }
         if !plan.relationships.is_empty() {
             let numbers = w.take(plan.relationships.len());
-            insert_relationships(&mut w.tx, &plan.relationships, &numbers).await?;
+            let rows: Vec<RelationshipRow<'_>> =
+                plan.relationships.iter().map(|r| r.row()).collect();
+            insert_relationships(&mut w.tx, &rows, &numbers).await?;
         }
         if !plan.conflicts.is_empty() {
             let c = &plan.conflicts;
@@ -458,7 +465,7 @@ impl ServerStore for PgStore {
         let entity = logic::manual_resolution(&server, &client, &resolution, user_id, now);
         supersede(&mut w.tx, &[entity.id.as_str()]).await?;
         let numbers = w.take(1);
-        insert_entities(&mut w.tx, &[(&entity, true, true)], &numbers).await?;
+        insert_entities(&mut w.tx, &[((&entity).into(), true, true)], &numbers).await?;
         let sql = format!(
             "UPDATE conflicts SET status = 'resolved', resolved_version = $2, resolved_at = $3 \
              WHERE id = $1 RETURNING {CONFLICT_COLS}"

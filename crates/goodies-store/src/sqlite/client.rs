@@ -1,6 +1,5 @@
 //! `ClientStore` for SQLite: local writes with their outbox entries, atomic pull-apply with the pull-guard.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
@@ -102,7 +101,7 @@ impl SqliteStore {
         insert_entities(
             w.conn(),
             &[NewEntity {
-                entity: Cow::Borrowed(&entity),
+                entity: (&entity).into(),
                 seq,
                 received_at,
                 is_latest: true,
@@ -306,7 +305,7 @@ impl ClientStore for SqliteStore {
         insert_relationships(
             w.conn(),
             &[NewRelationship {
-                relationship: Cow::Borrowed(&rel),
+                relationship: (&rel).into(),
                 seq,
                 received_at,
             }],
@@ -413,7 +412,7 @@ impl ClientStore for SqliteStore {
             .map(|(_, e)| (e.id.as_str(), e.version.as_str()))
             .collect();
         let mut stored = existing_pairs(w.conn(), &pairs).await?;
-        let mut new_rows: Vec<NewEntity<'_>> = Vec::new();
+        let mut new_rows: Vec<PulledRow> = Vec::new();
         // Per id whose latest changes: the row that ends up latest.
         let mut finals: HashMap<EntityId, Final> = HashMap::new();
         for &(change, e) in &entity_changes {
@@ -444,8 +443,8 @@ impl ClientStore for SqliteStore {
             }
             let (seq, received_at) = w.next();
             if guarded {
-                new_rows.push(NewEntity {
-                    entity: Cow::Owned(entity),
+                new_rows.push(PulledRow {
+                    entity,
                     seq,
                     received_at,
                     is_latest: false,
@@ -459,8 +458,8 @@ impl ClientStore for SqliteStore {
                     new_rows[row].is_latest = false;
                 }
                 latest.insert(e.id.clone(), (entity.version.clone(), entity.created_at));
-                new_rows.push(NewEntity {
-                    entity: Cow::Owned(entity),
+                new_rows.push(PulledRow {
+                    entity,
                     seq,
                     received_at,
                     is_latest: true,
@@ -476,6 +475,16 @@ impl ClientStore for SqliteStore {
             .map(|(id, _)| id.as_str())
             .collect();
         clear_latest(w.conn(), &replaced).await?;
+        let new_rows: Vec<NewEntity<'_>> = new_rows
+            .iter()
+            .map(|r| NewEntity {
+                entity: (&r.entity).into(),
+                seq: r.seq,
+                received_at: r.received_at,
+                is_latest: r.is_latest,
+                became_latest: r.became_latest,
+            })
+            .collect();
         insert_entities(w.conn(), &new_rows).await?;
         for (id, f) in &finals {
             if let Final::Existing(v) = f {
@@ -497,14 +506,18 @@ impl ClientStore for SqliteStore {
         for r in rels {
             if known.insert(r.id.to_string()) {
                 let (seq, received_at) = w.next();
-                new_rels.push(NewRelationship {
-                    relationship: Cow::Owned(r.to_relationship("", now)),
-                    seq,
-                    received_at,
-                });
+                new_rels.push((r.to_relationship("", now), seq, received_at));
                 report.relationships_applied.push(r.id.clone());
             }
         }
+        let new_rels: Vec<NewRelationship<'_>> = new_rels
+            .iter()
+            .map(|(r, seq, received_at)| NewRelationship {
+                relationship: r.into(),
+                seq: *seq,
+                received_at: *received_at,
+            })
+            .collect();
         insert_relationships(w.conn(), &new_rels).await?;
 
         // The cursor of a pull in progress; the watermark once the pull completes.
@@ -568,6 +581,17 @@ impl ClientStore for SqliteStore {
             .map_err(StoreError::database)?;
         w.commit().await
     }
+}
+
+/// A pulled entity version to insert.
+struct PulledRow {
+    entity: Entity,
+    seq: i64,
+    received_at: i64,
+    /// Latest once the whole page is applied.
+    is_latest: bool,
+    /// Latest when applied (false when the pull-guard kept it aside).
+    became_latest: bool,
 }
 
 /// Which row ends up latest for an id touched by a pulled page.

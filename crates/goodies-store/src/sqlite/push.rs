@@ -1,6 +1,5 @@
 //! Applying a pushed batch in one transaction: read what the planner needs, plan, write the plan.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 
 use inbetweenies_proto::{EntityId, RelationshipId, Timestamp, Version};
@@ -9,7 +8,7 @@ use sqlx::SqliteConnection;
 use super::rows::*;
 use super::{all_versions, clear_latest, existing_pairs, latest_rows, SqliteStore};
 use crate::error::{Result, StoreError};
-use crate::logic::{plan_push, push_lookups, PlannedConflict, StoredState};
+use crate::logic::{plan_push, push_lookups, FastSet, PlannedConflict, StoredState};
 use crate::types::*;
 
 impl SqliteStore {
@@ -19,7 +18,7 @@ impl SqliteStore {
         let lookups = push_lookups(&batch);
 
         // The latest row of every pushed id.
-        let ids: Vec<&str> = lookups.entity_ids.iter().map(EntityId::as_str).collect();
+        let ids: Vec<&str> = lookups.entity_ids.iter().map(|id| id.as_str()).collect();
         let mut state = StoredState {
             latest: latest_rows(w.conn(), &ids)
                 .await?
@@ -30,9 +29,9 @@ impl SqliteStore {
         };
         // Which pushed versions and endpoints are stored. A pushed id without a latest
         // row has no rows at all, and a latest version is known: only ask about the rest.
-        let pushed: HashSet<&str> = ids.iter().copied().collect();
+        let pushed: FastSet<&str> = ids.iter().copied().collect();
         let mut ask: Vec<(&str, &str)> = Vec::new();
-        for (id, v) in &lookups.entity_keys {
+        for &(id, v) in &lookups.entity_keys {
             match state.latest.get(id) {
                 Some(l) if l.version == *v => {
                     state.existing_keys.insert((id.clone(), v.clone()));
@@ -49,13 +48,14 @@ impl SqliteStore {
         let rel_ids: Vec<&str> = lookups
             .relationship_ids
             .iter()
-            .map(RelationshipId::as_str)
+            .map(|id| id.as_str())
             .collect();
         state.existing_relationships = existing_relationships(w.conn(), &rel_ids)
             .await?
             .into_iter()
             .map(RelationshipId::new)
             .collect();
+        drop(lookups);
         let config = self.opts.resolver.clone();
         let plan = match plan_push(&batch, &state, now, &config) {
             Ok(plan) => plan,
@@ -81,7 +81,7 @@ impl SqliteStore {
         for p in &plan.entities {
             let (seq, received_at) = w.next();
             rows.push(NewEntity {
-                entity: Cow::Borrowed(&p.entity),
+                entity: p.row(),
                 seq,
                 received_at,
                 is_latest: p.latest,
@@ -93,7 +93,7 @@ impl SqliteStore {
         for r in &plan.relationships {
             let (seq, received_at) = w.next();
             rels.push(NewRelationship {
-                relationship: Cow::Borrowed(r),
+                relationship: r.row(),
                 seq,
                 received_at,
             });

@@ -1,7 +1,5 @@
 //! Reading rows into domain types and writing domain types as rows (SQLite column encodings).
 
-use std::borrow::Cow;
-
 use inbetweenies_proto::{
     Entity, EntityId, EntityType, JsonObject, Relationship, RelationshipId, RelationshipType,
     SourceType, Timestamp, Version,
@@ -10,6 +8,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use crate::error::{Result, StoreError};
+use crate::logic::{EntityRow, RelationshipRow};
 use crate::types::{StoredEntity, StoredRelationship};
 
 /// Entity columns, in the order [`stored_entity`] reads them.
@@ -67,7 +66,7 @@ pub(crate) fn json_object(s: &str) -> Result<JsonObject> {
 }
 
 /// JSON text of a value that always serialises (objects, lists of strings).
-pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("cannot encode JSON: {e}")))
 }
 
@@ -142,7 +141,7 @@ pub(crate) fn stored_relationship(row: &SqliteRow) -> Result<StoredRelationship>
 /// An entity version to insert.
 #[derive(Debug)]
 pub(crate) struct NewEntity<'a> {
-    pub entity: Cow<'a, Entity>,
+    pub entity: EntityRow<'a>,
     pub seq: i64,
     pub received_at: i64,
     pub is_latest: bool,
@@ -152,7 +151,7 @@ pub(crate) struct NewEntity<'a> {
 /// A relationship to insert.
 #[derive(Debug)]
 pub(crate) struct NewRelationship<'a> {
-    pub relationship: Cow<'a, Relationship>,
+    pub relationship: RelationshipRow<'a>,
     pub seq: i64,
     pub received_at: i64,
 }
@@ -166,8 +165,8 @@ pub(crate) async fn insert_entities(
         let mut encoded = Vec::with_capacity(chunk.len());
         for r in chunk {
             encoded.push((
-                to_json(&r.entity.content)?,
-                to_json(&r.entity.parent_versions)?,
+                to_json(r.entity.content)?,
+                to_json(r.entity.parent_versions)?,
             ));
         }
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
@@ -182,10 +181,10 @@ pub(crate) async fn insert_entities(
                     .push_bind(e.id.as_str())
                     .push_bind(e.version.as_str())
                     .push_bind(e.entity_type.as_str())
-                    .push_bind(e.name.as_str())
+                    .push_bind(e.name)
                     .push_bind(content)
                     .push_bind(e.source_type.as_str())
-                    .push_bind(e.user_id.as_str())
+                    .push_bind(e.user_id)
                     .push_bind(parents)
                     .push_bind(e.created_at.unix_micros())
                     .push_bind(e.updated_at.unix_micros())
@@ -211,7 +210,7 @@ pub(crate) async fn insert_relationships(
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut props = Vec::with_capacity(chunk.len());
         for r in chunk {
-            props.push(to_json(&r.relationship.properties)?);
+            props.push(to_json(r.relationship.properties)?);
         }
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
             "INSERT OR FAIL INTO relationships (seq, id, from_entity_id, from_entity_version, to_entity_id, \
@@ -227,7 +226,7 @@ pub(crate) async fn insert_relationships(
                 .push_bind(x.to_entity_version.as_str())
                 .push_bind(x.relationship_type.as_str())
                 .push_bind(props)
-                .push_bind(x.user_id.as_str())
+                .push_bind(x.user_id)
                 .push_bind(x.created_at.unix_micros())
                 .push_bind(x.updated_at.unix_micros())
                 .push_bind(r.received_at);

@@ -154,7 +154,7 @@ impl ServerStore for SqliteStore {
         insert_entities(
             w.conn(),
             &[NewEntity {
-                entity: std::borrow::Cow::Borrowed(&resolved),
+                entity: (&resolved).into(),
                 seq,
                 received_at,
                 is_latest: true,
