@@ -1,11 +1,21 @@
 -- The graph store's SQLite schema (server and client share it).
 -- Times are microseconds since the Unix epoch (UTC); booleans are 0/1.
 
+-- Ids (entity and relationship ids) are looked up through `*_key` columns:
+-- the first 8 bytes of the id's SHA-256 as a signed integer, computed by the
+-- store. Ids are long random strings, so every index keyed by them is
+-- rewritten almost whole by a large push; keyed by 8-byte integers, those
+-- indexes are a fraction of the size. Every lookup matches the key AND the id
+-- itself, so two ids with one key cost a row read, never a wrong answer.
+-- Uniqueness of (id, version) and of relationship ids, and the one latest row
+-- per id, are kept by the store inside its write transactions.
+
 -- One row per entity version. `seq` is the store's sequence number (shared
 -- with relationships) and the rowid, so rows are appended in sequence order.
 CREATE TABLE entities (
     seq             INTEGER PRIMARY KEY,
     id              TEXT    NOT NULL,
+    id_key          INTEGER NOT NULL,
     version         TEXT    NOT NULL,
     entity_type     TEXT    NOT NULL,
     name            TEXT    NOT NULL,
@@ -21,25 +31,23 @@ CREATE TABLE entities (
     is_deleted      INTEGER NOT NULL
 );
 -- Every lookup by id: a version, the latest row (the few versions of an id,
--- filtered on is_latest), an id's history, and the id-ordered walk for digests.
--- Ids are random, so every index keyed by them is written all over on a large
--- push: this is the only one on entities (the store keeps one latest row per id
--- itself, in the transaction that inserts the new one).
-CREATE UNIQUE INDEX entities_id_version ON entities (id, version);
--- The change feed: latest rows in sequence order (appended at the end).
+-- filtered on is_latest), an id's history.
+CREATE INDEX entities_id ON entities (id_key);
+-- The change feed: latest rows in sequence order (appended at the end). Also
+-- the latest rows for digests and listings (sorted by id, name… as asked).
 CREATE INDEX entities_latest_seq ON entities (seq) WHERE is_latest = 1;
 -- `since` → sequence bound (received_at grows with seq; appended at the end).
 CREATE INDEX entities_received ON entities (received_at);
--- No index on entity_type or name: listing by type or name reads the latest
--- rows (entities_latest_seq) and sorts, cheaper overall than keeping two more
--- indexes up to date on every push.
 
 CREATE TABLE relationships (
     seq                 INTEGER PRIMARY KEY,
-    id                  TEXT    NOT NULL UNIQUE,
+    id                  TEXT    NOT NULL,
+    id_key              INTEGER NOT NULL,
     from_entity_id      TEXT    NOT NULL,
+    from_key            INTEGER NOT NULL,
     from_entity_version TEXT    NOT NULL,
     to_entity_id        TEXT    NOT NULL,
+    to_key              INTEGER NOT NULL,
     to_entity_version   TEXT    NOT NULL,
     relationship_type   TEXT    NOT NULL,
     properties          TEXT    NOT NULL,
@@ -48,9 +56,10 @@ CREATE TABLE relationships (
     updated_at          INTEGER NOT NULL,
     received_at         INTEGER NOT NULL
 );
+CREATE INDEX relationships_id ON relationships (id_key);
 -- Graph walks (neighbours, paths, relationships of an entity).
-CREATE INDEX relationships_from ON relationships (from_entity_id);
-CREATE INDEX relationships_to ON relationships (to_entity_id);
+CREATE INDEX relationships_from ON relationships (from_key);
+CREATE INDEX relationships_to ON relationships (to_key);
 CREATE INDEX relationships_received ON relationships (received_at);
 
 -- The last sequence number and receipt time handed out (one row).

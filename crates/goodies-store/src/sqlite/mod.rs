@@ -270,8 +270,9 @@ impl Writer<'_> {
 /// The latest row of an id.
 async fn latest_row(conn: &mut SqliteConnection, id: &str) -> Result<Option<StoredEntity>> {
     let row = sqlx::query(&format!(
-        "SELECT {ENTITY_COLS} FROM entities WHERE id = ? AND is_latest = 1"
+        "SELECT {ENTITY_COLS} FROM entities WHERE id_key = ? AND id = ? AND is_latest = 1"
     ))
+    .bind(key_of(id))
     .bind(id)
     .fetch_optional(&mut *conn)
     .await
@@ -286,11 +287,13 @@ async fn latest_rows(
 ) -> Result<HashMap<EntityId, StoredEntity>> {
     let mut out = HashMap::new();
     let sql = format!(
-        "SELECT {ENTITY_COLS} FROM entities WHERE is_latest = 1 AND id IN (SELECT value FROM json_each(?))"
+        "SELECT {ENTITY_COLS_E} FROM json_each(?) w \
+         JOIN entities e ON e.id_key = w.value ->> 0 AND e.id = w.value ->> 1 \
+         WHERE e.is_latest = 1"
     );
     for chunk in ids.chunks(JSON_LIST_CHUNK) {
         let rows = sqlx::query(&sql)
-            .bind(json_list(chunk.iter().copied())?)
+            .bind(json_keyed(chunk.iter().map(|id| [*id]))?)
             .fetch_all(&mut *conn)
             .await
             .map_err(StoreError::database)?;
@@ -311,9 +314,10 @@ async fn existing_pairs(
     for chunk in pairs.chunks(JSON_LIST_CHUNK) {
         let rows = sqlx::query(
             "SELECT e.id, e.version FROM json_each(?) w \
-             JOIN entities e ON e.id = w.value ->> 0 AND e.version = w.value ->> 1",
+             JOIN entities e ON e.id_key = w.value ->> 0 AND e.id = w.value ->> 1 \
+             AND e.version = w.value ->> 2",
         )
-        .bind(to_json(&chunk)?)
+        .bind(json_keyed(chunk.iter().map(|&(id, v)| [id, v]))?)
         .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::database)?;
@@ -330,8 +334,9 @@ async fn existing_pairs(
 /// Every stored version of an id, in sequence order.
 async fn all_versions(conn: &mut SqliteConnection, id: &str) -> Result<Vec<StoredEntity>> {
     sqlx::query(&format!(
-        "SELECT {ENTITY_COLS} FROM entities WHERE id = ? ORDER BY seq"
+        "SELECT {ENTITY_COLS} FROM entities WHERE id_key = ? AND id = ? ORDER BY seq"
     ))
+    .bind(key_of(id))
     .bind(id)
     .fetch_all(&mut *conn)
     .await
@@ -343,12 +348,14 @@ async fn all_versions(conn: &mut SqliteConnection, id: &str) -> Result<Vec<Store
 
 /// Makes an already-stored version the latest of its id.
 async fn promote(conn: &mut SqliteConnection, id: &str, version: &str) -> Result<()> {
-    sqlx::query("UPDATE entities SET is_latest = 0 WHERE id = ? AND is_latest = 1")
+    sqlx::query("UPDATE entities SET is_latest = 0 WHERE id_key = ? AND id = ? AND is_latest = 1")
+        .bind(key_of(id))
         .bind(id)
         .execute(&mut *conn)
         .await
         .map_err(StoreError::database)?;
-    sqlx::query("UPDATE entities SET is_latest = 1 WHERE id = ? AND version = ?")
+    sqlx::query("UPDATE entities SET is_latest = 1 WHERE id_key = ? AND id = ? AND version = ?")
+        .bind(key_of(id))
         .bind(id)
         .bind(version)
         .execute(&mut *conn)
@@ -360,11 +367,15 @@ async fn promote(conn: &mut SqliteConnection, id: &str, version: &str) -> Result
 /// Clears the latest flag of these ids (before their new latest rows are inserted).
 async fn clear_latest(conn: &mut SqliteConnection, ids: &[&str]) -> Result<()> {
     for chunk in ids.chunks(JSON_LIST_CHUNK) {
-        sqlx::query("UPDATE entities SET is_latest = 0 WHERE is_latest = 1 AND id IN (SELECT value FROM json_each(?))")
-            .bind(json_list(chunk.iter().copied())?)
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::database)?;
+        sqlx::query(
+            "UPDATE entities SET is_latest = 0 WHERE seq IN (SELECT e.seq FROM json_each(?) w \
+             JOIN entities e ON e.id_key = w.value ->> 0 AND e.id = w.value ->> 1 \
+             WHERE e.is_latest = 1)",
+        )
+        .bind(json_keyed(chunk.iter().map(|id| [*id]))?)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::database)?;
     }
     Ok(())
 }
@@ -390,8 +401,9 @@ impl GraphRead for SqliteStore {
 
     async fn entity_version(&self, id: &EntityId, version: &Version) -> Result<Option<Entity>> {
         let row = sqlx::query(&format!(
-            "SELECT {ENTITY_COLS} FROM entities WHERE id = ? AND version = ?"
+            "SELECT {ENTITY_COLS} FROM entities WHERE id_key = ? AND id = ? AND version = ?"
         ))
+        .bind(key_of(id.as_str()))
         .bind(id.as_str())
         .bind(version.as_str())
         .fetch_optional(&self.pool)
@@ -434,8 +446,9 @@ impl GraphRead for SqliteStore {
 
     async fn relationship(&self, id: &RelationshipId) -> Result<Option<Relationship>> {
         let row = sqlx::query(&format!(
-            "SELECT {REL_COLS} FROM relationships WHERE id = ?"
+            "SELECT {REL_COLS} FROM relationships WHERE id_key = ? AND id = ?"
         ))
+        .bind(key_of(id.as_str()))
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await
@@ -451,9 +464,11 @@ impl GraphRead for SqliteStore {
         let mut qb: QueryBuilder<'_, Sqlite> =
             QueryBuilder::new(format!("SELECT {REL_COLS} FROM relationships WHERE 1 = 1"));
         if let Some(from) = &query.from_entity_id {
+            qb.push(" AND from_key = ").push_bind(key_of(from.as_str()));
             qb.push(" AND from_entity_id = ").push_bind(from.as_str());
         }
         if let Some(to) = &query.to_entity_id {
+            qb.push(" AND to_key = ").push_bind(key_of(to.as_str()));
             qb.push(" AND to_entity_id = ").push_bind(to.as_str());
         }
         if let Some(t) = &query.relationship_type {
@@ -476,21 +491,23 @@ impl GraphRead for SqliteStore {
         relationship_type: Option<&RelationshipType>,
         direction: Direction,
     ) -> Result<Vec<Neighbour>> {
-        let sides: &[(&str, &str)] = match direction {
-            Direction::Outgoing => &[("from_entity_id", "to_entity_id")],
-            Direction::Incoming => &[("to_entity_id", "from_entity_id")],
-            Direction::Both => &[
-                ("from_entity_id", "to_entity_id"),
-                ("to_entity_id", "from_entity_id"),
-            ],
+        // (this end's key and id columns, the other end's)
+        const OUT: [&str; 4] = ["from_key", "from_entity_id", "to_key", "to_entity_id"];
+        const IN: [&str; 4] = ["to_key", "to_entity_id", "from_key", "from_entity_id"];
+        let sides: &[[&str; 4]] = match direction {
+            Direction::Outgoing => &[OUT],
+            Direction::Incoming => &[IN],
+            Direction::Both => &[OUT, IN],
         };
         let mut found: Vec<(u64, Neighbour)> = Vec::new();
-        for (this_end, other_end) in sides {
+        for [this_key, this_end, other_key, other_end] in sides {
             let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
                 "SELECT {REL_COLS_R}, {ENTITY_COLS_E} FROM relationships r \
-                 JOIN entities e ON e.id = r.{other_end} AND e.is_latest = 1 \
-                 WHERE e.is_deleted = 0 AND r.{this_end} = "
+                 JOIN entities e ON e.id_key = r.{other_key} AND e.id = r.{other_end} \
+                 AND e.is_latest = 1 WHERE e.is_deleted = 0 AND r.{this_key} = "
             ));
+            qb.push_bind(key_of(id.as_str()));
+            qb.push(format!(" AND r.{this_end} = "));
             qb.push_bind(id.as_str());
             if let Some(t) = relationship_type {
                 qb.push(" AND r.relationship_type = ").push_bind(t.as_str());
@@ -536,16 +553,18 @@ impl GraphRead for SqliteStore {
         let mut frontier = vec![from.to_string()];
         for _ in 0..max_depth {
             let mut next = Vec::new();
-            for chunk in frontier.chunks(IN_CHUNK) {
-                let mut qb: QueryBuilder<'_, Sqlite> =
-                    QueryBuilder::new("SELECT from_entity_id, to_entity_id FROM relationships WHERE from_entity_id IN ");
-                push_in_list(&mut qb, chunk.iter().map(String::as_str));
-                qb.push(" UNION SELECT to_entity_id, from_entity_id FROM relationships WHERE to_entity_id IN ");
-                push_in_list(&mut qb, chunk.iter().map(String::as_str));
-                qb.push(" ORDER BY 1, 2");
-                for row in qb
-                    .build()
-                    .fetch_all(&mut *conn)
+            for chunk in frontier.chunks(JSON_LIST_CHUNK) {
+                let list = json_keyed(chunk.iter().map(|id| [id.as_str()]))?;
+                for row in sqlx::query(
+                    "SELECT r.from_entity_id, r.to_entity_id FROM json_each(?) w JOIN relationships r \
+                     ON r.from_key = w.value ->> 0 AND r.from_entity_id = w.value ->> 1 \
+                     UNION SELECT r.to_entity_id, r.from_entity_id FROM json_each(?) w JOIN relationships r \
+                     ON r.to_key = w.value ->> 0 AND r.to_entity_id = w.value ->> 1 \
+                     ORDER BY 1, 2",
+                )
+                .bind(&list)
+                .bind(&list)
+                .fetch_all(&mut *conn)
                     .await
                     .map_err(StoreError::database)?
                 {

@@ -113,9 +113,10 @@ pub(crate) async fn existing_relationships(
     let mut out = HashSet::new();
     for chunk in ids.chunks(JSON_LIST_CHUNK) {
         let found: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM relationships WHERE id IN (SELECT value FROM json_each(?))",
+            "SELECT r.id FROM json_each(?) w \
+             JOIN relationships r ON r.id_key = w.value ->> 0 AND r.id = w.value ->> 1",
         )
-        .bind(json_list(chunk.iter().copied())?)
+        .bind(json_keyed(chunk.iter().map(|id| [*id]))?)
         .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::database)?;

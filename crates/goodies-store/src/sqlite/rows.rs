@@ -4,6 +4,7 @@ use inbetweenies_proto::{
     Entity, EntityId, EntityType, JsonObject, Relationship, RelationshipId, RelationshipType,
     SourceType, Timestamp, Version,
 };
+use sha2::{Digest as _, Sha256};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
@@ -38,13 +39,45 @@ pub(crate) const INSERT_CHUNK: usize = 500;
 /// Values per `IN (…)` list of bound parameters.
 pub(crate) const IN_CHUNK: usize = 500;
 
-/// Values per JSON list (see [`json_list`]).
+/// Values per JSON list (see [`json_keyed`]).
 pub(crate) const JSON_LIST_CHUNK: usize = 20_000;
 
-/// A JSON array of strings: bound as ONE parameter and read in SQL with
-/// `IN (SELECT value FROM json_each(?))`, far cheaper than one parameter per value.
-pub(crate) fn json_list<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<String> {
-    to_json(&values.into_iter().collect::<Vec<_>>())
+/// The lookup key of an entity or relationship id: the first 8 bytes of its
+/// SHA-256, little-endian, as a signed integer (the `*_key` columns).
+///
+/// The indexes on ids are keyed by this 8-byte integer instead of the id
+/// text, so a large push rewrites far smaller indexes. Every query matches
+/// the key and the id, so ids that share a key cost a row read, never a wrong
+/// answer. Stored in every row: it must never change.
+pub(crate) fn key_of(id: &str) -> i64 {
+    let digest = Sha256::digest(id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_le_bytes(first)
+}
+
+/// A JSON array of `[key_of(first), first, rest…]` arrays: bound as ONE
+/// parameter and joined in SQL through `json_each(?)` on `value ->> 0` (the
+/// key), `value ->> 1` (the id) and so on; far cheaper than one parameter per value.
+pub(crate) fn json_keyed<'a, const N: usize>(
+    rows: impl IntoIterator<Item = [&'a str; N]>,
+) -> Result<String> {
+    let bad = |e: serde_json::Error| StoreError::Corrupt(format!("cannot encode JSON: {e}"));
+    let mut out: Vec<u8> = b"[".to_vec();
+    for (i, row) in rows.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        serde_json::to_writer(&mut out, &row.first().map_or(0, |id| key_of(id))).map_err(bad)?;
+        for value in row {
+            out.push(b',');
+            serde_json::to_writer(&mut out, value).map_err(bad)?;
+        }
+        out.push(b']');
+    }
+    out.push(b']');
+    String::from_utf8(out).map_err(|e| StoreError::Corrupt(format!("cannot encode JSON: {e}")))
 }
 
 fn get<'r, T>(row: &'r SqliteRow, i: usize) -> Result<T>
@@ -170,8 +203,9 @@ pub(crate) async fn insert_entities(
             ));
         }
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT OR FAIL INTO entities (seq, id, version, entity_type, name, content, source_type, user_id, \
-             parent_versions, created_at, updated_at, received_at, is_latest, became_latest, is_deleted) ",
+            "INSERT OR FAIL INTO entities (seq, id, id_key, version, entity_type, name, content, source_type, \
+             user_id, parent_versions, created_at, updated_at, received_at, is_latest, became_latest, \
+             is_deleted) ",
         );
         qb.push_values(
             chunk.iter().zip(encoded),
@@ -179,6 +213,7 @@ pub(crate) async fn insert_entities(
                 let e = &r.entity;
                 b.push_bind(r.seq)
                     .push_bind(e.id.as_str())
+                    .push_bind(key_of(e.id.as_str()))
                     .push_bind(e.version.as_str())
                     .push_bind(e.entity_type.as_str())
                     .push_bind(e.name)
@@ -213,16 +248,20 @@ pub(crate) async fn insert_relationships(
             props.push(to_json(r.relationship.properties)?);
         }
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT OR FAIL INTO relationships (seq, id, from_entity_id, from_entity_version, to_entity_id, \
-             to_entity_version, relationship_type, properties, user_id, created_at, updated_at, received_at) ",
+            "INSERT OR FAIL INTO relationships (seq, id, id_key, from_entity_id, from_key, \
+             from_entity_version, to_entity_id, to_key, to_entity_version, relationship_type, properties, \
+             user_id, created_at, updated_at, received_at) ",
         );
         qb.push_values(chunk.iter().zip(props), |mut b, (r, props)| {
             let x = &r.relationship;
             b.push_bind(r.seq)
                 .push_bind(x.id.as_str())
+                .push_bind(key_of(x.id.as_str()))
                 .push_bind(x.from_entity_id.as_str())
+                .push_bind(key_of(x.from_entity_id.as_str()))
                 .push_bind(x.from_entity_version.as_str())
                 .push_bind(x.to_entity_id.as_str())
+                .push_bind(key_of(x.to_entity_id.as_str()))
                 .push_bind(x.to_entity_version.as_str())
                 .push_bind(x.relationship_type.as_str())
                 .push_bind(props)

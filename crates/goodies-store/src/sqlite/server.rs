@@ -57,8 +57,9 @@ async fn version_of(
     version: &Version,
 ) -> Result<Entity> {
     let row = sqlx::query(&format!(
-        "SELECT {ENTITY_COLS} FROM entities WHERE id = ? AND version = ?"
+        "SELECT {ENTITY_COLS} FROM entities WHERE id_key = ? AND id = ? AND version = ?"
     ))
+    .bind(key_of(id.as_str()))
     .bind(id.as_str())
     .bind(version.as_str())
     .fetch_optional(&mut *conn)
@@ -136,13 +137,15 @@ impl ServerStore for SqliteStore {
         let server = version_of(w.conn(), &record.entity_id, &record.server_version).await?;
         let client = version_of(w.conn(), &record.entity_id, &record.client_version).await?;
         let resolved = manual_resolution(&server, &client, &resolution, user_id, now);
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM entities WHERE id = ? AND version = ?")
-                .bind(resolved.id.as_str())
-                .bind(resolved.version.as_str())
-                .fetch_optional(w.conn())
-                .await
-                .map_err(StoreError::database)?;
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM entities WHERE id_key = ? AND id = ? AND version = ?",
+        )
+        .bind(key_of(resolved.id.as_str()))
+        .bind(resolved.id.as_str())
+        .bind(resolved.version.as_str())
+        .fetch_optional(w.conn())
+        .await
+        .map_err(StoreError::database)?;
         if exists.is_some() {
             return Err(StoreError::Invalid(format!(
                 "resolution version {} already exists",
