@@ -17,7 +17,7 @@
 //! and any row committed afterwards is received strictly after it.
 //!
 //! Pragmas: WAL journal, `synchronous = NORMAL`, foreign keys on, a 5 s busy
-//! timeout. `sqlite::memory:` uses one connection (its database lives as long
+//! timeout, 16 KiB pages for new databases, a 32 MiB page cache. `sqlite::memory:` uses one connection (its database lives as long
 //! as the store) and keeps blob bytes in a temporary directory.
 
 mod blobs;
@@ -49,6 +49,9 @@ use crate::types::*;
 use rows::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Page size of new databases, in bytes.
+const PAGE_SIZE: u32 = 16_384;
 
 /// State shared by every store opened on one database file in this process.
 #[derive(Debug, Default)]
@@ -130,6 +133,9 @@ impl SqliteStore {
         let base = SqliteConnectOptions::new()
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
+            // For new databases (an existing one keeps its page size). Larger pages make
+            // a large push cheaper: fewer page splits, shallower indexes, fewer WAL frames.
+            .page_size(PAGE_SIZE)
             .pragma("cache_size", "-32768")
             .pragma("temp_store", "memory")
             // Rows come back from the connection's worker thread in batches this large
@@ -140,7 +146,8 @@ impl SqliteStore {
                 let options = SqliteConnectOptions::from_str("sqlite::memory:")
                     .map_err(|e| StoreError::Connect(Box::new(e)))?
                     .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(5));
+                    .busy_timeout(Duration::from_secs(5))
+                    .page_size(PAGE_SIZE);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
