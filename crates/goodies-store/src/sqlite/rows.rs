@@ -1,12 +1,15 @@
 //! Reading rows into domain types and writing domain types as rows (SQLite column encodings).
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
 use inbetweenies_proto::{
     Entity, EntityId, EntityType, JsonObject, Relationship, RelationshipId, RelationshipType,
     SourceType, Timestamp, Version,
 };
 use sha2::{Digest as _, Sha256};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Arguments as _, QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use crate::error::{Result, StoreError};
 use crate::logic::{EntityRow, RelationshipRow};
@@ -189,47 +192,87 @@ pub(crate) struct NewRelationship<'a> {
     pub received_at: i64,
 }
 
+const ENTITY_INSERT: &str = "INSERT OR FAIL INTO entities (seq, id, id_key, version, entity_type, \
+     name, content, source_type, user_id, parent_versions, created_at, updated_at, received_at, \
+     is_latest, became_latest, is_deleted) VALUES ";
+
+/// Columns of [`ENTITY_INSERT`].
+const ENTITY_INSERT_COLS: usize = 16;
+
+const REL_INSERT: &str = "INSERT OR FAIL INTO relationships (seq, id, id_key, from_entity_id, \
+     from_key, from_entity_version, to_entity_id, to_key, to_entity_version, relationship_type, \
+     properties, user_id, created_at, updated_at, received_at) VALUES ";
+
+/// Columns of [`REL_INSERT`].
+const REL_INSERT_COLS: usize = 15;
+
+/// `head` followed by `rows` groups of `columns` placeholders.
+fn values_sql(head: &str, columns: usize, rows: usize) -> String {
+    let group = format!("({})", vec!["?"; columns].join(", "));
+    let mut sql = String::with_capacity(head.len() + rows * (group.len() + 2));
+    sql.push_str(head);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&group);
+    }
+    sql
+}
+
+/// The INSERT statement for a chunk of `rows` rows: built once for full chunks
+/// (`full`), so the statement cache finds it and nothing is formatted per row.
+fn insert_sql(
+    full: &'static OnceLock<String>,
+    head: &str,
+    columns: usize,
+    rows: usize,
+) -> Cow<'static, str> {
+    if rows == INSERT_CHUNK {
+        Cow::Borrowed(full.get_or_init(|| values_sql(head, columns, INSERT_CHUNK)))
+    } else {
+        Cow::Owned(values_sql(head, columns, rows))
+    }
+}
+
+/// Adds one bound value.
+fn bind<'q, T>(args: &mut SqliteArguments<'q>, value: T) -> Result<()>
+where
+    T: 'q + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+{
+    args.add(value).map_err(StoreError::Database)
+}
+
 /// Inserts entity rows with multi-row INSERTs.
 pub(crate) async fn insert_entities(
     conn: &mut SqliteConnection,
     rows: &[NewEntity<'_>],
 ) -> Result<()> {
+    static FULL: OnceLock<String> = OnceLock::new();
     for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut encoded = Vec::with_capacity(chunk.len());
+        let sql = insert_sql(&FULL, ENTITY_INSERT, ENTITY_INSERT_COLS, chunk.len());
+        let mut args = SqliteArguments::default();
+        args.reserve(chunk.len() * ENTITY_INSERT_COLS, 0);
         for r in chunk {
-            encoded.push((
-                to_json(r.entity.content)?,
-                to_json(r.entity.parent_versions)?,
-            ));
+            let e = &r.entity;
+            bind(&mut args, r.seq)?;
+            bind(&mut args, e.id.as_str())?;
+            bind(&mut args, key_of(e.id.as_str()))?;
+            bind(&mut args, e.version.as_str())?;
+            bind(&mut args, e.entity_type.as_str())?;
+            bind(&mut args, e.name)?;
+            bind(&mut args, to_json(e.content)?)?;
+            bind(&mut args, e.source_type.as_str())?;
+            bind(&mut args, e.user_id)?;
+            bind(&mut args, to_json(e.parent_versions)?)?;
+            bind(&mut args, e.created_at.unix_micros())?;
+            bind(&mut args, e.updated_at.unix_micros())?;
+            bind(&mut args, r.received_at)?;
+            bind(&mut args, r.is_latest)?;
+            bind(&mut args, r.became_latest)?;
+            bind(&mut args, e.is_deleted())?;
         }
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT OR FAIL INTO entities (seq, id, id_key, version, entity_type, name, content, source_type, \
-             user_id, parent_versions, created_at, updated_at, received_at, is_latest, became_latest, \
-             is_deleted) ",
-        );
-        qb.push_values(
-            chunk.iter().zip(encoded),
-            |mut b, (r, (content, parents))| {
-                let e = &r.entity;
-                b.push_bind(r.seq)
-                    .push_bind(e.id.as_str())
-                    .push_bind(key_of(e.id.as_str()))
-                    .push_bind(e.version.as_str())
-                    .push_bind(e.entity_type.as_str())
-                    .push_bind(e.name)
-                    .push_bind(content)
-                    .push_bind(e.source_type.as_str())
-                    .push_bind(e.user_id)
-                    .push_bind(parents)
-                    .push_bind(e.created_at.unix_micros())
-                    .push_bind(e.updated_at.unix_micros())
-                    .push_bind(r.received_at)
-                    .push_bind(r.is_latest)
-                    .push_bind(r.became_latest)
-                    .push_bind(e.is_deleted());
-            },
-        );
-        qb.build()
+        sqlx::query_with(&sql, args)
             .execute(&mut *conn)
             .await
             .map_err(StoreError::database)?;
@@ -242,35 +285,30 @@ pub(crate) async fn insert_relationships(
     conn: &mut SqliteConnection,
     rows: &[NewRelationship<'_>],
 ) -> Result<()> {
+    static FULL: OnceLock<String> = OnceLock::new();
     for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut props = Vec::with_capacity(chunk.len());
+        let sql = insert_sql(&FULL, REL_INSERT, REL_INSERT_COLS, chunk.len());
+        let mut args = SqliteArguments::default();
+        args.reserve(chunk.len() * REL_INSERT_COLS, 0);
         for r in chunk {
-            props.push(to_json(r.relationship.properties)?);
-        }
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT OR FAIL INTO relationships (seq, id, id_key, from_entity_id, from_key, \
-             from_entity_version, to_entity_id, to_key, to_entity_version, relationship_type, properties, \
-             user_id, created_at, updated_at, received_at) ",
-        );
-        qb.push_values(chunk.iter().zip(props), |mut b, (r, props)| {
             let x = &r.relationship;
-            b.push_bind(r.seq)
-                .push_bind(x.id.as_str())
-                .push_bind(key_of(x.id.as_str()))
-                .push_bind(x.from_entity_id.as_str())
-                .push_bind(key_of(x.from_entity_id.as_str()))
-                .push_bind(x.from_entity_version.as_str())
-                .push_bind(x.to_entity_id.as_str())
-                .push_bind(key_of(x.to_entity_id.as_str()))
-                .push_bind(x.to_entity_version.as_str())
-                .push_bind(x.relationship_type.as_str())
-                .push_bind(props)
-                .push_bind(x.user_id)
-                .push_bind(x.created_at.unix_micros())
-                .push_bind(x.updated_at.unix_micros())
-                .push_bind(r.received_at);
-        });
-        qb.build()
+            bind(&mut args, r.seq)?;
+            bind(&mut args, x.id.as_str())?;
+            bind(&mut args, key_of(x.id.as_str()))?;
+            bind(&mut args, x.from_entity_id.as_str())?;
+            bind(&mut args, key_of(x.from_entity_id.as_str()))?;
+            bind(&mut args, x.from_entity_version.as_str())?;
+            bind(&mut args, x.to_entity_id.as_str())?;
+            bind(&mut args, key_of(x.to_entity_id.as_str()))?;
+            bind(&mut args, x.to_entity_version.as_str())?;
+            bind(&mut args, x.relationship_type.as_str())?;
+            bind(&mut args, to_json(x.properties)?)?;
+            bind(&mut args, x.user_id)?;
+            bind(&mut args, x.created_at.unix_micros())?;
+            bind(&mut args, x.updated_at.unix_micros())?;
+            bind(&mut args, r.received_at)?;
+        }
+        sqlx::query_with(&sql, args)
             .execute(&mut *conn)
             .await
             .map_err(StoreError::database)?;
