@@ -11,11 +11,17 @@
 //!    flags), the ids whose stored latest row stops being latest, the
 //!    relationships to insert, the conflicts to record and the
 //!    [`PushOutcome`] to return.
-//! 3. If a conflict's strategy needs earlier versions of an id (a three-way
-//!    merge walks the `parent_versions` DAG) that the state does not hold,
-//!    [`plan_push`] answers [`NeedHistory`] with those ids: the backend loads
-//!    every stored version of them into [`StoredState::histories`] and plans
-//!    again. Ids are independent, so a second plan never needs more.
+//!    The state holds only the version, creation time and tombstone flag of
+//!    each latest row ([`StoredLatest`]): that decides every change but a
+//!    conflict.
+//! 3. If a pushed version conflicts with a stored latest row whose fields the
+//!    state does not hold, or a conflict's strategy needs earlier versions of
+//!    an id (a three-way merge walks the `parent_versions` DAG) that the state
+//!    does not hold, [`plan_push`] answers [`MoreRows`] naming those ids: the
+//!    backend loads the whole latest rows into [`StoredLatest::entity`] and
+//!    every stored version into [`StoredState::histories`], and plans again.
+//!    Ids are independent, so a plan needs at most two more rounds (the latest
+//!    row, then the history).
 //! 4. The backend writes the plan: first it clears the latest flag of the
 //!    superseded ids, then inserts the entity rows, the relationships and the
 //!    conflicts, assigning sequence numbers in plan order.
@@ -206,22 +212,89 @@ pub fn push_lookups(batch: &PushBatch) -> PushLookups<'_> {
     out
 }
 
+/// The latest stored row of an id, as far as planning needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredLatest {
+    /// Its version.
+    pub version: Version,
+    /// When the entity was created.
+    pub created_at: Timestamp,
+    /// Whether it is a tombstone.
+    pub deleted: bool,
+    /// The whole row, when loaded: needed only to decide a conflict with it
+    /// (planning asks for it through [`MoreRows::latest`]).
+    pub entity: Option<Entity>,
+}
+
+impl From<Entity> for StoredLatest {
+    fn from(e: Entity) -> Self {
+        StoredLatest {
+            version: e.version.clone(),
+            created_at: e.created_at,
+            deleted: e.is_deleted(),
+            entity: Some(e),
+        }
+    }
+}
+
 /// What the store holds, as far as one batch is concerned (read inside the write transaction).
 #[derive(Clone, Debug, Default)]
 pub struct StoredState {
     /// The latest row of each looked-up id that exists.
-    pub latest: FastMap<EntityId, Entity>,
+    pub latest: FastMap<EntityId, StoredLatest>,
     /// The looked-up `(id, version)` pairs that are stored.
     pub existing_keys: FastSet<(EntityId, Version)>,
     /// The looked-up relationship ids that are stored.
     pub existing_relationships: FastSet<RelationshipId>,
-    /// Every stored version of the ids [`NeedHistory`] named (any order).
+    /// Every stored version of the ids [`MoreRows::history`] named (any order).
     pub histories: FastMap<EntityId, Vec<Entity>>,
 }
 
-/// Planning needs every stored version of these ids (see the module docs).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NeedHistory(pub Vec<EntityId>);
+/// Planning needs more of the store (see the module docs). Ids are sorted and distinct.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MoreRows {
+    /// Load the whole latest row of these ids into [`StoredLatest::entity`].
+    pub latest: Vec<EntityId>,
+    /// Load every stored version of these ids into [`StoredState::histories`].
+    pub history: Vec<EntityId>,
+}
+
+/// The current latest row of an id while planning: planned in this batch, or stored.
+enum Current<'a> {
+    Planned(EntityRow<'a>),
+    Stored(&'a StoredLatest),
+}
+
+impl Current<'_> {
+    fn version(&self) -> &Version {
+        match self {
+            Current::Planned(r) => r.version,
+            Current::Stored(s) => &s.version,
+        }
+    }
+
+    fn created_at(&self) -> Timestamp {
+        match self {
+            Current::Planned(r) => r.created_at,
+            Current::Stored(s) => s.created_at,
+        }
+    }
+
+    fn is_deleted(&self) -> bool {
+        match self {
+            Current::Planned(r) => r.is_deleted(),
+            Current::Stored(s) => s.deleted,
+        }
+    }
+
+    /// The whole row, unless it is stored and not loaded.
+    fn entity(&self) -> Option<Entity> {
+        match self {
+            Current::Planned(r) => Some(r.to_entity()),
+            Current::Stored(s) => s.entity.clone(),
+        }
+    }
+}
 
 /// The fields of one entity row, borrowed: what a backend writes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -511,7 +584,7 @@ pub fn plan_push<'b>(
     state: &StoredState,
     now: Timestamp,
     config: &ResolverConfig,
-) -> Result<PushPlan<'b>, NeedHistory> {
+) -> Result<PushPlan<'b>, MoreRows> {
     let changes = &batch.changes;
     let n = changes.len();
     let mut plan = PushPlan {
@@ -526,7 +599,7 @@ pub fn plan_push<'b>(
     // (id, version) of planned pushed rows, and of versions the store made (merges).
     let mut planned_keys: FastSet<(&'b str, &'b str)> = FastSet::with_capacity(n);
     let mut made_keys: FastSet<(EntityId, Version)> = FastSet::new();
-    let mut need_history: Vec<EntityId> = Vec::new();
+    let mut more = MoreRows::default();
 
     for idx in entity_apply_order(changes) {
         let change = &changes[idx];
@@ -543,9 +616,9 @@ pub fn plan_push<'b>(
             continue;
         }
         let planned = by_id.get(id).copied();
-        let current: Option<EntityRow<'_>> = match planned.and_then(|p| p.latest) {
-            Some(i) => Some(plan.entities[i].row()),
-            None => state.latest.get(&ec.id).map(EntityRow::from),
+        let current: Option<Current<'_>> = match planned.and_then(|p| p.latest) {
+            Some(i) => Some(Current::Planned(plan.entities[i].row())),
+            None => state.latest.get(&ec.id).map(Current::Stored),
         };
         let is_delete = change.change_type == ChangeType::Delete || is_tombstone(&ec.content);
         if is_delete {
@@ -562,7 +635,7 @@ pub fn plan_push<'b>(
             }
         }
         let updated_at = ec.version.timestamp().unwrap_or(now);
-        let created_at = current.as_ref().map_or(updated_at, |c| c.created_at);
+        let created_at = current.as_ref().map_or(updated_at, Current::created_at);
         let content = if is_delete && !is_tombstone(&ec.content) {
             let mut c = ec.content.clone();
             c.insert(DELETED_KEY.to_owned(), serde_json::Value::Bool(true));
@@ -579,7 +652,14 @@ pub fn plan_push<'b>(
 
         // Unless the change is a fast-forward, the current latest row it conflicts with.
         let contested: Option<Entity> = match &current {
-            Some(cur) if !ec.parent_versions.contains(cur.version) => Some(cur.to_entity()),
+            Some(cur) if !ec.parent_versions.contains(cur.version()) => match cur.entity() {
+                Some(e) => Some(e),
+                None => {
+                    more.latest.push(ec.id.clone());
+                    outcomes[idx] = Some(EntityOutcome::Applied);
+                    continue;
+                }
+            },
             _ => None,
         };
         // Whether the pushed row becomes latest, a merged row to add, the outcome and a conflict.
@@ -604,7 +684,7 @@ pub fn plan_push<'b>(
             };
             let resolution = resolve(&cur, &entity, now, config, &ancestry);
             if ancestry.missed.get() {
-                need_history.push(ec.id.clone());
+                more.history.push(ec.id.clone());
                 outcomes[idx] = Some(EntityOutcome::Applied);
                 continue;
             }
@@ -682,10 +762,12 @@ pub fn plan_push<'b>(
         outcomes[idx] = Some(outcome);
     }
 
-    if !need_history.is_empty() {
-        need_history.sort();
-        need_history.dedup();
-        return Err(NeedHistory(need_history));
+    if !more.latest.is_empty() || !more.history.is_empty() {
+        for ids in [&mut more.latest, &mut more.history] {
+            ids.sort();
+            ids.dedup();
+        }
+        return Err(more);
     }
 
     // Relationships, from every change in request order.
@@ -891,7 +973,7 @@ mod tests {
             .entity
             .unwrap()
             .to_entity(None, now());
-        state.latest.insert("a".into(), stored);
+        state.latest.insert("a".into(), stored.into());
         let plan = plan_push(&b, &state, now(), &ResolverConfig::default()).unwrap();
         assert_eq!(plan.outcome.entity_outcomes[0].1, EntityOutcome::Lost);
         assert_eq!(plan.conflicts.len(), 1);
@@ -919,10 +1001,27 @@ mod tests {
             .clone();
         let b = batch(vec![push]);
         let mut state = StoredState::default();
-        state.latest.insert("a".into(), server.clone());
+        state.latest.insert(
+            "a".into(),
+            StoredLatest {
+                entity: None,
+                ..server.clone().into()
+            },
+        );
         assert_eq!(
             plan_push(&b, &state, now(), &config),
-            Err(NeedHistory(vec![EntityId::from("a")]))
+            Err(MoreRows {
+                latest: vec![EntityId::from("a")],
+                history: vec![],
+            })
+        );
+        state.latest.insert("a".into(), server.clone().into());
+        assert_eq!(
+            plan_push(&b, &state, now(), &config),
+            Err(MoreRows {
+                latest: vec![],
+                history: vec![EntityId::from("a")],
+            })
         );
         state.histories.insert("a".into(), vec![base, server]);
         let plan = plan_push(&b, &state, now(), &config).unwrap();

@@ -10,7 +10,7 @@ use super::rows::{self, entity_cols, CONFLICT_COLS};
 use super::{db, PgStore, WriteTxn};
 use crate::api::ServerStore;
 use crate::error::{Result, StoreError};
-use crate::logic::{self, EntityRow, NeedHistory, PushPlan, RelationshipRow, StoredState};
+use crate::logic::{self, EntityRow, PushPlan, RelationshipRow, StoredLatest, StoredState};
 use crate::types::{
     BlobMeta, ChangePage, ChangeQuery, ClientSyncStatus, ConflictRecord, ConflictStatus,
     ManualResolution, PushBatch, PushOutcome, Seq,
@@ -190,19 +190,26 @@ impl PgStore {
         let lookups = logic::push_lookups(batch);
         let mut state = StoredState::default();
         if !lookups.entity_ids.is_empty() {
+            // What planning needs of each latest row; whole rows only for conflicts (`load_latest`).
             let ids: Vec<&str> = lookups.entity_ids.iter().map(|id| id.as_str()).collect();
-            let sql = format!(
-                "SELECT {} FROM entities a WHERE a.is_latest AND a.id = ANY($1)",
-                entity_cols("a")
-            );
-            let fetched = sqlx::query(&sql)
-                .bind(&ids)
-                .fetch_all(&mut *w.tx)
-                .await
-                .map_err(db)?;
-            for row in &fetched {
-                let e = rows::entity(row)?;
-                state.latest.insert(e.id.clone(), e);
+            let fetched: Vec<(String, String, i64, bool)> = sqlx::query_as(
+                "SELECT id, version, created_at, is_deleted FROM entities \
+                 WHERE is_latest AND id = ANY($1)",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *w.tx)
+            .await
+            .map_err(db)?;
+            for (id, version, created_at, deleted) in fetched {
+                state.latest.insert(
+                    EntityId::new(id),
+                    StoredLatest {
+                        version: inbetweenies_proto::Version::new(version),
+                        created_at: rows::ts(created_at)?,
+                        deleted,
+                        entity: None,
+                    },
+                );
             }
         }
         if !lookups.entity_keys.is_empty() {
@@ -240,6 +247,33 @@ impl PgStore {
                 .extend(found.into_iter().map(Into::into));
         }
         Ok(state)
+    }
+
+    /// Loads the whole latest rows of these ids into `state.latest`.
+    async fn load_latest(
+        &self,
+        w: &mut WriteTxn,
+        state: &mut StoredState,
+        ids: &[EntityId],
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = ids.iter().map(EntityId::as_str).collect();
+        let sql = format!(
+            "SELECT {} FROM entities a WHERE a.is_latest AND a.id = ANY($1)",
+            entity_cols("a")
+        );
+        let fetched = sqlx::query(&sql)
+            .bind(&ids)
+            .fetch_all(&mut *w.tx)
+            .await
+            .map_err(db)?;
+        for row in &fetched {
+            let e = rows::entity(row)?;
+            state.latest.insert(e.id.clone(), StoredLatest::from(e));
+        }
+        Ok(())
     }
 
     /// Loads every stored version of these ids into `state.histories`.
@@ -375,18 +409,25 @@ impl ServerStore for PgStore {
         let mut w = self.begin_write().await?;
         let now = rows::ts(w.now_us())?;
         let mut state = self.load_state(&mut w, &batch).await?;
-        let mut attempts = 0;
+        // A conflict needs the whole latest row, a three-way merge the earlier versions:
+        // load what planning asks for and plan again (at most twice, see `logic`).
+        let mut rounds = 0;
         let plan = loop {
             match logic::plan_push(&batch, &state, now, &self.opts.resolver) {
                 Ok(plan) => break plan,
-                Err(NeedHistory(ids)) if attempts == 0 => {
-                    attempts += 1;
-                    self.load_histories(&mut w, &mut state, &ids).await?;
+                Err(more) if rounds < 2 => {
+                    rounds += 1;
+                    self.load_latest(&mut w, &mut state, &more.latest).await?;
+                    if !more.history.is_empty() {
+                        self.load_histories(&mut w, &mut state, &more.history)
+                            .await?;
+                    }
                 }
-                Err(NeedHistory(ids)) => {
+                Err(more) => {
                     return Err(StoreError::Corrupt(format!(
-                        "planning still needs the history of {} ids after loading it",
-                        ids.len()
+                        "planning still needs {} latest rows and {} histories after loading them",
+                        more.latest.len(),
+                        more.history.len()
                     )))
                 }
             }

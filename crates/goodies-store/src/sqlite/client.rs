@@ -11,7 +11,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::push::existing_relationships;
 use super::rows::*;
-use super::{clear_latest, existing_pairs, latest_row, latest_rows, promote, SqliteStore, Writer};
+use super::{
+    clear_latest, existing_pairs, latest_row, latest_summaries, promote, SqliteStore, Writer,
+};
 use crate::api::ClientStore;
 use crate::error::{Result, StoreError};
 use crate::logic::entity_apply_order;
@@ -402,10 +404,10 @@ impl ClientStore for SqliteStore {
         let mut ids: Vec<&str> = entity_changes.iter().map(|(_, e)| e.id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut latest: HashMap<EntityId, (Version, Timestamp)> = latest_rows(w.conn(), &ids)
+        let mut latest: HashMap<EntityId, (Version, Timestamp)> = latest_summaries(w.conn(), &ids)
             .await?
-            .into_values()
-            .map(|s| (s.entity.id, (s.entity.version, s.entity.created_at)))
+            .into_iter()
+            .map(|(id, s)| (id, (s.version, s.created_at)))
             .collect();
         let pairs: Vec<(&str, &str)> = entity_changes
             .iter()
@@ -501,10 +503,14 @@ impl ClientStore for SqliteStore {
         let mut rel_ids: Vec<&str> = rels.iter().map(|r| r.id.as_str()).collect();
         rel_ids.sort_unstable();
         rel_ids.dedup();
-        let mut known = existing_relationships(w.conn(), &rel_ids).await?;
+        let mut known: HashSet<&str> = existing_relationships(w.conn(), &rel_ids)
+            .await?
+            .into_iter()
+            .map(|i| rel_ids[i])
+            .collect();
         let mut new_rels = Vec::new();
         for r in rels {
-            if known.insert(r.id.to_string()) {
+            if known.insert(r.id.as_str()) {
                 let (seq, received_at) = w.next();
                 new_rels.push((r.to_relationship("", now), seq, received_at));
                 report.relationships_applied.push(r.id.clone());

@@ -45,6 +45,7 @@ use tokio::sync::{RwLock, RwLockWriteGuard};
 
 use crate::api::GraphRead;
 use crate::error::{Result, StoreError};
+use crate::logic::{FastMap, StoredLatest};
 use crate::types::*;
 use rows::*;
 
@@ -307,6 +308,40 @@ async fn latest_rows(
         for row in rows {
             let s = stored_entity(&row)?;
             out.insert(s.entity.id.clone(), s);
+        }
+    }
+    Ok(out)
+}
+
+/// Of the latest rows of many ids, what planning needs: version, creation time, tombstone flag.
+async fn latest_summaries(
+    conn: &mut SqliteConnection,
+    ids: &[&str],
+) -> Result<FastMap<EntityId, StoredLatest>> {
+    let mut out = FastMap::with_capacity(ids.len().min(1024));
+    for chunk in ids.chunks(JSON_LIST_CHUNK) {
+        let rows = sqlx::query(
+            "SELECT e.id, e.version, e.created_at, e.is_deleted FROM json_each(?) w \
+             JOIN entities e ON e.id_key = w.value ->> 0 AND e.id = w.value ->> 1 \
+             WHERE e.is_latest = 1",
+        )
+        .bind(json_keyed(chunk.iter().map(|id| [*id]))?)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::database)?;
+        for row in rows {
+            let id: String = row.try_get(0).map_err(StoreError::database)?;
+            out.insert(
+                EntityId::new(id),
+                StoredLatest {
+                    version: Version::new(
+                        row.try_get::<String, _>(1).map_err(StoreError::database)?,
+                    ),
+                    created_at: ts(row.try_get(2).map_err(StoreError::database)?)?,
+                    deleted: row.try_get(3).map_err(StoreError::database)?,
+                    entity: None,
+                },
+            );
         }
     }
     Ok(out)

@@ -1,14 +1,14 @@
 //! Applying a pushed batch in one transaction: read what the planner needs, plan, write the plan.
 
-use std::collections::HashSet;
-
-use inbetweenies_proto::{EntityId, RelationshipId, Timestamp, Version};
+use inbetweenies_proto::{EntityId, Timestamp, Version};
 use sqlx::SqliteConnection;
 
 use super::rows::*;
-use super::{all_versions, clear_latest, existing_pairs, latest_rows, SqliteStore};
+use super::{
+    all_versions, clear_latest, existing_pairs, latest_rows, latest_summaries, SqliteStore,
+};
 use crate::error::{Result, StoreError};
-use crate::logic::{plan_push, push_lookups, FastSet, PlannedConflict, StoredState};
+use crate::logic::{plan_push, push_lookups, FastSet, PlannedConflict, StoredLatest, StoredState};
 use crate::types::*;
 
 impl SqliteStore {
@@ -20,11 +20,7 @@ impl SqliteStore {
         // The latest row of every pushed id.
         let ids: Vec<&str> = lookups.entity_ids.iter().map(|id| id.as_str()).collect();
         let mut state = StoredState {
-            latest: latest_rows(w.conn(), &ids)
-                .await?
-                .into_iter()
-                .map(|(id, s)| (id, s.entity))
-                .collect(),
+            latest: latest_summaries(w.conn(), &ids).await?,
             ..StoredState::default()
         };
         // Which pushed versions and endpoints are stored. A pushed id without a latest
@@ -53,26 +49,33 @@ impl SqliteStore {
         state.existing_relationships = existing_relationships(w.conn(), &rel_ids)
             .await?
             .into_iter()
-            .map(RelationshipId::new)
+            .map(|i| lookups.relationship_ids[i].clone())
             .collect();
         drop(lookups);
         let config = self.opts.resolver.clone();
-        let plan = match plan_push(&batch, &state, now, &config) {
-            Ok(plan) => plan,
-            Err(need) => {
-                // A three-way merge walks earlier versions: load them and plan again.
-                for id in need.0 {
-                    let rows = all_versions(w.conn(), id.as_str()).await?;
-                    state
-                        .histories
-                        .insert(id, rows.into_iter().map(|s| s.entity).collect());
+        // A conflict needs the whole latest row, a three-way merge the earlier versions:
+        // load what planning asks for and plan again (at most twice, see `logic`).
+        let mut rounds = 0;
+        let plan = loop {
+            let more = match plan_push(&batch, &state, now, &config) {
+                Ok(plan) => break plan,
+                Err(more) if rounds < 2 => more,
+                Err(more) => {
+                    return Err(StoreError::Invalid(format!(
+                        "push planning still needs rows after loading them: {more:?}"
+                    )))
                 }
-                plan_push(&batch, &state, now, &config).map_err(|need| {
-                    StoreError::Invalid(format!(
-                        "push planning still needs the history of {:?}",
-                        need.0
-                    ))
-                })?
+            };
+            rounds += 1;
+            let ids: Vec<&str> = more.latest.iter().map(EntityId::as_str).collect();
+            for (id, s) in latest_rows(w.conn(), &ids).await? {
+                state.latest.insert(id, StoredLatest::from(s.entity));
+            }
+            for id in more.history {
+                let rows = all_versions(w.conn(), id.as_str()).await?;
+                state
+                    .histories
+                    .insert(id, rows.into_iter().map(|s| s.entity).collect());
             }
         };
         let superseded: Vec<&str> = plan.superseded.iter().map(EntityId::as_str).collect();
@@ -105,22 +108,28 @@ impl SqliteStore {
     }
 }
 
-/// Which of these relationship ids are stored.
+/// Which of these relationship ids are stored, as positions in `ids` (no id text comes back).
 pub(crate) async fn existing_relationships(
     conn: &mut SqliteConnection,
     ids: &[&str],
-) -> Result<HashSet<String>> {
-    let mut out = HashSet::new();
-    for chunk in ids.chunks(JSON_LIST_CHUNK) {
-        let found: Vec<String> = sqlx::query_scalar(
-            "SELECT r.id FROM json_each(?) w \
+) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for (n, chunk) in ids.chunks(JSON_LIST_CHUNK).enumerate() {
+        let found: Vec<i64> = sqlx::query_scalar(
+            "SELECT w.key FROM json_each(?) w \
              JOIN relationships r ON r.id_key = w.value ->> 0 AND r.id = w.value ->> 1",
         )
         .bind(json_keyed(chunk.iter().map(|id| [*id]))?)
         .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::database)?;
-        out.extend(found);
+        for i in found {
+            let i = usize::try_from(i)
+                .ok()
+                .filter(|&i| i < chunk.len())
+                .ok_or_else(|| StoreError::Corrupt(format!("lookup position {i} out of range")))?;
+            out.push(n * JSON_LIST_CHUNK + i);
+        }
     }
     Ok(out)
 }
