@@ -16,6 +16,16 @@
 //! taking its numbers and committing; `server_time` is that clock minus 1 µs,
 //! and any row committed afterwards is received strictly after it.
 //!
+//! # Ids and indexes
+//!
+//! Entity and relationship ids are indexed through 8-byte integer keys (the
+//! first bytes of their SHA-256, see `rows::key_of`) rather than their text:
+//! ids are random, so a large push rewrites nearly every page of an index
+//! keyed by them, and integer keys keep those indexes a fraction of the
+//! size. Every lookup matches the key and the id. The store, under its write
+//! lock, keeps `(id, version)` and relationship ids unique and one latest row
+//! per id; the schema (`migrations/sqlite`) lists each index and its users.
+//!
 //! Pragmas: WAL journal, `synchronous = NORMAL`, foreign keys on, a 5 s busy
 //! timeout, 16 KiB pages for new databases, a 32 MiB page cache. `sqlite::memory:` uses one connection (its database lives as long
 //! as the store) and keeps blob bytes in a temporary directory.
