@@ -2,8 +2,7 @@
 -- Times are microseconds since the Unix epoch (UTC); booleans are 0/1.
 
 -- Ids (entity and relationship ids) are looked up through `*_key` columns:
--- the first 8 bytes of the id's SHA-256 as a signed integer, computed by the
--- store. Ids are long random strings, so every index keyed by them is
+-- the 64-bit FNV-1a hash of the id as a signed integer, computed by the store. Ids are long random strings, so every index keyed by them is
 -- rewritten almost whole by a large push; keyed by 8-byte integers, those
 -- indexes are a fraction of the size. Every lookup matches the key AND the id
 -- itself, so two ids with one key cost a row read, never a wrong answer.

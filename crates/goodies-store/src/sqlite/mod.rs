@@ -18,8 +18,8 @@
 //!
 //! # Ids and indexes
 //!
-//! Entity and relationship ids are indexed through 8-byte integer keys (the
-//! first bytes of their SHA-256, see `rows::key_of`) rather than their text:
+//! Entity and relationship ids are indexed through 8-byte integer keys
+//! (their 64-bit FNV-1a hash, see `rows::key_of`) rather than their text:
 //! ids are random, so a large push rewrites nearly every page of an index
 //! keyed by them, and integer keys keep those indexes a fraction of the
 //! size. Every lookup matches the key and the id. The store, under its write

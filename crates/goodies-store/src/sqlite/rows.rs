@@ -1,13 +1,14 @@
 //! Reading rows into domain types and writing domain types as rows (SQLite column encodings).
 
 use std::borrow::Cow;
+use std::hash::Hasher as _;
 use std::sync::OnceLock;
 
+use fnv::FnvHasher;
 use inbetweenies_proto::{
     Entity, EntityId, EntityType, JsonObject, Relationship, RelationshipId, RelationshipType,
     SourceType, Timestamp, Version,
 };
-use sha2::{Digest as _, Sha256};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments as _, QueryBuilder, Row, Sqlite, SqliteConnection};
 
@@ -45,18 +46,18 @@ pub(crate) const IN_CHUNK: usize = 500;
 /// Values per JSON list (see [`json_keyed`]).
 pub(crate) const JSON_LIST_CHUNK: usize = 20_000;
 
-/// The lookup key of an entity or relationship id: the first 8 bytes of its
-/// SHA-256, little-endian, as a signed integer (the `*_key` columns).
+/// The lookup key of an entity or relationship id: the 64-bit FNV-1a hash
+/// of its UTF-8 bytes, as a signed integer (the `*_key` columns).
 ///
 /// The indexes on ids are keyed by this 8-byte integer instead of the id
 /// text, so a large push rewrites far smaller indexes. Every query matches
 /// the key and the id, so ids that share a key cost a row read, never a wrong
 /// answer. Stored in every row: it must never change.
 pub(crate) fn key_of(id: &str) -> i64 {
-    let digest = Sha256::digest(id.as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    i64::from_le_bytes(first)
+    let mut h = FnvHasher::default();
+    h.write(id.as_bytes());
+    // Bit-for-bit: SQLite integers are signed.
+    i64::from_ne_bytes(h.finish().to_ne_bytes())
 }
 
 /// A JSON array of `[key_of(first), first, rest…]` arrays: bound as ONE
@@ -327,4 +328,28 @@ pub(crate) fn push_in_list<'a>(
         sep.push_bind(v);
     }
     sep.push_unseparated(")");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_keys_are_fnv1a_and_fixed() {
+        // Stored in every row: these values must never change.
+        assert_eq!(key_of(""), 0xcbf2_9ce4_8422_2325_u64 as i64);
+        assert_eq!(key_of("a"), 0xaf63_dc4c_8601_ec8c_u64 as i64);
+        assert_eq!(key_of("foobar"), 0x8594_4171_f739_67e8_u64 as i64);
+    }
+
+    #[test]
+    fn keyed_lists_are_json() {
+        let list = json_keyed([["a", "v\"1"], ["b", "v2"]]).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&list).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!([[key_of("a"), "a", "v\"1"], [key_of("b"), "b", "v2"]])
+        );
+        assert_eq!(json_keyed::<1>([]).unwrap(), "[]");
+    }
 }
