@@ -570,7 +570,7 @@ impl Ancestry for IdAncestry<'_> {
 struct IdRows {
     /// The planned row that is latest now, if a planned row became latest.
     latest: Option<usize>,
-    /// The last planned row (earlier ones chain through `PlanBuilder::prev_of_id`).
+    /// The last planned row (earlier ones chain through `prev_of_id` in [`plan_push`]).
     last: usize,
 }
 
