@@ -40,6 +40,7 @@ mod error;
 mod faults;
 mod pydantic;
 mod qr;
+mod readahead;
 mod routes;
 mod state;
 
@@ -172,6 +173,7 @@ async fn build_with_port(
         in_flight,
         faults: fault_state,
         digest: digest::DigestIndex::default(),
+        read_ahead: readahead::ReadAhead::default(),
         clock: std::sync::Mutex::new(inbetweenies_conflict::VectorClock::new()),
     }));
     let router = routes::router(state.clone());

@@ -28,6 +28,8 @@ pub(crate) struct AppInner {
     pub faults: crate::faults::FaultState,
     /// The state digest, kept up to date from the change feed.
     pub digest: crate::digest::DigestIndex,
+    /// Pull pages read ahead of the requests that will ask for them.
+    pub read_ahead: crate::readahead::ReadAhead,
     /// The server's vector clock: the merge of every clock clients have sent.
     pub clock: Mutex<VectorClock>,
 }

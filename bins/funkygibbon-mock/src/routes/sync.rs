@@ -165,23 +165,50 @@ pub(crate) fn check_types(app: &AppState, req: &SyncRequest) -> Result<(), ApiEr
     Ok(())
 }
 
-/// The wire form of one change-feed row.
-pub(crate) fn wire_change(rec: &ChangeRecord) -> SyncChange {
+/// The wire form of one change-feed row (moved, not copied: a page is large).
+pub(crate) fn wire_change(rec: ChangeRecord) -> SyncChange {
     match rec {
-        ChangeRecord::Entity(se) => SyncChange {
-            change_type: if se.entity.is_deleted() {
-                ChangeType::Delete
-            } else {
-                ChangeType::Update
-            },
-            entity: Some(EntityChange::from_entity(&se.entity)),
-            relationships: Vec::new(),
-        },
-        ChangeRecord::Relationship(sr) => SyncChange {
-            change_type: ChangeType::Update,
-            entity: None,
-            relationships: vec![RelationshipChange::from_relationship(&sr.relationship)],
-        },
+        ChangeRecord::Entity(se) => {
+            let e = se.entity;
+            SyncChange {
+                change_type: if e.is_deleted() {
+                    ChangeType::Delete
+                } else {
+                    ChangeType::Update
+                },
+                entity: Some(EntityChange {
+                    id: e.id,
+                    version: e.version,
+                    entity_type: e.entity_type,
+                    name: e.name,
+                    content: e.content,
+                    source_type: e.source_type,
+                    user_id: e.user_id,
+                    parent_versions: e.parent_versions,
+                    checksum: None,
+                }),
+                relationships: Vec::new(),
+            }
+        }
+        ChangeRecord::Relationship(sr) => {
+            let r = sr.relationship;
+            SyncChange {
+                change_type: ChangeType::Update,
+                entity: None,
+                relationships: vec![RelationshipChange {
+                    id: r.id,
+                    from_entity_id: r.from_entity_id,
+                    from_entity_version: r.from_entity_version,
+                    to_entity_id: r.to_entity_id,
+                    to_entity_version: r.to_entity_version,
+                    relationship_type: r.relationship_type,
+                    properties: r.properties,
+                    user_id: Some(r.user_id),
+                    created_at: Some(r.created_at),
+                    updated_at: Some(r.updated_at),
+                }],
+            }
+        }
     }
 }
 
@@ -252,8 +279,29 @@ pub(crate) async fn sync(
         include_relationships: req.sync_type != SyncType::Entities,
         limit: app.config.page_size,
     };
-    let page = app.store.changes(&query).await?;
-    let state_digest = app.state_digest().await?;
+    // A pull page the client asks for next was read ahead while the last one went out.
+    let ahead = match req.changes.is_empty() {
+        true => app.read_ahead.take(&query).await,
+        false => None,
+    };
+    let (page, state_digest) = match ahead {
+        Some(read) => read,
+        None => {
+            let page = app.store.changes(&query).await?;
+            (page, app.state_digest().await?)
+        }
+    };
+    if let (true, SyncType::Delta, Some(next)) =
+        (req.changes.is_empty(), req.sync_type, page.next_after_seq)
+    {
+        app.read_ahead.start(
+            &app,
+            ChangeQuery {
+                after_seq: Some(next),
+                ..query
+            },
+        );
+    }
     // Bookkeeping only: the push is committed already, so a failure here must not fail the answer.
     if let Err(e) = app.store.record_sync(&req.device_id).await {
         tracing::warn!(error = %crate::error::error_chain(&e), "cannot record the device's sync");
@@ -275,7 +323,7 @@ fn response(
     SyncResponse {
         protocol_version: PROTOCOL_VERSION.to_owned(),
         sync_type: req.sync_type,
-        changes: page.records.iter().map(wire_change).collect(),
+        changes: page.records.into_iter().map(wire_change).collect(),
         sync_stats: SyncStats {
             entities_synced: outcome.applied.len() as u64,
             relationships_synced: outcome.applied_relationships.len() as u64,
