@@ -324,31 +324,37 @@ async fn latest_rows(
 }
 
 /// Of the latest rows of many ids, what planning needs: version, creation time, tombstone flag.
+///
+/// The answer is one JSON array of `[position in ids, version, created_at, is_deleted]`
+/// (one row back instead of one per id, no id text).
 async fn latest_summaries(
     conn: &mut SqliteConnection,
     ids: &[&str],
 ) -> Result<FastMap<EntityId, StoredLatest>> {
     let mut out = FastMap::with_capacity(ids.len().min(1024));
     for chunk in ids.chunks(JSON_LIST_CHUNK) {
-        let rows = sqlx::query(
-            "SELECT e.id, e.version, e.created_at, e.is_deleted FROM json_each(?) w \
+        let found: String = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(w.key, e.version, e.created_at, e.is_deleted)) \
+             FROM json_each(?) w \
              JOIN entities e ON e.id_key = w.value ->> 0 AND e.id = w.value ->> 1 \
              WHERE e.is_latest = 1",
         )
         .bind(json_keyed(chunk.iter().map(|id| [*id]))?)
-        .fetch_all(&mut *conn)
+        .fetch_one(&mut *conn)
         .await
         .map_err(StoreError::database)?;
-        for row in rows {
-            let id: String = row.try_get(0).map_err(StoreError::database)?;
+        let found: Vec<(usize, String, i64, i64)> = serde_json::from_str(&found)
+            .map_err(|e| StoreError::Corrupt(format!("latest row summaries: {e}")))?;
+        for (i, version, created_at, deleted) in found {
+            let id = chunk
+                .get(i)
+                .ok_or_else(|| StoreError::Corrupt(format!("lookup position {i} out of range")))?;
             out.insert(
-                EntityId::new(id),
+                EntityId::new(*id),
                 StoredLatest {
-                    version: Version::new(
-                        row.try_get::<String, _>(1).map_err(StoreError::database)?,
-                    ),
-                    created_at: ts(row.try_get(2).map_err(StoreError::database)?)?,
-                    deleted: row.try_get(3).map_err(StoreError::database)?,
+                    version: Version::new(version),
+                    created_at: ts(created_at)?,
+                    deleted: deleted != 0,
                     entity: None,
                 },
             );

@@ -108,26 +108,30 @@ impl SqliteStore {
     }
 }
 
-/// Which of these relationship ids are stored, as positions in `ids` (no id text comes back).
+/// Which of these relationship ids are stored, as positions in `ids` (one JSON
+/// array comes back, no id text).
 pub(crate) async fn existing_relationships(
     conn: &mut SqliteConnection,
     ids: &[&str],
 ) -> Result<Vec<usize>> {
     let mut out = Vec::new();
     for (n, chunk) in ids.chunks(JSON_LIST_CHUNK).enumerate() {
-        let found: Vec<i64> = sqlx::query_scalar(
-            "SELECT w.key FROM json_each(?) w \
+        let found: String = sqlx::query_scalar(
+            "SELECT json_group_array(w.key) FROM json_each(?) w \
              JOIN relationships r ON r.id_key = w.value ->> 0 AND r.id = w.value ->> 1",
         )
         .bind(json_keyed(chunk.iter().map(|id| [*id]))?)
-        .fetch_all(&mut *conn)
+        .fetch_one(&mut *conn)
         .await
         .map_err(StoreError::database)?;
+        let found: Vec<usize> = serde_json::from_str(&found)
+            .map_err(|e| StoreError::Corrupt(format!("relationship lookup: {e}")))?;
         for i in found {
-            let i = usize::try_from(i)
-                .ok()
-                .filter(|&i| i < chunk.len())
-                .ok_or_else(|| StoreError::Corrupt(format!("lookup position {i} out of range")))?;
+            if i >= chunk.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "lookup position {i} out of range"
+                )));
+            }
             out.push(n * JSON_LIST_CHUNK + i);
         }
     }
