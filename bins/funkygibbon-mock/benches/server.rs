@@ -154,6 +154,33 @@ fn benches(c: &mut Criterion) {
                 .iter(|| async { big.sync(&body("full", vec![])).await })
         },
     );
+    g.bench_function("every page of a pull over 10,000 entities", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut req = body("delta", vec![]);
+            let mut pages = 0;
+            loop {
+                let page = big.sync(&req).await;
+                pages += 1;
+                match page["cursor"].as_str() {
+                    Some(c) if pages < 100 => req["cursor"] = json!(c),
+                    _ => break pages,
+                }
+            }
+        })
+    });
+    let mut pushed = 0usize;
+    g.bench_function(
+        "push of one new entity over 10,000 entities (answer and digest included)",
+        |b| {
+            b.to_async(&rt).iter(|| {
+                pushed += 1;
+                let mut req = body("delta", vec![change(&format!("one-{pushed}"), pushed)]);
+                req["filters"] = json!({"since": "2999-01-01T00:00:00+00:00"});
+                let big = &big;
+                async move { big.sync(&req).await }
+            })
+        },
+    );
     g.finish();
 }
 

@@ -291,6 +291,11 @@ pub(crate) async fn sync(
             (page, app.state_digest().await?)
         }
     };
+    // Bookkeeping only: the push is committed already, so a failure here must not fail the answer.
+    if let Err(e) = app.store.record_sync(&req.device_id).await {
+        tracing::warn!(error = %crate::error::error_chain(&e), "cannot record the device's sync");
+    }
+    // Started after the bookkeeping write, which would otherwise wait for the read.
     if let (true, SyncType::Delta, Some(next)) =
         (req.changes.is_empty(), req.sync_type, page.next_after_seq)
     {
@@ -301,10 +306,6 @@ pub(crate) async fn sync(
                 ..query
             },
         );
-    }
-    // Bookkeeping only: the push is committed already, so a failure here must not fail the answer.
-    if let Err(e) = app.store.record_sync(&req.device_id).await {
-        tracing::warn!(error = %crate::error::error_chain(&e), "cannot record the device's sync");
     }
     span.record("pulled", page.records.len());
     let clock = app.merge_clock(&req.vector_clock);
