@@ -16,8 +16,11 @@ use tokio::task::JoinHandle;
 
 use crate::state::AppState;
 
-/// At most this many pages are held at once (one per client paging right now).
+/// At most this many pages are held at once (one per client paging right now)…
 const SLOTS: usize = 32;
+
+/// …and at most about this many rows in all (at least two pages, whatever their size).
+const ROWS: usize = 20_000;
 
 /// A page nobody collected within this time is dropped.
 const KEEP: Duration = Duration::from_secs(10);
@@ -62,7 +65,8 @@ impl ReadAhead {
         });
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.retain(|s| s.started.elapsed() < KEEP && s.query != query);
-        if slots.len() >= SLOTS {
+        let most = (ROWS / query.limit.max(1)).clamp(2, SLOTS);
+        while slots.len() >= most {
             slots.remove(0);
         }
         slots.push(Slot {

@@ -352,11 +352,16 @@ impl Inner {
             let report = match next_page {
                 Some(request) => {
                     let mut retries = 0;
-                    let fetch = http.call(Method::Post, SYNC_PATH, Some(&request), &mut retries);
-                    let (report, outcome) = futures::join!(apply, fetch);
+                    let fetch = async {
+                        Ok(http
+                            .call(Method::Post, SYNC_PATH, Some(&request), &mut retries)
+                            .await)
+                    };
+                    // A failed apply ends the sync at once, dropping the request in flight.
+                    let (report, outcome) = futures::future::try_join(apply, fetch).await?;
                     res.retries += retries;
                     prefetched = Some(outcome);
-                    report?
+                    report
                 }
                 None => apply.await?,
             };
