@@ -1,5 +1,6 @@
-//! Faults between client and server: a response lost after the server committed, and
-//! server errors that clear up; retries converge without duplicates or spurious conflicts.
+//! Faults between client and server: a response lost after the server committed, a pull
+//! cut between pages, and server errors that clear up; retries converge without
+//! duplicates or spurious conflicts.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -170,5 +171,63 @@ async fn server_errors_are_retried() -> anyhow::Result<()> {
     flaky.left.store(0, Ordering::SeqCst);
     quiet_sync(&a).await?;
     assert_converged(&server, &[&a]).await?;
+    server.stop().await
+}
+
+/// Forwards to the real server, but refuses sync requests numbered `from` and later
+/// (counting from 1) while `down` is set.
+#[derive(Debug, Default)]
+struct DownFrom {
+    inner: HyperTransport,
+    from: u32,
+    seen: AtomicU32,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl Transport for DownFrom {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        if request.url.ends_with(SYNC_PATH) {
+            let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+            if n >= self.from && self.down.load(Ordering::SeqCst) {
+                return Err(TransportError::http("connection refused"));
+            }
+        }
+        self.inner.send(request).await
+    }
+}
+
+#[tokio::test]
+async fn a_pull_cut_while_a_page_is_applied_resumes_from_its_cursor() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.with_page_size(3)).await?;
+    let a = server.client("a").await?;
+    let home = a.create_home("Home").await?;
+    for n in 0..6 {
+        a.create_room(&home.id, &format!("Room {n}"), Some(n))
+            .await?;
+    }
+    quiet_sync(&a).await?;
+
+    // 7 entities + 6 relationships in pages of 3: the third request is sent while the
+    // second page is applied, and fails (retries included).
+    let cut = Arc::new(DownFrom {
+        from: 3,
+        down: AtomicBool::new(true),
+        ..DownFrom::default()
+    });
+    let b = server.client_with_transport("b", cut.clone()).await?;
+    let r = b.sync().await?;
+    assert!(r.is_unreachable(), "{:?}", r.errors);
+    assert_eq!(r.requests, 2);
+    assert_eq!(r.pulled_entities + r.pulled_relationships, 6);
+    let cursor = b.store().sync_state().await?.cursor;
+    assert!(cursor.is_some(), "the second page's cursor is kept");
+
+    cut.down.store(false, Ordering::SeqCst);
+    let r = quiet_sync(&b).await?;
+    assert_eq!(r.pulled_entities + r.pulled_relationships, 7);
+    assert_eq!(r.requests, 3, "pages 3, 4 and the last, short one");
+    assert_eq!(b.get_rooms_in_home(&home.id).await?.len(), 6);
+    assert_converged(&server, &[&a, &b]).await?;
     server.stop().await
 }
