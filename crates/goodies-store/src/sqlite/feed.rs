@@ -3,10 +3,10 @@
 use futures::TryStreamExt as _;
 use inbetweenies_conflict::DigestBuilder;
 use inbetweenies_proto::Timestamp;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::rows::*;
-use super::SqliteStore;
+use super::{parse_latest_versions, IdVersion, SqliteStore, LATEST_VERSIONS_JSON};
 use crate::error::{Result, StoreError};
 use crate::types::*;
 
@@ -128,20 +128,17 @@ impl SqliteStore {
                 return Ok(d.clone());
             }
         }
-        let mut builder = DigestBuilder::new();
-        {
-            let mut rows =
-                sqlx::query("SELECT id, version FROM entities WHERE is_latest = 1 ORDER BY id")
-                    .fetch(&mut *tx);
-            while let Some(row) = rows.try_next().await.map_err(StoreError::database)? {
-                let id: &str = row.try_get(0).map_err(StoreError::database)?;
-                let version: &str = row.try_get(1).map_err(StoreError::database)?;
-                builder.push(id, version).map_err(|e| {
-                    StoreError::Corrupt(format!("latest rows out of id order: {e}"))
-                })?;
-            }
-        }
+        let json: String = sqlx::query_scalar(LATEST_VERSIONS_JSON)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::database)?;
         tx.commit().await.map_err(StoreError::database)?;
+        let mut builder = DigestBuilder::new();
+        for IdVersion(id, version) in parse_latest_versions(&json)? {
+            builder
+                .push(&id, &version)
+                .map_err(|e| StoreError::Corrupt(format!("latest rows out of id order: {e}")))?;
+        }
         let digest = builder.finish();
         *self.digest_cache.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((seq, generation, digest.clone()));

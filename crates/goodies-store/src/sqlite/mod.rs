@@ -37,6 +37,7 @@ mod push;
 mod rows;
 mod server;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -361,6 +362,19 @@ async fn latest_summaries(
         }
     }
     Ok(out)
+}
+
+/// `[id, version]` of every latest row in id (byte) order, as ONE JSON array
+/// built by SQLite: one row back instead of one per entity.
+const LATEST_VERSIONS_JSON: &str =
+    "SELECT json_group_array(json_array(id, version) ORDER BY id) FROM entities WHERE is_latest = 1";
+
+/// One `[id, version]` of [`LATEST_VERSIONS_JSON`], borrowed where it has no escapes.
+#[derive(serde::Deserialize)]
+struct IdVersion<'a>(#[serde(borrow)] Cow<'a, str>, #[serde(borrow)] Cow<'a, str>);
+
+fn parse_latest_versions(json: &str) -> Result<Vec<IdVersion<'_>>> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("latest versions: {e}")))
 }
 
 /// Which of these `(id, version)` pairs are stored.
@@ -740,17 +754,13 @@ impl GraphRead for SqliteStore {
     }
 
     async fn latest_versions(&self) -> Result<Vec<(EntityId, Version)>> {
-        sqlx::query("SELECT id, version FROM entities WHERE is_latest = 1 ORDER BY id")
-            .fetch_all(&self.pool)
+        let json: String = sqlx::query_scalar(LATEST_VERSIONS_JSON)
+            .fetch_one(&self.pool)
             .await
-            .map_err(StoreError::database)?
-            .iter()
-            .map(|r| {
-                Ok((
-                    EntityId::new(r.try_get::<String, _>(0).map_err(StoreError::database)?),
-                    Version::new(r.try_get::<String, _>(1).map_err(StoreError::database)?),
-                ))
-            })
-            .collect()
+            .map_err(StoreError::database)?;
+        Ok(parse_latest_versions(&json)?
+            .into_iter()
+            .map(|IdVersion(id, v)| (EntityId::new(id), Version::new(v)))
+            .collect())
     }
 }
