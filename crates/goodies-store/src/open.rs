@@ -33,9 +33,7 @@ fn scheme(url: &str) -> Result<Scheme> {
 /// a bare SQLite path, or `postgres://…` (feature `postgres`). Migrations run on connect.
 pub async fn open_server_store(url: &str, opts: StoreOptions) -> Result<Arc<dyn ServerStore>> {
     match scheme(url)? {
-        Scheme::Sqlite => open_sqlite(url, opts)
-            .await
-            .map(|s| s as Arc<dyn ServerStore>),
+        Scheme::Sqlite => open_sqlite_server(url, opts).await,
         Scheme::Postgres => open_postgres(url, opts).await,
     }
 }
@@ -47,22 +45,32 @@ pub async fn open_client_store(
     opts: StoreOptions,
 ) -> Result<Arc<dyn ClientStore>> {
     match scheme(url_or_path)? {
-        Scheme::Sqlite => open_sqlite(url_or_path, opts)
-            .await
-            .map(|s| s as Arc<dyn ClientStore>),
+        Scheme::Sqlite => open_sqlite_client(url_or_path, opts).await,
         Scheme::Postgres => Err(StoreError::UnsupportedUrl(url_or_path.to_owned())),
     }
 }
 
 #[cfg(feature = "sqlite")]
-async fn open_sqlite(url: &str, opts: StoreOptions) -> Result<Arc<crate::sqlite::SqliteStore>> {
+async fn open_sqlite_server(url: &str, opts: StoreOptions) -> Result<Arc<dyn ServerStore>> {
     crate::sqlite::SqliteStore::connect(url, opts)
         .await
-        .map(Arc::new)
+        .map(|s| Arc::new(s) as Arc<dyn ServerStore>)
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite_client(url: &str, opts: StoreOptions) -> Result<Arc<dyn ClientStore>> {
+    crate::sqlite::SqliteStore::connect(url, opts)
+        .await
+        .map(|s| Arc::new(s) as Arc<dyn ClientStore>)
 }
 
 #[cfg(not(feature = "sqlite"))]
-async fn open_sqlite(_url: &str, _opts: StoreOptions) -> Result<Arc<NoBackend>> {
+async fn open_sqlite_server(_url: &str, _opts: StoreOptions) -> Result<Arc<dyn ServerStore>> {
+    Err(StoreError::BackendDisabled("sqlite"))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn open_sqlite_client(_url: &str, _opts: StoreOptions) -> Result<Arc<dyn ClientStore>> {
     Err(StoreError::BackendDisabled("sqlite"))
 }
 
