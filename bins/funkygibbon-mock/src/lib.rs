@@ -180,17 +180,11 @@ async fn build_with_port(
     Ok((router, AppHandle { state }))
 }
 
-/// Opens the store. The backends' connect futures (sqlx migrations) are not
-/// `Send` for every lifetime, which would make `serve` unusable with
-/// `tokio::spawn`; so the connect runs to completion on a blocking thread
-/// driven by the current runtime, and only its `Send` result crosses back.
+/// Opens the store (the backend is chosen from the URL's scheme).
 async fn open_store(url: String, opts: StoreOptions) -> Result<Arc<dyn ServerStore>, ServerError> {
-    let rt = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        rt.block_on(async move { goodies_store::open_server_store(&url, opts).await })
-    })
-    .await?
-    .map_err(ServerError::Store)
+    goodies_store::open_server_store(&url, opts)
+        .await
+        .map_err(ServerError::Store)
 }
 
 /// Completes on ctrl-c or (on Unix) SIGTERM: the shutdown signal the binary uses.
