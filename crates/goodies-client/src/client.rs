@@ -112,6 +112,7 @@ impl ClientBuilder {
         let url = store_url(&self.path);
         let options = StoreOptions {
             max_connections: Some(self.config.max_connections.max(1)),
+            clock_offset: self.config.clock_offset,
             ..StoreOptions::default()
         };
         let store = goodies_store::open_client_store(&url, options).await?;

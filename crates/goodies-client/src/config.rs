@@ -71,6 +71,9 @@ pub struct ClientConfig {
     /// SQLite connections of the local mirror (default 2: one app reader beside the sync;
     /// each connection keeps its own page cache, so fewer means a smaller footprint).
     pub max_connections: u32,
+    /// How far this device's clock is off (default zero). Local versions are stamped with
+    /// the system clock plus this offset, as a device with a skewed clock would stamp them.
+    pub clock_offset: time::Duration,
 }
 
 impl Default for ClientConfig {
@@ -84,6 +87,7 @@ impl Default for ClientConfig {
             max_response_bytes: 512 * 1024 * 1024,
             default_user_id: "blowing-off".to_owned(),
             max_connections: 2,
+            clock_offset: time::Duration::ZERO,
         }
     }
 }
@@ -125,6 +129,12 @@ impl ClientConfig {
         self
     }
 
+    /// Sets how far this device's clock is off (negative: behind).
+    pub fn with_clock_offset(mut self, offset: time::Duration) -> Self {
+        self.clock_offset = offset;
+        self
+    }
+
     /// Sets the default user id.
     pub fn with_default_user_id(mut self, user: impl Into<String>) -> Self {
         self.default_user_id = user.into();
@@ -143,5 +153,31 @@ mod tests {
         assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30, 30]);
         assert_eq!(RetryPolicy::immediate(3).delay(2), Duration::ZERO);
         assert_eq!(RetryPolicy::none().delay(0), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_skewed_clock_stamps_local_versions() {
+        use inbetweenies_proto::{EntityType, JsonObject, Timestamp};
+        for minutes in [-60_i64, 10] {
+            let offset = time::Duration::minutes(minutes);
+            let client = crate::BlowingOffClient::builder(":memory:")
+                .config(ClientConfig::default().with_clock_offset(offset))
+                .open()
+                .await
+                .expect("open");
+            let before = Timestamp::now().unix_micros();
+            let e = client
+                .create_entity(EntityType::Note, "n", JsonObject::new())
+                .await
+                .expect("create");
+            let after = Timestamp::now().unix_micros();
+            let stamped = e.version.timestamp().expect("version time").unix_micros();
+            let skew = minutes * 60_000_000;
+            assert!(
+                (before + skew..=after + skew).contains(&stamped),
+                "{minutes} min: stamped {stamped}, wall clock {before}..={after}"
+            );
+            assert_eq!(e.updated_at.unix_micros(), stamped);
+        }
     }
 }

@@ -484,6 +484,10 @@ pub struct StoreOptions {
     pub max_connections: Option<u32>,
     /// Directory for blob bytes (SQLite; default: beside the database file).
     pub blob_dir: Option<std::path::PathBuf>,
+    /// Added to the system clock wherever the store reads it (edit times of local
+    /// versions, receipt times, `server_time`): a device whose clock is off. Zero by
+    /// default. SQLite only; PostgreSQL reads the database server's clock.
+    pub clock_offset: time::Duration,
     /// Test hook: awaited by every write transaction after its inserts and
     /// before its COMMIT (while it holds its sequence numbers and write lock).
     /// An `Err` rolls the transaction back and fails the write.

@@ -2,7 +2,6 @@
 
 use futures::TryStreamExt as _;
 use inbetweenies_conflict::DigestBuilder;
-use inbetweenies_proto::Timestamp;
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::rows::*;
@@ -89,7 +88,7 @@ impl SqliteStore {
                 records.push(ChangeRecord::Relationship(stored_relationship(&row)?));
             }
         }
-        let server_time = Timestamp::now().saturating_add_micros(-1);
+        let server_time = self.clock().saturating_add_micros(-1);
         drop(conn);
         drop(_read);
 

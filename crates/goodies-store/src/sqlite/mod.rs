@@ -199,6 +199,13 @@ impl SqliteStore {
         })
     }
 
+    /// This store's clock: the system clock plus [`StoreOptions::clock_offset`].
+    fn clock(&self) -> Timestamp {
+        let offset = self.opts.clock_offset.whole_microseconds();
+        let offset = i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX });
+        Timestamp::now().saturating_add_micros(offset)
+    }
+
     /// Starts a write transaction: takes the write guard, then `BEGIN IMMEDIATE`.
     async fn writer(&self) -> Result<Writer<'_>> {
         let guard = self.shared.lock.write().await;
@@ -213,7 +220,7 @@ impl SqliteStore {
             .map_err(StoreError::database)?;
         let last_seq: i64 = row.try_get(0).map_err(StoreError::database)?;
         let last_received: i64 = row.try_get(1).map_err(StoreError::database)?;
-        let now = Timestamp::now();
+        let now = self.clock();
         Ok(Writer {
             tx,
             _guard: guard,
