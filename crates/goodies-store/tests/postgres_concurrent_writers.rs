@@ -5,9 +5,12 @@
 //! and contends with the others over shared ids (conflicts decided under
 //! concurrency). A third instance pages the change feed by cursor the whole
 //! time. Afterwards the database and what the reader saw are checked against
-//! everything that was pushed.
+//! everything that was pushed. The story runs on databases whose
+//! `default_transaction_isolation` is each of `read committed`,
+//! `repeatable read` and `serializable`: the store sets its own level.
 #![cfg(feature = "postgres")]
 
+mod isolation;
 mod support;
 
 use std::collections::{HashMap, HashSet};
@@ -124,9 +127,27 @@ async fn writer(store: Arc<dyn ServerStore>, w: usize, shared_v0: Vec<Version>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_writers_in_two_processes_and_a_paging_reader() {
+    eight_writers_and_a_paging_reader_when_the_database_defaults_to("read committed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_neither_fail_nor_lose_rows_when_the_database_defaults_to_repeatable_read(
+) {
+    eight_writers_and_a_paging_reader_when_the_database_defaults_to("repeatable read").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_neither_fail_nor_lose_rows_when_the_database_defaults_to_serializable()
+{
+    eight_writers_and_a_paging_reader_when_the_database_defaults_to("serializable").await;
+}
+
+/// The writers-and-reader story on a fresh database whose sessions default to `isolation`.
+async fn eight_writers_and_a_paging_reader_when_the_database_defaults_to(isolation: &str) {
     let Some(h) = Harness::postgres().await else {
         return;
     };
+    isolation::set_default_isolation(&h.url, isolation).await;
     let opts = || StoreOptions {
         max_connections: Some(4),
         ..StoreOptions::default()

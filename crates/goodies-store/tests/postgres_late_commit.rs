@@ -5,9 +5,11 @@
 //! before COMMIT (the hidden `before_commit` hook); meanwhile process B
 //! pushes and a reader pages on from a cursor and from a watermark past
 //! everything visible. Only then does A commit. The reader must still get
-//! A's row, every row exactly once, in sequence order.
+//! A's row, every row exactly once, in sequence order — whatever the
+//! database's `default_transaction_isolation` is (the store sets its own).
 #![cfg(feature = "postgres")]
 
+mod isolation;
 mod support;
 
 use std::collections::HashSet;
@@ -132,9 +134,27 @@ fn assert_strictly_increasing(records: &[ChangeRecord]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_row_that_commits_late_still_reaches_the_reader() {
+    a_row_that_commits_late_reaches_the_reader_when_the_database_defaults_to("read committed")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_during_a_push_skips_nothing_when_the_database_defaults_to_repeatable_read() {
+    a_row_that_commits_late_reaches_the_reader_when_the_database_defaults_to("repeatable read")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_during_a_push_skips_nothing_when_the_database_defaults_to_serializable() {
+    a_row_that_commits_late_reaches_the_reader_when_the_database_defaults_to("serializable").await;
+}
+
+/// The late-commit story on a fresh database whose sessions default to `isolation`.
+async fn a_row_that_commits_late_reaches_the_reader_when_the_database_defaults_to(isolation: &str) {
     let Some(h) = Harness::postgres().await else {
         return;
     };
+    isolation::set_default_isolation(&h.url, isolation).await;
     let gate = Gate::new();
     let a: Arc<dyn ServerStore> = h.server(gate.options()).await;
     let b = h.default_server().await;
@@ -260,9 +280,19 @@ async fn a_row_that_commits_late_still_reaches_the_reader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_push_leaves_no_row_and_no_gap() {
+    for isolation in isolation::DEFAULT_ISOLATIONS {
+        a_rolled_back_push_leaves_no_row_and_no_gap_when_the_database_defaults_to(isolation).await;
+    }
+}
+
+/// The rollback story on a fresh database whose sessions default to `isolation`.
+async fn a_rolled_back_push_leaves_no_row_and_no_gap_when_the_database_defaults_to(
+    isolation: &str,
+) {
     let Some(h) = Harness::postgres().await else {
         return;
     };
+    isolation::set_default_isolation(&h.url, isolation).await;
     let gate = Gate::new();
     let a = h.server(gate.options()).await;
     let b = h.default_server().await;

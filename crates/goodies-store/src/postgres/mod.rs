@@ -33,6 +33,31 @@
 //!   receipt time than anything the page saw. `server_time` is that clock
 //!   minus 1 µs, so a row committed later is received strictly after it.
 //!
+//! # Isolation is set, never inherited
+//!
+//! All of the above needs READ COMMITTED: a statement's snapshot is taken
+//! when the statement starts, after the lock it waited for was granted. Under
+//! REPEATABLE READ or SERIALIZABLE the snapshot is the transaction's first
+//! statement's — the lock request itself — so a reader that waited for a
+//! writer would still not see its rows (and answer a `server_time` after
+//! them), and a writer would read stale counters. PostgreSQL starts each
+//! transaction at the session's `default_transaction_isolation`, which a
+//! database or role can change (`ALTER DATABASE … SET …`), so this store
+//! never relies on it:
+//!
+//! - every transaction it opens starts with
+//!   `BEGIN ISOLATION LEVEL READ COMMITTED` ([`BEGIN_READ_COMMITTED`]; the
+//!   one-snapshot digest read asks for REPEATABLE READ the same way). The
+//!   level travels with the `BEGIN` itself: it costs no extra round trip,
+//!   cannot be undone by anything a pooled connection did before, and holds
+//!   behind a transaction-pooling proxy, where session settings do not;
+//! - every pooled connection also sets its session default to READ COMMITTED
+//!   when it connects, so a single statement run outside a transaction does
+//!   not run as SERIALIZABLE (which would take predicate locks and could
+//!   fail with serialization errors) when the database defaults to it. A
+//!   single statement sees one snapshot at any level, so nothing depends on
+//!   this for correctness; the `BEGIN` is what the guarantees rest on.
+//!
 //! Readers wait only for writers (running, or queued before them: PostgreSQL
 //! grants lock requests in order), and writers wait only for readers in the
 //! middle of their one page read. A transaction that rolls back leaves no
@@ -80,6 +105,17 @@ const WRITE_LOCK: i64 = 0x676f_6f64_6965_7357;
 /// The advisory lock key held while migrating (`b"goodiesM"`).
 const MIGRATION_LOCK: i64 = 0x676f_6f64_6965_734d;
 
+/// How every transaction of this store starts (see "Isolation is set, never inherited").
+const BEGIN_READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
+/// How the one-snapshot digest read starts.
+const BEGIN_SNAPSHOT_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// Run on every pooled connection as it connects: statements outside a
+/// transaction run at READ COMMITTED whatever the database's default is.
+const SESSION_READ_COMMITTED: &str =
+    "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED";
+
 /// Default pool size when the options name none.
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
@@ -114,6 +150,12 @@ impl PgStore {
                     .unwrap_or(DEFAULT_MAX_CONNECTIONS)
                     .max(1),
             )
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query(SESSION_READ_COMMITTED).execute(conn).await?;
+                    Ok(())
+                })
+            })
             .connect_with(connect_opts)
             .await
             .map_err(|e| StoreError::Connect(Box::new(e)))?;
@@ -130,10 +172,20 @@ impl PgStore {
         self.pool.close().await;
     }
 
+    /// Starts a READ COMMITTED transaction, whatever the database's default level.
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin_with(BEGIN_READ_COMMITTED).await.map_err(db)
+    }
+
+    /// Starts a read-only transaction that sees one snapshot throughout.
+    async fn begin_snapshot_read(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin_with(BEGIN_SNAPSHOT_READ).await.map_err(db)
+    }
+
     /// Starts a write transaction: takes the exclusive write lock, then reads
     /// the counters (only valid while the lock is held).
     async fn begin_write(&self) -> Result<WriteTxn> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITE_LOCK)
             .execute(&mut *tx)

@@ -111,7 +111,7 @@ impl PgStore {
 
         // READ COMMITTED: the shared lock first (its own statement), then one
         // statement whose snapshot is taken while no writer can be mid-commit.
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
             .bind(WRITE_LOCK)
             .execute(&mut *tx)
@@ -469,11 +469,7 @@ impl GraphRead for PgStore {
             }
         }
         // Recompute in one snapshot, keyed by the max seq of that same snapshot.
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        let mut tx = self.begin_snapshot_read().await?;
         let snapshot_max: i64 = sqlx::query_scalar("SELECT last_seq FROM goodies_meta")
             .fetch_one(&mut *tx)
             .await

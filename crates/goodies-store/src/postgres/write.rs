@@ -604,7 +604,7 @@ impl ServerStore for PgStore {
         };
         let size =
             i64::try_from(bytes.len()).map_err(|_| StoreError::Invalid("blob too large".into()))?;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO blob_data (sha256, size, bytes) VALUES ($1, $2, $3) \
              ON CONFLICT (sha256) DO NOTHING",
