@@ -330,6 +330,7 @@ impl BlowingOffClient {
             user_id: s.user_id,
             db_path: s.db_path,
             pending_changes: self.inner.store.pending_count().await?,
+            quarantined_changes: self.inner.store.quarantined().await?.len() as u64,
             watermark: state.watermark,
             cursor: state.cursor,
             last_sync: self.inner.get_json::<LastSync>(keys::LAST_SYNC).await?,
@@ -338,6 +339,26 @@ impl BlowingOffClient {
                 .get_json::<DigestCheck>(keys::LAST_DIGEST_CHECK)
                 .await?,
         })
+    }
+
+    /// Changes the server refused as invalid, kept aside in the outbox (oldest first):
+    /// each with the server's reason. An edit of the same entity, or
+    /// [`BlowingOffClient::retry_quarantined`], sends them again.
+    pub async fn quarantined(&self) -> Result<Vec<crate::QuarantinedChange>, ClientError> {
+        Ok(self
+            .inner
+            .store
+            .quarantined()
+            .await?
+            .into_iter()
+            .map(|q| crate::sync::quarantined_change(&q.entry, q.reason))
+            .collect())
+    }
+
+    /// Makes quarantined changes pending again (all of them when `positions` is None), so
+    /// the next sync sends them; returns how many were released.
+    pub async fn retry_quarantined(&self, positions: Option<&[i64]>) -> Result<u64, ClientError> {
+        Ok(self.inner.store.release_quarantined(positions).await?)
     }
 
     /// Conflicts recent syncs reported, oldest first.

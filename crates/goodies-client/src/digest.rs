@@ -2,11 +2,17 @@
 //! client updates from what it writes and applies, so the check after a quiet sync
 //! re-hashes the index instead of reading every latest row of the mirror.
 //!
-//! The index is a hint, never the last word: when its digest differs from the server's,
-//! the sync recomputes the digest from the store and rebuilds the index
-//! ([`LocalDigest::rebuild_from_store`]), so a stale index (for instance after writes made through
-//! [`crate::BlowingOffClient::store`] directly, or by another process on the same file)
-//! can cost a store read but never reports a false mismatch.
+//! Writes by another process on the same database file are detected, never guessed at:
+//! the store counts committed write transactions in the file and in this process
+//! ([`goodies_store::WriteGenerations`]); when the file has moved by more than this
+//! process wrote, the index is rebuilt from the store before it answers. So the index
+//! can neither match the server's digest by accident nor miss another process's write.
+//!
+//! Within the process the index is still a hint, never the last word: when its digest
+//! differs from the server's, the sync recomputes the digest from the store and rebuilds
+//! the index ([`LocalDigest::rebuild_from_store`]), so a stale index (after writes made
+//! through [`crate::BlowingOffClient::store`] directly) can cost a store read but never
+//! reports a false mismatch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -23,6 +29,9 @@ struct Index {
     latest: Latest,
     /// The digest of `latest`, while nothing changed.
     digest: Option<String>,
+    /// [`goodies_store::WriteGenerations::others`] when the index was read from the
+    /// store: another process wrote the file since when it differs.
+    others: i128,
 }
 
 impl Index {
@@ -93,6 +102,11 @@ impl LocalDigest {
     /// The digest of the index, built or brought up to date from the store as needed.
     pub(crate) async fn digest(&self, store: &dyn ClientStore) -> Result<String, StoreError> {
         let mut index = self.index.lock().await;
+        let others = store.write_generations().await?.others();
+        if index.as_ref().is_some_and(|ix| ix.others != others) {
+            tracing::debug!("another process wrote the database; rebuilding the digest index");
+            *index = None;
+        }
         let ix = match index.as_mut() {
             Some(ix) => {
                 for id in self.take_dirty() {
@@ -144,6 +158,8 @@ impl LocalDigest {
 }
 
 async fn build(store: &dyn ClientStore) -> Result<Index, StoreError> {
+    // Read first: a write by another process during the read shows at the next check.
+    let others = store.write_generations().await?.others();
     let latest = store
         .latest_versions()
         .await?
@@ -153,6 +169,7 @@ async fn build(store: &dyn ClientStore) -> Result<Index, StoreError> {
     Ok(Index {
         latest,
         digest: None,
+        others,
     })
 }
 
@@ -269,5 +286,61 @@ mod tests {
             want
         );
         assert_eq!(digest.digest(store).await.expect("digest"), want);
+    }
+
+    /// Another process writing the same file (simulated by a second store on a copy of
+    /// the database, which has its own write counts) is noticed by the index: a local
+    /// write, a pulled page that only promotes a version kept aside, and a removal all
+    /// show in the next digest without a rebuild being asked for.
+    #[tokio::test]
+    async fn index_notices_writes_by_another_process() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("mirror.db");
+        let url = format!("sqlite://{}", path.display());
+        let ours = goodies_store::open_client_store(&url, StoreOptions::default())
+            .await
+            .expect("store");
+        let a = create(ours.as_ref(), "a").await;
+        let digest = LocalDigest::default();
+        digest.ensure(ours.as_ref()).await.expect("ensure");
+        let before = digest.digest(ours.as_ref()).await.expect("digest");
+
+        // The other process: a separate store whose writes this process never counted.
+        let theirs =
+            goodies_store::SqliteStore::connect_as_separate_process(&url, StoreOptions::default())
+                .await
+                .expect("second store");
+        let other_write = create(&theirs, "written elsewhere").await;
+        let after = digest.digest(ours.as_ref()).await.expect("digest");
+        assert_ne!(after, before, "the other process's create is seen");
+        assert_eq!(after, ours.state_digest().await.expect("store digest"));
+
+        // The other process applies a page making a version latest without a new row
+        // in this mirror's view of the id: also seen.
+        let pending = theirs.pending(10).await.expect("pending");
+        let next = Version::now("server-user");
+        let a_now = ours.entity(&a).await.expect("read").expect("a").version;
+        let report = theirs
+            .apply_response(
+                &AckSet {
+                    sent_positions: pending.iter().map(|e| e.position).collect(),
+                    entities: vec![a.clone(), other_write.clone()],
+                    relationships: vec![],
+                    resolved_versions: vec![],
+                },
+                &PulledPage {
+                    changes: vec![server_change(&a, &next, vec![a_now])],
+                    cursor: None,
+                    server_time: Timestamp::now(),
+                },
+            )
+            .await
+            .expect("apply");
+        assert_eq!(report.entities_applied, vec![a.clone()]);
+        assert_eq!(
+            digest.digest(ours.as_ref()).await.expect("digest"),
+            ours.state_digest().await.expect("store digest"),
+            "the other process's pull is seen"
+        );
     }
 }

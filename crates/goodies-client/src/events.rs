@@ -69,6 +69,11 @@ pub enum ClientEvent {
     },
     /// This subscriber fell behind and missed this many events.
     Lagged(u64),
+    /// The server refused a change as invalid (or too large even alone): it is kept in
+    /// the outbox, quarantined, and the rest of the outbox goes on.
+    ChangeQuarantined(crate::sync::QuarantinedChange),
+    /// The mirror was repaired (full pull keeping pending changes), and how.
+    Repaired(crate::sync::Repair),
 }
 
 type Callback = Arc<dyn Fn(&ClientEvent) + Send + Sync + 'static>;

@@ -26,6 +26,8 @@ pub(crate) enum RequestFailure {
         code: Option<ErrorCode>,
         message: String,
         attempts: u32,
+        /// Where the error body puts the blame: see [`Blame`].
+        blame: Blame,
     },
     /// 401 with `AUTH_EXPIRED`.
     AuthExpired,
@@ -70,6 +72,7 @@ impl RequestFailure {
                 code,
                 message,
                 attempts,
+                ..
             } => Ok(SyncError::Server {
                 status,
                 code,
@@ -157,6 +160,7 @@ impl Http<'_> {
                 code,
                 message,
                 attempts,
+                blame: Blame::of_error_body(&body),
             },
         }
     }
@@ -225,6 +229,94 @@ impl Http<'_> {
     }
 }
 
+/// What an error body blames: which changes of the request (by index in `changes`,
+/// each with the message given for it), and whether it names a field outside them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Blame {
+    /// `(index into the request's changes, message)`, in body order.
+    pub(crate) changes: Vec<(usize, String)>,
+    /// A field outside `changes` is to blame (e.g. `protocol_version`, `cursor`): no
+    /// change of the request is at fault.
+    pub(crate) request: bool,
+}
+
+impl Blame {
+    /// Reads the blame from either server's error body: FastAPI-style `detail` items
+    /// whose `loc` is `["body", "changes", i, …]`, and our `error.field`
+    /// (`changes[i]…`).
+    pub(crate) fn of_error_body(body: &[u8]) -> Blame {
+        let mut blame = Blame::default();
+        let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(body) else {
+            return blame;
+        };
+        if let Some(Value::Array(items)) = o.get("detail") {
+            for item in items {
+                let Some(loc) = item.get("loc").and_then(Value::as_array) else {
+                    continue;
+                };
+                let msg = item
+                    .get("msg")
+                    .and_then(Value::as_str)
+                    .unwrap_or("invalid")
+                    .to_owned();
+                let path: Vec<String> = loc
+                    .iter()
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                let rest = match path.first().map(String::as_str) {
+                    Some("body") => &path[1..],
+                    _ => &path[..],
+                };
+                match (rest.first().map(String::as_str), rest.get(1)) {
+                    (Some("changes"), Some(i)) => match i.parse::<usize>() {
+                        Ok(i) => {
+                            let at = rest[2..].join(".");
+                            let msg = if at.is_empty() {
+                                msg
+                            } else {
+                                format!("{at}: {msg}")
+                            };
+                            blame.changes.push((i, msg));
+                        }
+                        Err(_) => blame.request = true,
+                    },
+                    (Some(_), _) => blame.request = true,
+                    (None, _) => {}
+                }
+            }
+        }
+        if let Some(field) = o
+            .get("error")
+            .and_then(|e| e.get("field"))
+            .and_then(Value::as_str)
+        {
+            let message = o
+                .get("error")
+                .and_then(|e| e.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or("invalid")
+                .to_owned();
+            match field
+                .strip_prefix("changes[")
+                .and_then(|r| r.split_once(']'))
+                .and_then(|(i, _)| i.parse::<usize>().ok())
+            {
+                Some(i) => {
+                    if !blame.changes.iter().any(|(j, _)| *j == i) {
+                        blame.changes.push((i, format!("{field}: {message}")));
+                    }
+                }
+                None if blame.changes.is_empty() => blame.request = true,
+                None => {}
+            }
+        }
+        blame
+    }
+}
+
 /// Reads `(code, message)` from an error body of either server (ours: `error.code` and
 /// `error.message`; the reference: `detail`), or the raw text.
 fn parse_error_body(body: &[u8]) -> (Option<ErrorCode>, String) {
@@ -269,5 +361,33 @@ mod tests {
             (None, "Internal Server Error".to_owned())
         );
         assert_eq!(parse_error_body(b""), (None, "no details".to_owned()));
+    }
+
+    /// Both servers' ways of naming the refused changes of a request are read, and a
+    /// field outside `changes` blames the request, not a change.
+    #[test]
+    fn blame_names_the_refused_changes() {
+        let fastapi = br#"{"detail":[
+            {"type":"missing","loc":["body","changes",2,"entity","version"],"msg":"Field required"},
+            {"type":"enum","loc":["body","changes",0,"entity","entity_type"],"msg":"Input should be 'home'"}
+        ]}"#;
+        let b = Blame::of_error_body(fastapi);
+        assert_eq!(
+            b.changes,
+            vec![
+                (2, "entity.version: Field required".to_owned()),
+                (0, "entity.entity_type: Input should be 'home'".to_owned())
+            ]
+        );
+        assert!(!b.request);
+        let ours = br#"{"detail":"Unknown relationship_type: x","error":{"code":"INVALID_REQUEST","message":"Unknown relationship_type: x","field":"changes[4].relationships[0].relationship_type"}}"#;
+        let b = Blame::of_error_body(ours);
+        assert_eq!(b.changes.len(), 1);
+        assert_eq!(b.changes[0].0, 4);
+        assert!(!b.request);
+        let request = br#"{"detail":"Unsupported protocol version","error":{"code":"INVALID_REQUEST","message":"unsupported","field":"protocol_version"}}"#;
+        let b = Blame::of_error_body(request);
+        assert!(b.changes.is_empty() && b.request);
+        assert_eq!(Blame::of_error_body(b"oops"), Blame::default());
     }
 }

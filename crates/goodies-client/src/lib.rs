@@ -58,7 +58,10 @@ pub use error::{BoxError, ClientError, SyncError, TransportError};
 pub use events::{ClientEvent, SubscriptionHandle, SyncPhase};
 pub use model::{Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, MANUFACTURER_KEY};
 pub use settings::{keys, ClientStatus, DigestCheck, LastSync, RecordedConflict, Settings};
-pub use sync::{error_chain, DigestMismatch, SyncResult, SyncSummary, SYNC_PATH};
+pub use sync::{
+    error_chain, DigestMismatch, QuarantinedChange, Repair, RepairReason, SyncResult, SyncSummary,
+    SYNC_PATH,
+};
 pub use transport::{HttpRequest, HttpResponse, HyperTransport, Method, Transport};
 
 /// The store types the client API takes and returns.

@@ -103,8 +103,10 @@ pub struct ClientStatus {
     pub user_id: String,
     /// Where the local database lives.
     pub db_path: String,
-    /// Pending outbox entries.
+    /// Pending outbox entries (quarantined ones not counted).
     pub pending_changes: u64,
+    /// Outbox entries the server refused, kept aside until an edit or a retry.
+    pub quarantined_changes: u64,
     /// The watermark (the next `filters.since`).
     pub watermark: Option<Timestamp>,
     /// The cursor of an unfinished pull.

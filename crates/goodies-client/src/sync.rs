@@ -24,10 +24,10 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use goodies_store::{AckSet, PulledPage};
+use goodies_store::{AckSet, OutboxEntry, PulledPage};
 use inbetweenies_proto::{
-    ConflictInfo, Cursor, EntityId, RelationshipId, SyncFilters, SyncRequest, SyncResponse,
-    SyncType, Timestamp,
+    ConflictInfo, Cursor, EntityId, ErrorCode, RelationshipId, SyncFilters, SyncRequest,
+    SyncResponse, SyncType, Timestamp, Version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,97 @@ pub struct DigestMismatch {
     pub local: String,
 }
 
+/// A change the server refused as invalid (or too large even alone), set aside in the
+/// outbox: kept, not sent again until an edit of its id or
+/// [`crate::BlowingOffClient::retry_quarantined`] releases it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct QuarantinedChange {
+    /// Its outbox position.
+    pub position: i64,
+    /// The entity it changes, for an entity change.
+    pub entity_id: Option<EntityId>,
+    /// The version it pushes, for an entity change.
+    pub version: Option<Version>,
+    /// The relationship it pushes, for a relationship change.
+    pub relationship_id: Option<RelationshipId>,
+    /// The server's status, code and message.
+    pub reason: String,
+}
+
+/// The public view of a quarantined outbox entry.
+pub(crate) fn quarantined_change(entry: &OutboxEntry, reason: String) -> QuarantinedChange {
+    QuarantinedChange {
+        position: entry.position,
+        entity_id: entry.entity_key().map(|(id, _)| id.clone()),
+        version: entry.entity_key().map(|(_, v)| v.clone()),
+        relationship_id: entry.relationship_id().cloned(),
+        reason,
+    }
+}
+
+/// Why a sync repaired the mirror.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RepairReason {
+    /// The server's `state_digest` and ours disagreed after a quiet sync.
+    DigestMismatch,
+    /// The server answered `INVALID_SYNC_STATE`: it does not know our cursor (its
+    /// database was replaced or restored).
+    InvalidSyncState,
+}
+
+/// What a repair did: a full pull that kept every pending change, then what the server
+/// lacked given back to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Repair {
+    /// Why.
+    pub reason: RepairReason,
+    /// Entity versions the full pull made latest locally.
+    pub pulled_entities: u64,
+    /// Local entity versions and relationships the server did not hold, queued again and pushed.
+    pub requeued: u64,
+    /// Local tombstones of ids the server never held, removed from the mirror.
+    pub forgotten: u64,
+    /// Whether the digests agreed afterwards.
+    pub converged: bool,
+}
+
+/// The ids the pages of a full pull carried.
+#[derive(Debug, Default)]
+struct ServerIds {
+    entities: HashSet<EntityId>,
+    relationships: HashSet<RelationshipId>,
+}
+
+/// How one pass of round trips ended.
+#[derive(Debug)]
+struct Pass {
+    /// Nothing failed, the pull reached its last page.
+    complete: bool,
+    /// The server answered `INVALID_SYNC_STATE`.
+    invalid_state: bool,
+    /// The last answer's `state_digest`.
+    state_digest: Option<String>,
+}
+
+/// What a refused request means for the pass.
+#[derive(Debug)]
+enum Refusal {
+    /// The batch was too large (or refused without naming a change): send fewer at once.
+    Split,
+    /// The blamed changes were quarantined: send the rest.
+    Quarantined,
+    /// The push cannot go on this sync; pulling still can.
+    StopPushing,
+    /// Forget the sync position and pull in full.
+    InvalidState,
+    /// Nothing more can be done this sync.
+    Stop,
+}
+
 /// What one [`crate::BlowingOffClient::sync`] did.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
@@ -101,14 +192,23 @@ pub struct SyncResult {
     pub watermark: Option<Timestamp>,
     /// The digest comparison, when one was made (quiet syncs only).
     pub digest: Option<DigestCheck>,
-    /// Set when the digests disagreed.
+    /// Set when the digests disagreed (and a repair did not bring them together).
     pub digest_mismatch: Option<DigestMismatch>,
+    /// Changes the server refused during this sync, now quarantined.
+    pub quarantined: Vec<QuarantinedChange>,
+    /// Quarantined outbox entries afterwards (from this sync or earlier ones).
+    pub quarantined_total: u64,
+    /// Set when the sync repaired the mirror (full pull keeping pending changes).
+    pub repair: Option<Repair>,
+    /// An `INVALID_SYNC_STATE` answer was met (one repair per sync).
+    pub(crate) invalid_state_seen: bool,
 }
 
 impl SyncResult {
-    /// Whether the sync finished without errors and without a digest mismatch.
+    /// Whether the sync finished without errors, without a digest mismatch left standing
+    /// and without a change refused.
     pub fn is_ok(&self) -> bool {
-        self.errors.is_empty() && self.digest_mismatch.is_none()
+        self.errors.is_empty() && self.digest_mismatch.is_none() && self.quarantined.is_empty()
     }
 
     /// Whether every error is the server being unreachable.
@@ -215,12 +315,177 @@ impl Inner {
             config: &self.config,
             compress: &self.compress,
         };
-        let batch_size = self.config.batch_size.max(1);
         // Pages applied from here on keep the digest index up to date.
         self.digest.ensure(self.store.as_ref()).await?;
+        let pass = self.exchange(&http, &settings, res, None).await?;
+        let reason = if pass.invalid_state {
+            Some(RepairReason::InvalidSyncState)
+        } else {
+            match self.check_digest(res, &pass).await? {
+                Some(_) => Some(RepairReason::DigestMismatch),
+                None => None,
+            }
+        };
+        if let Some(reason) = reason {
+            self.repair(&http, &settings, res, reason).await?;
+        }
+        res.pending = self.store.pending_count().await?;
+        res.quarantined_total = self.store.quarantined().await?.len() as u64;
+        res.watermark = self.store.sync_state().await?.watermark;
+        Ok(())
+    }
+
+    /// Brings the mirror back in step with the server after a digest mismatch or an
+    /// `INVALID_SYNC_STATE` answer (PROTOCOL §9.2), keeping every pending change:
+    ///
+    /// 1. the cursor and watermark are forgotten and the whole current state is pulled
+    ///    again (pending changes are pushed first, and the pull-guard still keeps their ids);
+    /// 2. what the mirror holds and the server does not is given back to it: each such
+    ///    id's latest version and each such relationship is queued again and pushed,
+    ///    except a tombstone of an id the server never held, which is removed locally
+    ///    (the server cannot hold a delete of an id it does not know);
+    /// 3. the digest is compared again.
+    async fn repair(
+        &self,
+        http: &Http<'_>,
+        settings: &crate::settings::Settings,
+        res: &mut SyncResult,
+        reason: RepairReason,
+    ) -> Result<(), ClientError> {
+        tracing::info!(?reason, "repairing the local mirror with a full pull");
+        res.digest_mismatch = None;
+        self.store.reset_sync_state().await?;
+        let mut seen = ServerIds::default();
+        let pulled_before = res.pulled_entities;
+        let pass = self.exchange(http, settings, res, Some(&mut seen)).await?;
+        let mut repair = Repair {
+            reason,
+            pulled_entities: res.pulled_entities - pulled_before,
+            requeued: 0,
+            forgotten: 0,
+            converged: false,
+        };
+        if pass.complete && !pass.invalid_state {
+            // Everything the server holds was in the pages: what else the mirror holds
+            // is missing on the server.
+            let mut kept: HashSet<EntityId> = self.store.pending_ids().await?.into_iter().collect();
+            let quarantined = self.store.quarantined().await?;
+            kept.extend(
+                quarantined
+                    .iter()
+                    .filter_map(|q| q.entry.entity_key().map(|(id, _)| id.clone())),
+            );
+            let mut missing_live = Vec::new();
+            let mut missing_deleted = Vec::new();
+            for (id, _) in self.store.latest_versions().await? {
+                if seen.entities.contains(&id) || kept.contains(&id) {
+                    continue;
+                }
+                match self.store.entity(&id).await? {
+                    Some(e) if e.is_deleted() => missing_deleted.push(id),
+                    Some(_) => missing_live.push(id),
+                    None => {}
+                }
+            }
+            let queued_rels: HashSet<RelationshipId> = self
+                .store
+                .pending(ALL)
+                .await?
+                .iter()
+                .chain(quarantined.iter().map(|q| &q.entry))
+                .filter_map(|e| e.relationship_id().cloned())
+                .collect();
+            let missing_rels: Vec<RelationshipId> = self
+                .store
+                .relationships(&goodies_store::RelationshipQuery::default())
+                .await?
+                .into_iter()
+                .map(|r| r.id)
+                .filter(|id| !seen.relationships.contains(id) && !queued_rels.contains(id))
+                .collect();
+            let forgotten = self.store.forget_deleted(&missing_deleted).await?;
+            for id in &forgotten {
+                self.digest.touched(id);
+            }
+            repair.forgotten = forgotten.len() as u64;
+            repair.requeued = self.store.requeue(&missing_live, &missing_rels).await?;
+            let pass = if repair.requeued > 0 {
+                self.exchange(http, settings, res, None).await?
+            } else {
+                pass
+            };
+            repair.converged =
+                self.check_digest(res, &pass).await?.is_none() && res.digest.is_some();
+        }
+        tracing::info!(?repair, "repair finished");
+        self.events.emit(ClientEvent::Repaired(repair.clone()));
+        res.repair = Some(repair);
+        Ok(())
+    }
+
+    /// Compares the last answer's `state_digest` with the local digest when the pass
+    /// left nothing pending; records the check (and a mismatch) in `res`.
+    async fn check_digest(
+        &self,
+        res: &mut SyncResult,
+        pass: &Pass,
+    ) -> Result<Option<DigestMismatch>, ClientError> {
+        res.digest_mismatch = None;
+        let Some(server) = pass.state_digest.as_ref() else {
+            return Ok(None);
+        };
+        if !pass.complete
+            || self.store.pending_count().await? != 0
+            || !self.store.quarantined().await?.is_empty()
+        {
+            return Ok(None);
+        }
+        let mut local = self.digest.digest(self.store.as_ref()).await?;
+        if local != *server {
+            // The index is a hint: the store has the last word.
+            local = self.digest.rebuild_from_store(self.store.as_ref()).await?;
+        }
+        let check = DigestCheck {
+            at: Timestamp::now(),
+            server: server.clone(),
+            local: local.clone(),
+        };
+        let mismatch = (!check.matches()).then(|| DigestMismatch {
+            server: server.clone(),
+            local,
+        });
+        if let Some(m) = &mismatch {
+            tracing::warn!(server = %m.server, local = %m.local, "state digest mismatch after sync");
+        }
+        res.digest = Some(check);
+        res.digest_mismatch = mismatch.clone();
+        Ok(mismatch)
+    }
+
+    /// One pass of round trips: pushes the outbox in batches and pulls every page from
+    /// the stored watermark and cursor, until nothing is left to send and the pull is
+    /// complete. A refused push never stops the pull: a batch refused as too large is
+    /// split, a change refused as invalid is quarantined and the rest go on, and any
+    /// other refusal stops pushing for this sync. `seen` collects every id the pages
+    /// carried (for a repair).
+    async fn exchange(
+        &self,
+        http: &Http<'_>,
+        settings: &crate::settings::Settings,
+        res: &mut SyncResult,
+        mut seen: Option<&mut ServerIds>,
+    ) -> Result<Pass, ClientError> {
+        let batch_size = self.config.batch_size.max(1);
+        let errors_before = res.errors.len();
         let total_pending = self.store.pending_count().await?;
         let mut sent: HashSet<i64> = HashSet::new();
+        let mut answered = false;
         let mut pulling = false;
+        // Halved each time a batch is refused as too large (or refused without saying
+        // which change is to blame); never below one change.
+        let mut push_limit = batch_size;
+        let mut pushing = true;
+        let mut invalid_state = false;
         let mut pulled_so_far: u64 = 0;
         let mut last: Option<(Option<String>, Timestamp)> = None; // (state_digest, server_time)
         let mut not_acked_entities: Vec<EntityId> = Vec::new();
@@ -239,15 +504,18 @@ impl Inner {
                 Some(outcome) => (Vec::new(), outcome),
                 None => {
                     // The next batch: pending entries this sync has not sent yet, in outbox order.
-                    let batch: Vec<_> = self
-                        .store
-                        .pending(batch_size + sent.len())
-                        .await?
-                        .into_iter()
-                        .filter(|e| !sent.contains(&e.position))
-                        .take(batch_size)
-                        .collect();
-                    if res.requests > 0 && batch.is_empty() && !pulling {
+                    let batch: Vec<_> = if pushing {
+                        self.store
+                            .pending(push_limit + sent.len())
+                            .await?
+                            .into_iter()
+                            .filter(|e| !sent.contains(&e.position))
+                            .take(push_limit)
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    if answered && batch.is_empty() && !pulling {
                         break;
                     }
                     if res.requests >= MAX_REQUESTS {
@@ -256,7 +524,7 @@ impl Inner {
                     }
                     let state = self.store.sync_state().await?;
                     watermark = state.watermark;
-                    let mut request = self.sync_request(&settings, watermark, state.cursor);
+                    let mut request = self.sync_request(settings, watermark, state.cursor);
                     request.changes = batch.iter().map(|e| e.change.clone()).collect();
                     let outcome = http
                         .call(Method::Post, SYNC_PATH, Some(&request), &mut res.retries)
@@ -267,14 +535,24 @@ impl Inner {
             let positions: Vec<i64> = batch.iter().map(|e| e.position).collect();
             let response: SyncResponse = match outcome {
                 Ok(r) => r,
-                Err(failure) => {
-                    if !positions.is_empty() {
-                        self.store.mark_attempted(&positions).await?;
+                Err(failure) => match self.refused(failure, &batch, res).await? {
+                    Refusal::Split => {
+                        push_limit = (batch.len() / 2).max(1);
+                        continue;
                     }
-                    res.errors.push(failure.into_sync_error()?);
-                    break;
-                }
+                    Refusal::Quarantined => continue,
+                    Refusal::StopPushing => {
+                        pushing = false;
+                        continue;
+                    }
+                    Refusal::InvalidState => {
+                        invalid_state = true;
+                        break;
+                    }
+                    Refusal::Stop => break,
+                },
             };
+            answered = true;
             res.requests += 1;
             res.pushed += positions.len() as u64;
             sent.extend(positions.iter().copied());
@@ -316,6 +594,16 @@ impl Inner {
                     not_acked_rels.push(r.clone());
                 }
             }
+            if let Some(seen) = seen.as_deref_mut() {
+                for c in &response.changes {
+                    if let Some(e) = &c.entity {
+                        seen.entities.insert(e.id.clone());
+                    }
+                    for r in &c.relationships {
+                        seen.relationships.insert(r.id.clone());
+                    }
+                }
+            }
 
             let acks = AckSet {
                 sent_positions: positions,
@@ -345,7 +633,7 @@ impl Inner {
             // page's cursor). Local edits made meanwhile go out once the pull is done.
             let next_page = match &page.cursor {
                 Some(cursor) if batch.is_empty() && res.requests < MAX_REQUESTS => {
-                    Some(self.sync_request(&settings, watermark, Some(cursor.clone())))
+                    Some(self.sync_request(settings, watermark, Some(cursor.clone())))
                 }
                 _ => None,
             };
@@ -426,30 +714,115 @@ impl Inner {
                 relationship_ids: not_acked_rels,
             });
         }
+        Ok(Pass {
+            complete: res.errors.len() == errors_before && !pulling && !invalid_state && answered,
+            invalid_state,
+            state_digest: last.and_then(|(d, _)| d),
+        })
+    }
 
-        let complete = res.errors.is_empty() && !pulling;
+    /// Decides what a refused request means for the pass (see [`Refusal`]); quarantines
+    /// the changes the server blamed, and records errors in `res`.
+    async fn refused(
+        &self,
+        failure: RequestFailure,
+        batch: &[OutboxEntry],
+        res: &mut SyncResult,
+    ) -> Result<Refusal, ClientError> {
+        let positions: Vec<i64> = batch.iter().map(|e| e.position).collect();
+        if let RequestFailure::Status {
+            status,
+            code,
+            message,
+            blame,
+            ..
+        } = &failure
+        {
+            if *code == Some(ErrorCode::InvalidSyncState) && !res.invalid_state_seen {
+                res.invalid_state_seen = true;
+                tracing::info!(%message, "the server does not know our sync position");
+                return Ok(Refusal::InvalidState);
+            }
+            if !batch.is_empty() {
+                let why = |detail: &str| match code {
+                    Some(c) => format!("{status} {c}: {detail}"),
+                    None => format!("{status}: {detail}"),
+                };
+                match *status {
+                    413 if batch.len() > 1 => {
+                        tracing::info!(
+                            changes = batch.len(),
+                            "batch refused as too large; splitting it"
+                        );
+                        return Ok(Refusal::Split);
+                    }
+                    413 => {
+                        self.quarantine(&[(&batch[0], why(message))], res).await?;
+                        return Ok(Refusal::Quarantined);
+                    }
+                    400 | 422 if !blame.changes.is_empty() => {
+                        let mut blamed: Vec<(&OutboxEntry, String)> = Vec::new();
+                        for (i, detail) in &blame.changes {
+                            let Some(entry) = batch.get(*i) else { continue };
+                            match blamed
+                                .iter_mut()
+                                .find(|(e, _)| e.position == entry.position)
+                            {
+                                Some((_, reasons)) => {
+                                    reasons.push_str("; ");
+                                    reasons.push_str(detail);
+                                }
+                                None => blamed.push((entry, why(detail))),
+                            }
+                        }
+                        if !blamed.is_empty() {
+                            self.quarantine(&blamed, res).await?;
+                            return Ok(Refusal::Quarantined);
+                        }
+                    }
+                    400 | 422 if !blame.request && batch.len() > 1 => {
+                        // Refused without saying which change: find it by halves.
+                        return Ok(Refusal::Split);
+                    }
+                    400 | 422 if !blame.request => {
+                        self.quarantine(&[(&batch[0], why(message))], res).await?;
+                        return Ok(Refusal::Quarantined);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !positions.is_empty() {
+            self.store.mark_attempted(&positions).await?;
+        }
+        let stop_pushing = !batch.is_empty() && matches!(&failure, RequestFailure::Status { .. });
+        let error = failure.into_sync_error()?;
+        res.errors.push(error);
+        // Whatever happened to a push, the pull still goes on (a server that cannot be
+        // reached, or answers a pull with an error, ends the pass).
+        Ok(if stop_pushing {
+            Refusal::StopPushing
+        } else {
+            Refusal::Stop
+        })
+    }
 
-        res.pending = self.store.pending_count().await?;
-        res.watermark = self.store.sync_state().await?.watermark;
-        if let (true, 0, Some((Some(server), _))) = (complete, res.pending, &last) {
-            let mut local = self.digest.digest(self.store.as_ref()).await?;
-            if local != *server {
-                // The index is a hint: the store has the last word.
-                local = self.digest.rebuild_from_store(self.store.as_ref()).await?;
-            }
-            let check = DigestCheck {
-                at: Timestamp::now(),
-                server: server.clone(),
-                local: local.clone(),
-            };
-            if !check.matches() {
-                tracing::warn!(%server, %local, "state digest mismatch after sync");
-                res.digest_mismatch = Some(DigestMismatch {
-                    server: server.clone(),
-                    local,
-                });
-            }
-            res.digest = Some(check);
+    /// Sets refused outbox entries aside with their reasons, and reports them.
+    async fn quarantine(
+        &self,
+        entries: &[(&OutboxEntry, String)],
+        res: &mut SyncResult,
+    ) -> Result<(), ClientError> {
+        let rows: Vec<(i64, String)> = entries
+            .iter()
+            .map(|(e, why)| (e.position, why.clone()))
+            .collect();
+        self.store.quarantine(&rows).await?;
+        for (entry, reason) in entries {
+            let q = quarantined_change(entry, reason.clone());
+            tracing::warn!(position = q.position, entity = ?q.entity_id, relationship = ?q.relationship_id, reason = %q.reason, "change refused by the server; quarantined");
+            self.events.emit(ClientEvent::ChangeQuarantined(q.clone()));
+            res.quarantined.push(q);
         }
         Ok(())
     }

@@ -338,14 +338,19 @@ async fn reference_conflict_client_loses() {
 
 /// The reference answers a push with an unknown source type with a plain-text 500 (vector
 /// 39). Our client never sends such values, but a 500 must leave everything pending and
-/// be reported (not reported as success, as the reference CLI does).
+/// be reported (not reported as success, as the reference CLI does). A refused push does
+/// not stop the pull: the next request asks for changes without pushing (answered here
+/// with the reference's answer to a pull of an empty store).
 #[tokio::test]
 async fn server_error_keeps_changes_pending() {
     let dir = tempfile::tempdir().unwrap();
-    let replay = Replay::new(vec![step(
-        "/api/v1/sync/",
-        "39_sync_push_invalid_source_type_500.response.json",
-    )]);
+    let replay = Replay::new(vec![
+        step(
+            "/api/v1/sync/",
+            "39_sync_push_invalid_source_type_500.response.json",
+        ),
+        step("/api/v1/sync/", "06_sync_full_empty_store.response.json"),
+    ]);
     let c = client(&dir, &replay).await;
     c.connect("http://reference.test", Some("opaque-token"))
         .await
@@ -358,8 +363,19 @@ async fn server_error_keeps_changes_pending() {
         "{:?}",
         r.errors
     );
+    let sent = replay.sync_requests();
+    assert_eq!(sent.len(), 2, "the push, then a pull");
+    assert_eq!(sent[0].changes.len(), 1);
+    assert!(sent[1].changes.is_empty(), "the pull pushes nothing");
     assert_eq!(r.pending, 1);
     assert_eq!(c.pending_changes().await.unwrap(), 1);
     assert!(c.entity(&home.id).await.unwrap().is_some());
-    assert_eq!(c.status().await.unwrap().watermark, None);
+    assert!(
+        c.status().await.unwrap().watermark.is_some(),
+        "the pull completed"
+    );
+    assert!(
+        r.digest.is_none(),
+        "no digest check while a change is pending"
+    );
 }

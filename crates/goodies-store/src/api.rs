@@ -143,11 +143,38 @@ pub trait ClientStore: GraphRead {
         user_id: &str,
     ) -> Result<Relationship>;
 
-    /// Pending outbox entries in order, at most `limit`.
+    /// Pending outbox entries in order, at most `limit` (quarantined entries left out).
     async fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
 
-    /// Number of pending outbox entries.
+    /// Number of pending outbox entries (quarantined entries left out).
     async fn pending_count(&self) -> Result<u64>;
+
+    /// Sets outbox entries aside that the server refused, each with its reason: they
+    /// stay in the outbox (and their ids keep the pull-guard) but are not pending
+    /// until released. A later local edit of the same id releases them.
+    async fn quarantine(&self, entries: &[(i64, String)]) -> Result<()>;
+
+    /// The quarantined outbox entries, in outbox order.
+    async fn quarantined(&self) -> Result<Vec<QuarantinedEntry>>;
+
+    /// Makes quarantined entries pending again (all of them when `positions` is None);
+    /// returns how many were released.
+    async fn release_quarantined(&self, positions: Option<&[i64]>) -> Result<u64>;
+
+    /// Adds an outbox entry for the latest local version of each entity id and for each
+    /// relationship id, as stored (same version): what a server that lost them needs to
+    /// get them back. Ids that do not exist locally are skipped. Returns the number of
+    /// entries added.
+    async fn requeue(&self, entities: &[EntityId], relationships: &[RelationshipId])
+        -> Result<u64>;
+
+    /// Removes every stored version of these entity ids (and the relationships that
+    /// touch them) from the mirror: ids whose latest version is a tombstone the server
+    /// never held. Ids with an outbox entry are left alone. Returns the ids removed.
+    async fn forget_deleted(&self, ids: &[EntityId]) -> Result<Vec<EntityId>>;
+
+    /// The database's and this process's write counts (see [`WriteGenerations`]).
+    async fn write_generations(&self) -> Result<WriteGenerations>;
 
     /// Counts one more failed send for these outbox positions.
     async fn mark_attempted(&self, positions: &[i64]) -> Result<()>;

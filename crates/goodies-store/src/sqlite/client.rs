@@ -99,6 +99,14 @@ impl SqliteStore {
         if replaces {
             clear_latest(w.conn(), &[entity.id.as_str()]).await?;
         }
+        // An edit is the user's answer to a refused change of the same id: both go again.
+        sqlx::query(
+            "UPDATE outbox SET quarantined_at = NULL, quarantine_reason = NULL WHERE entity_id = ? AND quarantined_at IS NOT NULL",
+        )
+        .bind(entity.id.as_str())
+        .execute(w.conn())
+        .await
+        .map_err(StoreError::database)?;
         let (seq, received_at) = w.next();
         insert_entities(
             w.conn(),
@@ -324,7 +332,7 @@ impl ClientStore for SqliteStore {
     }
 
     async fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
-        sqlx::query("SELECT position, change, attempts FROM outbox ORDER BY position LIMIT ?")
+        sqlx::query("SELECT position, change, attempts FROM outbox WHERE quarantined_at IS NULL ORDER BY position LIMIT ?")
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
@@ -346,7 +354,7 @@ impl ClientStore for SqliteStore {
     }
 
     async fn pending_count(&self) -> Result<u64> {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE quarantined_at IS NULL")
             .fetch_one(&self.pool)
             .await
             .map(|n| n as u64)
@@ -376,12 +384,189 @@ impl ClientStore for SqliteStore {
 
     async fn pending_ids(&self) -> Result<Vec<EntityId>> {
         sqlx::query_scalar::<_, String>(
-            "SELECT entity_id FROM outbox WHERE entity_id IS NOT NULL GROUP BY entity_id ORDER BY min(position)",
+            "SELECT entity_id FROM outbox WHERE entity_id IS NOT NULL AND quarantined_at IS NULL GROUP BY entity_id ORDER BY min(position)",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(StoreError::database)
         .map(|v| v.into_iter().map(EntityId::new).collect())
+    }
+
+    async fn quarantine(&self, entries: &[(i64, String)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.writer().await?;
+        let now = w.now.unix_micros();
+        for (position, reason) in entries {
+            sqlx::query(
+                "UPDATE outbox SET quarantined_at = ?, quarantine_reason = ?, attempts = attempts + 1 WHERE position = ?",
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(position)
+            .execute(w.conn())
+            .await
+            .map_err(StoreError::database)?;
+        }
+        w.commit().await
+    }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantinedEntry>> {
+        sqlx::query(
+            "SELECT position, change, attempts, quarantine_reason, quarantined_at FROM outbox WHERE quarantined_at IS NOT NULL ORDER BY position",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::database)?
+        .iter()
+        .map(|row| {
+            let change: String = row.try_get(1).map_err(StoreError::database)?;
+            Ok(QuarantinedEntry {
+                entry: OutboxEntry {
+                    position: row.try_get(0).map_err(StoreError::database)?,
+                    change: serde_json::from_str(&change)
+                        .map_err(|e| StoreError::Corrupt(format!("bad outbox change: {e}")))?,
+                    attempts: row
+                        .try_get::<i64, _>(2)
+                        .map_err(StoreError::database)?
+                        .clamp(0, i64::from(u32::MAX)) as u32,
+                },
+                reason: row
+                    .try_get::<Option<String>, _>(3)
+                    .map_err(StoreError::database)?
+                    .unwrap_or_default(),
+                at: ts(row.try_get(4).map_err(StoreError::database)?)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn release_quarantined(&self, positions: Option<&[i64]>) -> Result<u64> {
+        let mut w = self.writer().await?;
+        let mut released = 0;
+        match positions {
+            None => {
+                released = sqlx::query(
+                    "UPDATE outbox SET quarantined_at = NULL, quarantine_reason = NULL WHERE quarantined_at IS NOT NULL",
+                )
+                .execute(w.conn())
+                .await
+                .map_err(StoreError::database)?
+                .rows_affected();
+            }
+            Some(positions) => {
+                for chunk in positions.chunks(IN_CHUNK) {
+                    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+                        "UPDATE outbox SET quarantined_at = NULL, quarantine_reason = NULL WHERE quarantined_at IS NOT NULL AND position IN (",
+                    );
+                    let mut sep = qb.separated(", ");
+                    for p in chunk {
+                        sep.push_bind(*p);
+                    }
+                    qb.push(")");
+                    released += qb
+                        .build()
+                        .execute(w.conn())
+                        .await
+                        .map_err(StoreError::database)?
+                        .rows_affected();
+                }
+            }
+        }
+        w.commit().await?;
+        Ok(released)
+    }
+
+    async fn requeue(
+        &self,
+        entities: &[EntityId],
+        relationships: &[RelationshipId],
+    ) -> Result<u64> {
+        let mut w = self.writer().await?;
+        let now = w.now;
+        let mut added = 0;
+        for id in entities {
+            let Some(latest) = latest_row(w.conn(), id.as_str()).await? else {
+                continue;
+            };
+            let e = latest.entity;
+            let change_type = if e.is_deleted() {
+                ChangeType::Delete
+            } else if e.parent_versions.is_empty() {
+                ChangeType::Create
+            } else {
+                ChangeType::Update
+            };
+            let change = SyncChange {
+                change_type,
+                entity: Some(EntityChange::from_entity(&e)),
+                relationships: vec![],
+            };
+            insert_outbox(w.conn(), &change, None, now).await?;
+            added += 1;
+        }
+        for id in relationships {
+            let row = sqlx::query(
+                "SELECT seq, id, from_entity_id, from_entity_version, to_entity_id, to_entity_version, relationship_type, properties, user_id, created_at, updated_at, received_at FROM relationships WHERE id_key = ? AND id = ? LIMIT 1",
+            )
+            .bind(key_of(id.as_str()))
+            .bind(id.as_str())
+            .fetch_optional(w.conn())
+            .await
+            .map_err(StoreError::database)?;
+            let Some(row) = row else { continue };
+            let rel = stored_relationship(&row)?.relationship;
+            let change = SyncChange {
+                change_type: ChangeType::Update,
+                entity: None,
+                relationships: vec![RelationshipChange::from_relationship(&rel)],
+            };
+            insert_outbox(w.conn(), &change, Some(&rel.id), now).await?;
+            added += 1;
+        }
+        w.commit().await?;
+        Ok(added)
+    }
+
+    async fn forget_deleted(&self, ids: &[EntityId]) -> Result<Vec<EntityId>> {
+        let mut w = self.writer().await?;
+        let pending = pending_set(w.conn()).await?;
+        let mut removed = Vec::new();
+        for id in ids {
+            if pending.contains(id.as_str()) {
+                continue;
+            }
+            match latest_row(w.conn(), id.as_str()).await? {
+                Some(latest) if latest.entity.is_deleted() => {}
+                _ => continue,
+            }
+            sqlx::query("DELETE FROM entities WHERE id_key = ? AND id = ?")
+                .bind(key_of(id.as_str()))
+                .bind(id.as_str())
+                .execute(w.conn())
+                .await
+                .map_err(StoreError::database)?;
+            removed.push(id.clone());
+        }
+        w.commit().await?;
+        Ok(removed)
+    }
+
+    async fn write_generations(&self) -> Result<WriteGenerations> {
+        let before = self.process_writes();
+        let database =
+            sqlx::query_scalar::<_, i64>("SELECT write_generation FROM store_meta WHERE one = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::database)?;
+        let after = self.process_writes();
+        Ok(WriteGenerations {
+            database: database.max(0) as u64,
+            // A write of this process that committed while the row was read makes the
+            // pair disagree: report it as another process's (a needless rebuild at worst).
+            this_process: if before == after { after } else { before },
+        })
     }
 
     async fn apply_response(&self, acks: &AckSet, page: &PulledPage) -> Result<ApplyReport> {

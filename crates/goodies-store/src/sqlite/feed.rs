@@ -108,15 +108,17 @@ impl SqliteStore {
 
     /// The digest over every id's latest row, recomputed only when the store changed.
     pub(crate) async fn cached_digest(&self) -> Result<String> {
-        let generation = self
-            .shared
-            .generation
-            .load(std::sync::atomic::Ordering::SeqCst);
         let mut tx = self.pool.begin().await.map_err(StoreError::database)?;
-        let seq = sqlx::query_scalar::<_, i64>("SELECT last_seq FROM store_meta WHERE one = 1")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::database)?;
+        // Read in the same snapshot as the rows: any process's write moves one of them
+        // (some writes change which row is latest without a new sequence number, e.g. a
+        // client's pull).
+        let (seq, generation) = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT last_seq, write_generation FROM store_meta WHERE one = 1",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::database)?;
+        let generation = generation as u64;
         if let Some((s, g, d)) = self
             .digest_cache
             .lock()

@@ -70,8 +70,9 @@ const PAGE_SIZE: u32 = 16_384;
 struct Shared {
     /// Write transactions hold the write guard; `changes()` holds a read guard.
     lock: RwLock<()>,
-    /// Bumped after every committed write (some writes change which row is latest
-    /// without a new sequence number, e.g. a client's pull).
+    /// Write transactions this process committed on the file (counted just before
+    /// each commit). `store_meta.write_generation` counts those of every process: while
+    /// the two move together, no other process wrote.
     generation: AtomicU64,
 }
 
@@ -100,7 +101,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     opts: StoreOptions,
     shared: Arc<Shared>,
-    /// `(max_seq, generation, digest)` of the last digest computed.
+    /// `(max_seq, write generation of the file, digest)` of the last digest computed.
     digest_cache: Mutex<Option<(i64, u64, String)>>,
     blobs: blobs::BlobDir,
 }
@@ -134,6 +135,18 @@ impl SqliteStore {
     /// Opens (creating if missing) the database at a `sqlite:` URL or bare path and migrates it.
     pub async fn connect(url_or_path: &str, opts: StoreOptions) -> Result<SqliteStore> {
         Self::open(SqliteTarget::parse(url_or_path), opts).await
+    }
+
+    /// Opens a database file as a separate process would: with its own write lock and
+    /// write counts, shared with no other store of this process. For tests of what one
+    /// process sees of another's writes; an application opens with [`SqliteStore::connect`].
+    pub async fn connect_as_separate_process(
+        url_or_path: &str,
+        opts: StoreOptions,
+    ) -> Result<SqliteStore> {
+        let mut store = Self::open(SqliteTarget::parse(url_or_path), opts).await?;
+        store.shared = Arc::new(Shared::default());
+        Ok(store)
     }
 
     /// Opens a fresh in-memory database.
@@ -199,6 +212,11 @@ impl SqliteStore {
         })
     }
 
+    /// Write transactions this process has committed on this file (see [`Shared`]).
+    fn process_writes(&self) -> u64 {
+        self.shared.generation.load(Ordering::SeqCst)
+    }
+
     /// This store's clock: the system clock plus [`StoreOptions::clock_offset`].
     fn clock(&self) -> Timestamp {
         let offset = self.opts.clock_offset.whole_microseconds();
@@ -226,7 +244,6 @@ impl SqliteStore {
             _guard: guard,
             store: self,
             now,
-            start_seq: last_seq,
             last_seq,
             last_received,
         })
@@ -257,7 +274,6 @@ struct Writer<'a> {
     store: &'a SqliteStore,
     /// The clock when the transaction started (the receipt time).
     now: Timestamp,
-    start_seq: i64,
     last_seq: i64,
     last_received: i64,
 }
@@ -276,17 +292,22 @@ impl Writer<'_> {
 
     /// Stores the sequence state, runs the test hook, commits.
     async fn commit(mut self) -> Result<()> {
-        if self.last_seq != self.start_seq {
-            sqlx::query("UPDATE store_meta SET last_seq = ?, last_received_at = ? WHERE one = 1")
-                .bind(self.last_seq)
-                .bind(self.last_received)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(StoreError::database)?;
-        }
+        sqlx::query(
+            "UPDATE store_meta SET last_seq = ?, last_received_at = ?, write_generation = write_generation + 1 WHERE one = 1",
+        )
+        .bind(self.last_seq)
+        .bind(self.last_received)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(StoreError::database)?;
         self.store.opts.run_before_commit().await?;
-        self.tx.commit().await.map_err(StoreError::database)?;
+        // Counted before the commit, so this process never sees the file's generation
+        // ahead of its own count for a write of its own (a failed commit takes it back).
         self.store.shared.generation.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self.tx.commit().await {
+            self.store.shared.generation.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::database(e));
+        }
         Ok(())
     }
 }

@@ -1,0 +1,9 @@
+-- Client side: an outbox entry the server refused as invalid (or too large) is
+-- quarantined: kept, shown, not sent again until an edit of its id or an
+-- explicit retry releases it. The pull-guard still protects its id.
+ALTER TABLE outbox ADD COLUMN quarantined_at INTEGER;
+ALTER TABLE outbox ADD COLUMN quarantine_reason TEXT;
+
+-- Bumped by every committed write transaction, whichever process made it, so a
+-- cache kept in one process can tell that another process wrote the file.
+ALTER TABLE store_meta ADD COLUMN write_generation INTEGER NOT NULL DEFAULT 0;
