@@ -85,8 +85,29 @@ impl Equivalent<(EntityId, Version)> for KeyRef<'_> {
 /// order; on a cycle the rest follow in request order).
 ///
 /// Returns indices into `changes`; changes without an entity keep their place.
+///
+/// The work is O((n + p) log n) for n changes naming p parents in all,
+/// whatever the input: see [`apply_order_counted`].
 pub fn entity_apply_order(changes: &[SyncChange]) -> Vec<usize> {
+    apply_order_counted(changes, &mut 0)
+}
+
+/// [`entity_apply_order`], adding the steps it takes to `work` (map lookups,
+/// edges made and followed, heap operations, cycle-scan steps), so a test can
+/// hold the bound without timing it.
+///
+/// Each distinct pushed `(id, version)` is a node of its own beside the
+/// changes: every change pushing it points to it, and it points once to each
+/// change naming it as a parent. It "fires" when the last change pushing it
+/// is placed. A child thus becomes ready exactly when every change it names is
+/// placed — the rule above — with one edge per (child, named version) instead
+/// of one per (child, duplicate of that version), so n duplicates and n
+/// children make 2n edges, not n². Ready changes leave a min-heap in request
+/// order; a cycle releases the earliest change not yet placed, found by a
+/// cursor that only moves forward.
+fn apply_order_counted(changes: &[SyncChange], work: &mut u64) -> Vec<usize> {
     let n = changes.len();
+    *work += n as u64;
     // Nothing can come after anything when no change names a parent.
     if !changes.iter().any(|c| {
         c.entity
@@ -95,36 +116,46 @@ pub fn entity_apply_order(changes: &[SyncChange]) -> Vec<usize> {
     }) {
         return (0..n).collect();
     }
-    // (id, version) -> the first change pushing it; later ones chain through `same_key`.
-    let mut first: FastMap<(&str, &str), usize> = FastMap::with_capacity(n);
-    let mut same_key: Vec<Option<usize>> = vec![None; n];
-    for (i, c) in changes.iter().enumerate().rev() {
+    // (id, version) -> its key node; each change's key node.
+    let mut keys: FastMap<(&str, &str), usize> = FastMap::with_capacity(n);
+    let mut key_of: Vec<Option<usize>> = vec![None; n];
+    // Changes pushing each key that are not placed yet.
+    let mut key_pending: Vec<usize> = Vec::new();
+    for (i, c) in changes.iter().enumerate() {
         if let Some(e) = &c.entity {
-            if let Some(next) = first.insert((e.id.as_str(), e.version.as_str()), i) {
-                same_key[i] = Some(next);
+            *work += 1;
+            let next = key_pending.len();
+            let k = *keys
+                .entry((e.id.as_str(), e.version.as_str()))
+                .or_insert(next);
+            if k == next {
+                key_pending.push(0);
             }
+            key_pending[k] += 1;
+            key_of[i] = Some(k);
         }
     }
+    // The changes naming each key as a parent, each once; `named_by` marks the
+    // last change that named a key, so a parent listed twice counts once.
+    let mut key_children: Vec<Vec<usize>> = vec![Vec::new(); key_pending.len()];
+    let mut named_by: Vec<usize> = vec![usize::MAX; key_pending.len()];
     let mut indegree = vec![0usize; n];
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut any_edge = false;
-    let mut parents_seen: Vec<usize> = Vec::new();
     for (i, c) in changes.iter().enumerate() {
         let Some(e) = &c.entity else { continue };
-        parents_seen.clear();
         for p in &e.parent_versions {
+            *work += 1;
             if p == &e.version {
                 continue;
             }
-            let mut at = first.get(&(e.id.as_str(), p.as_str())).copied();
-            while let Some(j) = at {
-                if j != i && !parents_seen.contains(&j) {
-                    parents_seen.push(j);
-                    children[j].push(i);
-                    indegree[i] += 1;
-                    any_edge = true;
-                }
-                at = same_key[j];
+            let Some(&k) = keys.get(&(e.id.as_str(), p.as_str())) else {
+                continue;
+            };
+            if named_by[k] != i {
+                named_by[k] = i;
+                key_children[k].push(i);
+                indegree[i] += 1;
+                any_edge = true;
             }
         }
     }
@@ -133,13 +164,23 @@ pub fn entity_apply_order(changes: &[SyncChange]) -> Vec<usize> {
     }
     let mut ready: BinaryHeap<Reverse<usize>> =
         (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
+    *work += n as u64;
     let mut order = Vec::with_capacity(n);
     let mut placed = vec![false; n];
+    // Every change before this index is placed.
+    let mut first_unplaced = 0;
     loop {
         while let Some(Reverse(i)) = ready.pop() {
+            *work += 1 + u64::from(usize::BITS - ready.len().leading_zeros());
             order.push(i);
             placed[i] = true;
-            for &c in &children[i] {
+            let Some(k) = key_of[i] else { continue };
+            key_pending[k] -= 1;
+            if key_pending[k] > 0 {
+                continue;
+            }
+            for &c in &key_children[k] {
+                *work += 1;
                 if placed[c] || indegree[c] == 0 {
                     continue;
                 }
@@ -150,13 +191,15 @@ pub fn entity_apply_order(changes: &[SyncChange]) -> Vec<usize> {
             }
         }
         // A cycle: release the earliest change not yet placed and go on.
-        match (0..n).find(|&i| !placed[i]) {
-            Some(i) => {
-                indegree[i] = 0;
-                ready.push(Reverse(i));
-            }
-            None => break,
+        while first_unplaced < n && placed[first_unplaced] {
+            *work += 1;
+            first_unplaced += 1;
         }
+        if first_unplaced == n {
+            break;
+        }
+        indegree[first_unplaced] = 0;
+        ready.push(Reverse(first_unplaced));
     }
     order
 }
@@ -935,6 +978,199 @@ mod tests {
             change("a", V2, &[V1], ChangeType::Update),
         ];
         assert_eq!(entity_apply_order(&cs), vec![0, 1]);
+    }
+
+    /// The ordering as first written (quadratic edges, a linear `contains`, a
+    /// rescan per cycle): the reference the bounded one must agree with.
+    fn reference_order(changes: &[SyncChange]) -> Vec<usize> {
+        let n = changes.len();
+        let mut first: FastMap<(&str, &str), usize> = FastMap::with_capacity(n);
+        let mut same_key: Vec<Option<usize>> = vec![None; n];
+        for (i, c) in changes.iter().enumerate().rev() {
+            if let Some(e) = &c.entity {
+                if let Some(next) = first.insert((e.id.as_str(), e.version.as_str()), i) {
+                    same_key[i] = Some(next);
+                }
+            }
+        }
+        let mut indegree = vec![0usize; n];
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut parents_seen: Vec<usize> = Vec::new();
+        for (i, c) in changes.iter().enumerate() {
+            let Some(e) = &c.entity else { continue };
+            parents_seen.clear();
+            for p in &e.parent_versions {
+                if p == &e.version {
+                    continue;
+                }
+                let mut at = first.get(&(e.id.as_str(), p.as_str())).copied();
+                while let Some(j) = at {
+                    if j != i && !parents_seen.contains(&j) {
+                        parents_seen.push(j);
+                        children[j].push(i);
+                        indegree[i] += 1;
+                    }
+                    at = same_key[j];
+                }
+            }
+        }
+        let mut ready: BinaryHeap<Reverse<usize>> =
+            (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
+        let mut order = Vec::with_capacity(n);
+        let mut placed = vec![false; n];
+        loop {
+            while let Some(Reverse(i)) = ready.pop() {
+                order.push(i);
+                placed[i] = true;
+                for &c in &children[i] {
+                    if placed[c] || indegree[c] == 0 {
+                        continue;
+                    }
+                    indegree[c] -= 1;
+                    if indegree[c] == 0 {
+                        ready.push(Reverse(c));
+                    }
+                }
+            }
+            match (0..n).find(|&i| !placed[i]) {
+                Some(i) => {
+                    indegree[i] = 0;
+                    ready.push(Reverse(i));
+                }
+                None => break,
+            }
+        }
+        order
+    }
+
+    /// A version string for a small index (so random batches share versions).
+    fn small_version(v: u8) -> String {
+        format!("2026-01-01T00:00:{v:02}.000000+00:00-{v:06}-u")
+    }
+
+    /// A random batch: few ids and versions (many duplicates, chains, cycles,
+    /// self-parents and repeated parents), some relationship-only changes.
+    fn arb_batch() -> impl proptest::strategy::Strategy<Value = Vec<SyncChange>> {
+        use proptest::prelude::*;
+        let one = prop_oneof![
+            1 => Just(None),
+            9 => (0u8..3, 0u8..6, proptest::collection::vec(0u8..6, 0..4)).prop_map(Some),
+        ];
+        proptest::collection::vec(one, 0..60).prop_map(|items| {
+            items
+                .into_iter()
+                .map(|item| match item {
+                    None => SyncChange {
+                        change_type: ChangeType::Update,
+                        entity: None,
+                        relationships: vec![],
+                    },
+                    Some((id, v, parents)) => {
+                        let parents: Vec<String> = parents.into_iter().map(small_version).collect();
+                        let parents: Vec<&str> = parents.iter().map(String::as_str).collect();
+                        change(
+                            ["a", "b", "c"][usize::from(id)],
+                            &small_version(v),
+                            &parents,
+                            ChangeType::Update,
+                        )
+                    }
+                })
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+        #[test]
+        fn the_apply_order_is_the_reference_order_on_random_batches(cs in arb_batch()) {
+            proptest::prop_assert_eq!(entity_apply_order(&cs), reference_order(&cs));
+        }
+    }
+
+    /// The work to order `cs`, checked against a bound linear in its size (times log n).
+    fn assert_bounded(cs: &[SyncChange]) -> Vec<usize> {
+        let n = cs.len() as u64;
+        let parents: u64 = cs
+            .iter()
+            .filter_map(|c| c.entity.as_ref())
+            .map(|e| e.parent_versions.len() as u64)
+            .sum();
+        let log = u64::from(u64::BITS - n.leading_zeros());
+        let mut work = 0;
+        let order = apply_order_counted(cs, &mut work);
+        let bound = 8 * (n + parents) * log;
+        assert!(
+            work <= bound,
+            "ordering {n} changes naming {parents} parents took {work} steps (bound {bound})"
+        );
+        order
+    }
+
+    #[test]
+    fn duplicated_parents_and_their_children_order_in_n_log_n_steps() {
+        // 10,000 copies of one version and 10,000 children naming it: the
+        // reference makes 10^8 edges and 10^12 comparisons for this batch.
+        const N: usize = 10_000;
+        let mut cs: Vec<SyncChange> = (0..N)
+            .map(|_| change("x", V2, &[V1, V1], ChangeType::Update))
+            .collect();
+        cs.extend((0..N).map(|_| change("x", V1, &[], ChangeType::Create)));
+        let order = assert_bounded(&cs);
+        let expected: Vec<usize> = (N..2 * N).chain(0..N).collect();
+        assert_eq!(
+            order, expected,
+            "every parent copy first, then the children"
+        );
+    }
+
+    #[test]
+    fn many_cycles_order_in_n_log_n_steps() {
+        // 10,000 two-change cycles, each behind the next: the reference scans
+        // from the start for every one of them.
+        const PAIRS: usize = 10_000;
+        let mut cs = Vec::with_capacity(2 * PAIRS);
+        for k in 0..PAIRS {
+            let (a, b) = (small_version(1), small_version(2));
+            let id = format!("cycle-{k}");
+            cs.push(change(&id, &a, &[&b], ChangeType::Update));
+            cs.push(change(&id, &b, &[&a], ChangeType::Update));
+        }
+        let order = assert_bounded(&cs);
+        assert_eq!(order, (0..2 * PAIRS).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_long_chain_and_copies_of_a_child_of_its_ends_order_in_n_log_n_steps() {
+        // A chain of 10,000 versions pushed newest first, then 10,000 copies of
+        // a version naming the chain's root and its tip.
+        const N: usize = 10_000;
+        let versions: Vec<String> = (0..N)
+            .map(|i| format!("2026-01-01T00:00:00.{i:06}+00:00-{i:06}-u"))
+            .collect();
+        let mut cs = Vec::with_capacity(2 * N);
+        for i in (1..N).rev() {
+            cs.push(change(
+                "chain",
+                &versions[i],
+                &[&versions[i - 1]],
+                ChangeType::Update,
+            ));
+        }
+        cs.push(change("chain", &versions[0], &[], ChangeType::Create));
+        for _ in 0..N {
+            cs.push(change(
+                "chain",
+                "2026-01-02T00:00:00.000000+00:00-000001-u",
+                &[&versions[0], &versions[N - 1]],
+                ChangeType::Update,
+            ));
+        }
+        let order = assert_bounded(&cs);
+        // The chain from its root, then the children in request order.
+        let mut expected: Vec<usize> = (0..N).rev().collect();
+        expected.extend(N..2 * N);
+        assert_eq!(order, expected);
     }
 
     #[test]
