@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{conflicts, connect, device, entity, home, login, room, sync};
+use crate::commands::{conflicts, connect, device, entity, home, login, outbox, room, sync};
 
 /// Blowing-Off: an offline-first client of The Goodies smart-home knowledge graph.
 #[derive(Debug, Parser)]
@@ -75,4 +75,6 @@ pub enum Command {
     Entity(entity::Args),
     /// Conflicts the server decided in recent syncs.
     Conflicts(conflicts::Args),
+    /// Changes the server refused (kept aside, not lost), and sending them again.
+    Outbox(outbox::Args),
 }

@@ -417,6 +417,7 @@ impl BlowingOffClient {
     async fn write(&self, edit: LocalEdit) -> Result<Entity, ClientError> {
         let user = self.user_id();
         let e = self.inner.store.write_local(edit, &user).await?;
+        self.inner.digest.counted_write();
         self.inner.digest.touched(&e.id);
         if self.inner.events.has_listeners() {
             self.inner

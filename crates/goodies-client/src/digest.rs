@@ -2,19 +2,19 @@
 //! client updates from what it writes and applies, so the check after a quiet sync
 //! re-hashes the index instead of reading every latest row of the mirror.
 //!
-//! Writes by another process on the same database file are detected, never guessed at:
-//! the store counts committed write transactions in the file and in this process
-//! ([`goodies_store::WriteGenerations`]); when the file has moved by more than this
-//! process wrote, the index is rebuilt from the store before it answers. So the index
-//! can neither match the server's digest by accident nor miss another process's write.
+//! The index is never trusted blindly: the store counts every committed transaction
+//! that changes entity rows, in any process ([`ClientStore::graph_generation`]), and the
+//! index counts the ones it was told about (local writes, applied pages, removals).
+//! When the store's count has moved by more, something else wrote — another process on
+//! the same file, or a write through [`crate::BlowingOffClient::store`] directly — and
+//! the index is rebuilt from the store before it answers. So it can neither miss a
+//! write nor match the server's digest by accident.
 //!
-//! Within the process the index is still a hint, never the last word: when its digest
-//! differs from the server's, the sync recomputes the digest from the store and rebuilds
-//! the index ([`LocalDigest::rebuild_from_store`]), so a stale index (after writes made
-//! through [`crate::BlowingOffClient::store`] directly) can cost a store read but never
-//! reports a false mismatch.
+//! When its digest differs from the server's, the sync also recomputes the digest from
+//! the store itself ([`LocalDigest::rebuild_from_store`]): the store has the last word.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use goodies_store::{ApplyReport, ClientStore, StoreError};
@@ -29,9 +29,10 @@ struct Index {
     latest: Latest,
     /// The digest of `latest`, while nothing changed.
     digest: Option<String>,
-    /// [`goodies_store::WriteGenerations::others`] when the index was read from the
-    /// store: another process wrote the file since when it differs.
-    others: i128,
+    /// The store's graph generation when the index was read from it…
+    base: u64,
+    /// …and the writes the index had been told about then.
+    told_at_build: u64,
 }
 
 impl Index {
@@ -55,9 +56,18 @@ pub(crate) struct LocalDigest {
     /// Ids written locally since the index last looked: re-read from the store (after
     /// their writes committed) before the next digest, whatever order notes arrive in.
     dirty: Mutex<HashSet<EntityId>>,
+    /// Transactions changing entity rows that this client made and told the index of.
+    told: AtomicU64,
 }
 
 impl LocalDigest {
+    /// One transaction that changes entity rows committed (a local write, a removal),
+    /// whose ids are passed to [`LocalDigest::touched`]. Pages are counted by
+    /// [`LocalDigest::applied`].
+    pub(crate) fn counted_write(&self) {
+        self.told.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// A local write changed the latest version of `id` (called after it committed).
     pub(crate) fn touched(&self, id: &EntityId) {
         self.dirty
@@ -72,7 +82,7 @@ impl LocalDigest {
         let mut index = self.index.lock().await;
         if index.is_none() {
             self.take_dirty();
-            *index = Some(build(store).await?);
+            *index = Some(self.build(store).await?);
         }
         Ok(())
     }
@@ -80,6 +90,7 @@ impl LocalDigest {
     /// A page was applied: the ids the store reports as having become latest now hold the
     /// version the page carried; ids whose version is ambiguous are re-read later.
     pub(crate) async fn applied(&self, changes: &[SyncChange], report: &ApplyReport) {
+        self.counted_write();
         let mut index = self.index.lock().await;
         let Some(ix) = index.as_mut() else {
             return;
@@ -102,10 +113,12 @@ impl LocalDigest {
     /// The digest of the index, built or brought up to date from the store as needed.
     pub(crate) async fn digest(&self, store: &dyn ClientStore) -> Result<String, StoreError> {
         let mut index = self.index.lock().await;
-        let others = store.write_generations().await?.others();
-        if index.as_ref().is_some_and(|ix| ix.others != others) {
-            tracing::debug!("another process wrote the database; rebuilding the digest index");
-            *index = None;
+        if let Some(ix) = index.as_ref() {
+            let told = self.told.load(Ordering::SeqCst) - ix.told_at_build;
+            if store.graph_generation().await? != ix.base + told {
+                tracing::debug!("the database changed behind the index; rebuilding it");
+                *index = None;
+            }
         }
         let ix = match index.as_mut() {
             Some(ix) => {
@@ -123,7 +136,7 @@ impl LocalDigest {
             }
             None => {
                 self.take_dirty();
-                index.insert(build(store).await?)
+                index.insert(self.build(store).await?)
             }
         };
         if let Some(d) = &ix.digest {
@@ -148,7 +161,7 @@ impl LocalDigest {
         let mut index = self.index.lock().await;
         self.take_dirty();
         let digest = store.state_digest().await?;
-        *index = Some(build(store).await?);
+        *index = Some(self.build(store).await?);
         Ok(digest)
     }
 
@@ -157,20 +170,24 @@ impl LocalDigest {
     }
 }
 
-async fn build(store: &dyn ClientStore) -> Result<Index, StoreError> {
-    // Read first: a write by another process during the read shows at the next check.
-    let others = store.write_generations().await?.others();
-    let latest = store
-        .latest_versions()
-        .await?
-        .into_iter()
-        .map(|(id, v)| (Box::from(id.as_str()), Box::from(v.as_str())))
-        .collect();
-    Ok(Index {
-        latest,
-        digest: None,
-        others,
-    })
+impl LocalDigest {
+    async fn build(&self, store: &dyn ClientStore) -> Result<Index, StoreError> {
+        // Counted first: a write during the read shows at the next check (a rebuild).
+        let told_at_build = self.told.load(Ordering::SeqCst);
+        let base = store.graph_generation().await?;
+        let latest = store
+            .latest_versions()
+            .await?
+            .into_iter()
+            .map(|(id, v)| (Box::from(id.as_str()), Box::from(v.as_str())))
+            .collect();
+        Ok(Index {
+            latest,
+            digest: None,
+            base,
+            told_at_build,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -235,8 +252,10 @@ mod tests {
         );
 
         let a = create(store, "a").await;
+        digest.counted_write();
         digest.touched(&a);
         let b = create(store, "b").await;
+        digest.counted_write();
         digest.touched(&b);
         assert_eq!(
             digest.digest(store).await.expect("digest"),
@@ -277,21 +296,19 @@ mod tests {
             "after a pulled page"
         );
 
-        // A write the index is not told about: stale until rebuilt from the store.
+        // A write the index is not told about is noticed all the same.
         create(store, "behind its back").await;
         let want = store.state_digest().await.expect("store digest");
-        assert_ne!(digest.digest(store).await.expect("digest"), want);
+        assert_eq!(digest.digest(store).await.expect("digest"), want);
         assert_eq!(
             digest.rebuild_from_store(store).await.expect("from store"),
             want
         );
-        assert_eq!(digest.digest(store).await.expect("digest"), want);
     }
 
-    /// Another process writing the same file (simulated by a second store on a copy of
-    /// the database, which has its own write counts) is noticed by the index: a local
-    /// write, a pulled page that only promotes a version kept aside, and a removal all
-    /// show in the next digest without a rebuild being asked for.
+    /// Another writer of the same file (a second store on it: another process, or a
+    /// direct use of the store) is noticed by the index: its local write, and its pulled
+    /// page, show in the next digest without a rebuild being asked for.
     #[tokio::test]
     async fn index_notices_writes_by_another_process() {
         let dir = tempfile::tempdir().expect("dir");
@@ -306,10 +323,9 @@ mod tests {
         let before = digest.digest(ours.as_ref()).await.expect("digest");
 
         // The other process: a separate store whose writes this process never counted.
-        let theirs =
-            goodies_store::SqliteStore::connect_as_separate_process(&url, StoreOptions::default())
-                .await
-                .expect("second store");
+        let theirs = goodies_store::SqliteStore::connect(&url, StoreOptions::default())
+            .await
+            .expect("second store");
         let other_write = create(&theirs, "written elsewhere").await;
         let after = digest.digest(ours.as_ref()).await.expect("digest");
         assert_ne!(after, before, "the other process's create is seen");

@@ -404,6 +404,7 @@ impl Inner {
                 .filter(|id| !seen.relationships.contains(id) && !queued_rels.contains(id))
                 .collect();
             let forgotten = self.store.forget_deleted(&missing_deleted).await?;
+            self.digest.counted_write();
             for id in &forgotten {
                 self.digest.touched(id);
             }

@@ -173,8 +173,11 @@ pub trait ClientStore: GraphRead {
     /// never held. Ids with an outbox entry are left alone. Returns the ids removed.
     async fn forget_deleted(&self, ids: &[EntityId]) -> Result<Vec<EntityId>>;
 
-    /// The database's and this process's write counts (see [`WriteGenerations`]).
-    async fn write_generations(&self) -> Result<WriteGenerations>;
+    /// How many committed transactions changed entity rows (a local write,
+    /// [`ClientStore::apply_response`], [`ClientStore::forget_deleted`]), in any process:
+    /// a cache of latest versions that counts the calls it made knows, when this moves
+    /// by more, that something else wrote.
+    async fn graph_generation(&self) -> Result<u64>;
 
     /// Counts one more failed send for these outbox positions.
     async fn mark_attempted(&self, positions: &[i64]) -> Result<()>;

@@ -438,24 +438,6 @@ pub struct QuarantinedEntry {
     pub at: Timestamp,
 }
 
-/// Write transactions committed on a client's database: by every process, and by
-/// this one. While the difference between the two stays the same, no other process
-/// wrote the file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WriteGenerations {
-    /// Counted in the database by every committed write transaction of any process.
-    pub database: u64,
-    /// Write transactions this process committed on the same file.
-    pub this_process: u64,
-}
-
-impl WriteGenerations {
-    /// Writes made by other processes, up to a constant fixed when the file was opened.
-    pub fn others(&self) -> i128 {
-        i128::from(self.database) - i128::from(self.this_process)
-    }
-}
-
 /// Which outbox entries the server acknowledged.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AckSet {

@@ -45,6 +45,14 @@ pub async fn run(client: &BlowingOffClient, out: Out) -> anyhow::Result<Exit> {
         ("client id", s.client_id.clone()),
         ("database", s.db_path.clone()),
         ("pending changes", s.pending_changes.to_string()),
+        (
+            "refused changes",
+            if s.quarantined_changes == 0 {
+                "0".to_owned()
+            } else {
+                format!("{} (see `blowing-off outbox`)", s.quarantined_changes)
+            },
+        ),
         ("watermark", opt(s.watermark)),
         ("pull in progress", opt(s.cursor.as_deref())),
         ("last sync", opt(last_sync)),

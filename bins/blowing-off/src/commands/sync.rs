@@ -38,6 +38,9 @@ fn result_json(r: &SyncResult) -> serde_json::Value {
         "watermark": r.watermark,
         "digest": r.digest,
         "digest_mismatch": r.digest_mismatch,
+        "quarantined": r.quarantined,
+        "quarantined_total": r.quarantined_total,
+        "repair": r.repair,
     })
 }
 
@@ -53,7 +56,11 @@ pub fn summary_line(r: &SyncResult) -> String {
         r.errors.len(),
         r.pending,
         r.duration.as_secs_f64() * 1000.0
-    )
+    ) + &if r.quarantined_total > 0 {
+        format!(", {} refused (kept aside)", r.quarantined_total)
+    } else {
+        String::new()
+    }
 }
 
 fn exit_of(r: &SyncResult) -> Exit {
@@ -69,6 +76,30 @@ fn exit_of(r: &SyncResult) -> Exit {
 fn print_problems(r: &SyncResult) {
     for e in &r.errors {
         eprintln!("error: {}", error_chain(e));
+    }
+    for q in &r.quarantined {
+        let what = match (&q.entity_id, &q.relationship_id) {
+            (Some(id), _) => format!("entity {id}"),
+            (_, Some(rel)) => format!("relationship {rel}"),
+            _ => format!("outbox entry {}", q.position),
+        };
+        eprintln!(
+            "error: the server refused the change to {what}; kept aside (see `blowing-off outbox`): {}",
+            q.reason
+        );
+    }
+    if let Some(rep) = &r.repair {
+        eprintln!(
+            "note: repaired the local mirror ({}): full pull made {} version(s) latest, gave back {} change(s), dropped {} unknown tombstone(s){}",
+            match rep.reason {
+                goodies_client::RepairReason::InvalidSyncState => "the server did not know our sync position",
+                _ => "the state digests disagreed",
+            },
+            rep.pulled_entities,
+            rep.requeued,
+            rep.forgotten,
+            if rep.converged { "" } else { "; still not in step" }
+        );
     }
     if let Some(m) = &r.digest_mismatch {
         eprintln!(
@@ -130,6 +161,14 @@ pub async fn run_daemon(
         ClientEvent::DigestMismatch { server, local } => {
             eprintln!("error: state digest mismatch (server {server}, local {local})")
         }
+        ClientEvent::ChangeQuarantined(q) => eprintln!(
+            "error: the server refused a change (outbox position {}); kept aside: {}",
+            q.position, q.reason
+        ),
+        ClientEvent::Repaired(r) => eprintln!(
+            "note: repaired the local mirror: {} version(s) pulled, {} given back, {} dropped",
+            r.pulled_entities, r.requeued, r.forgotten
+        ),
         _ => {}
     });
     let interval = Duration::from_secs(a.interval);

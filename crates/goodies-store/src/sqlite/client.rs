@@ -215,6 +215,7 @@ impl SqliteStore {
 impl ClientStore for SqliteStore {
     async fn write_local(&self, edit: LocalEdit, user_id: &str) -> Result<Entity> {
         let mut w = self.writer().await?;
+        w.graph_changed();
         let now = w.now;
         let entity = match edit {
             LocalEdit::Create {
@@ -531,6 +532,7 @@ impl ClientStore for SqliteStore {
 
     async fn forget_deleted(&self, ids: &[EntityId]) -> Result<Vec<EntityId>> {
         let mut w = self.writer().await?;
+        w.graph_changed();
         let pending = pending_set(w.conn()).await?;
         let mut removed = Vec::new();
         for id in ids {
@@ -553,24 +555,17 @@ impl ClientStore for SqliteStore {
         Ok(removed)
     }
 
-    async fn write_generations(&self) -> Result<WriteGenerations> {
-        let before = self.process_writes();
-        let database =
-            sqlx::query_scalar::<_, i64>("SELECT write_generation FROM store_meta WHERE one = 1")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(StoreError::database)?;
-        let after = self.process_writes();
-        Ok(WriteGenerations {
-            database: database.max(0) as u64,
-            // A write of this process that committed while the row was read makes the
-            // pair disagree: report it as another process's (a needless rebuild at worst).
-            this_process: if before == after { after } else { before },
-        })
+    async fn graph_generation(&self) -> Result<u64> {
+        sqlx::query_scalar::<_, i64>("SELECT graph_generation FROM store_meta WHERE one = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map(|g| g.max(0) as u64)
+            .map_err(StoreError::database)
     }
 
     async fn apply_response(&self, acks: &AckSet, page: &PulledPage) -> Result<ApplyReport> {
         let mut w = self.writer().await?;
+        w.graph_changed();
         let now = w.now;
         self.apply_acks(&mut w, acks).await?;
         let pending = pending_set(w.conn()).await?;

@@ -41,7 +41,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -70,10 +70,6 @@ const PAGE_SIZE: u32 = 16_384;
 struct Shared {
     /// Write transactions hold the write guard; `changes()` holds a read guard.
     lock: RwLock<()>,
-    /// Write transactions this process committed on the file (counted just before
-    /// each commit). `store_meta.write_generation` counts those of every process: while
-    /// the two move together, no other process wrote.
-    generation: AtomicU64,
 }
 
 fn shared_for(path: Option<&Path>) -> Arc<Shared> {
@@ -135,18 +131,6 @@ impl SqliteStore {
     /// Opens (creating if missing) the database at a `sqlite:` URL or bare path and migrates it.
     pub async fn connect(url_or_path: &str, opts: StoreOptions) -> Result<SqliteStore> {
         Self::open(SqliteTarget::parse(url_or_path), opts).await
-    }
-
-    /// Opens a database file as a separate process would: with its own write lock and
-    /// write counts, shared with no other store of this process. For tests of what one
-    /// process sees of another's writes; an application opens with [`SqliteStore::connect`].
-    pub async fn connect_as_separate_process(
-        url_or_path: &str,
-        opts: StoreOptions,
-    ) -> Result<SqliteStore> {
-        let mut store = Self::open(SqliteTarget::parse(url_or_path), opts).await?;
-        store.shared = Arc::new(Shared::default());
-        Ok(store)
     }
 
     /// Opens a fresh in-memory database.
@@ -212,11 +196,6 @@ impl SqliteStore {
         })
     }
 
-    /// Write transactions this process has committed on this file (see [`Shared`]).
-    fn process_writes(&self) -> u64 {
-        self.shared.generation.load(Ordering::SeqCst)
-    }
-
     /// This store's clock: the system clock plus [`StoreOptions::clock_offset`].
     fn clock(&self) -> Timestamp {
         let offset = self.opts.clock_offset.whole_microseconds();
@@ -246,6 +225,7 @@ impl SqliteStore {
             now,
             last_seq,
             last_received,
+            graph_changed: false,
         })
     }
 }
@@ -276,6 +256,7 @@ struct Writer<'a> {
     now: Timestamp,
     last_seq: i64,
     last_received: i64,
+    graph_changed: bool,
 }
 
 impl Writer<'_> {
@@ -286,6 +267,12 @@ impl Writer<'_> {
         (self.last_seq, self.last_received)
     }
 
+    /// Marks this transaction as one that changes entity rows (counted in
+    /// `store_meta.graph_generation` when it commits).
+    fn graph_changed(&mut self) {
+        self.graph_changed = true;
+    }
+
     fn conn(&mut self) -> &mut SqliteConnection {
         &mut self.tx
     }
@@ -293,21 +280,16 @@ impl Writer<'_> {
     /// Stores the sequence state, runs the test hook, commits.
     async fn commit(mut self) -> Result<()> {
         sqlx::query(
-            "UPDATE store_meta SET last_seq = ?, last_received_at = ?, write_generation = write_generation + 1 WHERE one = 1",
+            "UPDATE store_meta SET last_seq = ?, last_received_at = ?, write_generation = write_generation + 1, graph_generation = graph_generation + ? WHERE one = 1",
         )
         .bind(self.last_seq)
         .bind(self.last_received)
+        .bind(i64::from(self.graph_changed))
         .execute(&mut *self.tx)
         .await
         .map_err(StoreError::database)?;
         self.store.opts.run_before_commit().await?;
-        // Counted before the commit, so this process never sees the file's generation
-        // ahead of its own count for a write of its own (a failed commit takes it back).
-        self.store.shared.generation.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = self.tx.commit().await {
-            self.store.shared.generation.fetch_sub(1, Ordering::SeqCst);
-            return Err(StoreError::database(e));
-        }
+        self.tx.commit().await.map_err(StoreError::database)?;
         Ok(())
     }
 }
