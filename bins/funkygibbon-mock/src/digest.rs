@@ -47,12 +47,24 @@ struct Index {
 impl DigestIndex {
     /// The convergence digest of the store's current state (PROTOCOL §4.7).
     pub(crate) async fn digest(&self, store: &dyn ServerStore) -> Result<String, StoreError> {
+        Ok(self.digest_with_seq(store).await?.1)
+    }
+
+    /// The digest and the highest committed sequence number read just before it.
+    ///
+    /// The digest reflects every row up to that number, and possibly rows committed while
+    /// it was computed: it is exactly the digest of the state at that number when the
+    /// store's highest sequence number is still the same afterwards (`crate::snapshot`).
+    pub(crate) async fn digest_with_seq(
+        &self,
+        store: &dyn ServerStore,
+    ) -> Result<(Seq, String), StoreError> {
         // Read the position first: a row committed meanwhile is read again next time, and
         // applying a row twice changes nothing.
         let max = store.max_seq().await?;
         let mut state = self.state.lock().await;
         if let Some(ix) = state.as_ref().filter(|ix| ix.seq == max) {
-            return Ok(ix.digest.clone());
+            return Ok((max, ix.digest.clone()));
         }
         let mut ix = match state.take() {
             Some(mut ix) if max > ix.seq && max - ix.seq <= self.rebuild_gap => {
@@ -72,7 +84,7 @@ impl DigestIndex {
             }
         };
         ix.seq = max;
-        Ok(state.insert(ix).digest.clone())
+        Ok((max, state.insert(ix).digest.clone()))
     }
 }
 

@@ -33,6 +33,7 @@
 
 mod auth;
 mod body;
+mod clock;
 mod config;
 mod demo;
 mod digest;
@@ -42,6 +43,7 @@ mod pydantic;
 mod qr;
 mod readahead;
 mod routes;
+mod snapshot;
 mod state;
 
 use std::future::Future;
@@ -96,6 +98,12 @@ impl AppHandle {
     /// The number of requests being handled right now.
     pub fn in_flight(&self) -> usize {
         *self.state.in_flight.borrow()
+    }
+
+    /// Waits until at least `n` pull pages have been read ahead since the server started
+    /// (for tests that need a read ahead to have happened before they go on).
+    pub async fn wait_for_read_ahead(&self, n: u64) {
+        self.state.read_ahead.wait_for_finished(n).await;
     }
 
     /// Waits until at least `n` requests are being handled at once.
@@ -174,7 +182,7 @@ async fn build_with_port(
         faults: fault_state,
         digest: digest::DigestIndex::default(),
         read_ahead: readahead::ReadAhead::default(),
-        clock: std::sync::Mutex::new(inbetweenies_conflict::VectorClock::new()),
+        clock: clock::ServerClock::default(),
     }));
     let router = routes::router(state.clone());
     Ok((router, AppHandle { state }))

@@ -1,19 +1,32 @@
 //! Page read-ahead for paged pulls: after answering a full page of a pull, the server
-//! reads the next page in the background, so the client's request for it (same filters,
-//! the returned cursor, nothing pushed) is answered without waiting for the store.
+//! reads the next page in the background, so the same device's request for it (same
+//! filters, the returned cursor, nothing pushed) is answered without waiting for the store.
 //!
-//! A page read ahead is a snapshot taken a little earlier than the request that collects
-//! it, exactly as if that request had arrived then: it never skips a row (rows committed
-//! later get greater sequence numbers, PROTOCOL §6.5), and its `server_time` and digest
-//! are taken with it, so the watermark stays exact. Only a request without changes may
-//! collect one; unclaimed pages are dropped after a few seconds.
+//! What a page read ahead guarantees, to the request that collects it:
+//!
+//! - **Only its own device, only its own query.** A page is kept under the `device_id`
+//!   of the request that was answered and the exact query of the next page; a request
+//!   from any other device, or with any other query, never gets it.
+//! - **Never stale.** The page is read as an exact snapshot (`crate::snapshot`): page,
+//!   `server_time` and digest are the store's state at one sequence number. It is handed
+//!   out only while the store's highest committed sequence number is still that number,
+//!   read from the store (so a write by any server process on the same database counts).
+//!   Once any write has committed since the read, the request reads afresh, so an
+//!   answer never predates a write that was acknowledged before the request was sent.
+//! - Handed out once; only to a request without changes; dropped after a few seconds
+//!   when nobody collects it; at most a few pages (and about 20,000 rows) are held.
+//!
+//! Collecting a page therefore answers exactly what a fresh read at that moment would
+//! have answered, one read of the sequence counter instead of the page read.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use goodies_store::{ChangePage, ChangeQuery, StoreError};
+use goodies_store::{ChangeQuery, ServerStore, StoreError};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::snapshot::Snapshot;
 use crate::state::AppState;
 
 /// At most this many pages are held at once (one per client paging right now)…
@@ -25,13 +38,11 @@ const ROWS: usize = 20_000;
 /// A page nobody collected within this time is dropped.
 const KEEP: Duration = Duration::from_secs(10);
 
-/// A page and the digest read right after it.
-pub(crate) type PageAndDigest = (ChangePage, String);
-
 struct Slot {
+    device: String,
     query: ChangeQuery,
     started: Instant,
-    task: JoinHandle<Result<PageAndDigest, StoreError>>,
+    task: JoinHandle<Result<Snapshot, StoreError>>,
 }
 
 impl Drop for Slot {
@@ -41,9 +52,19 @@ impl Drop for Slot {
 }
 
 /// The pages being read ahead.
-#[derive(Default)]
 pub(crate) struct ReadAhead {
     slots: Mutex<Vec<Slot>>,
+    /// How many reads ahead have finished (successfully or not) since the server started.
+    finished: watch::Sender<u64>,
+}
+
+impl Default for ReadAhead {
+    fn default() -> Self {
+        ReadAhead {
+            slots: Mutex::new(Vec::new()),
+            finished: watch::channel(0).0,
+        }
+    }
 }
 
 impl std::fmt::Debug for ReadAhead {
@@ -54,51 +75,83 @@ impl std::fmt::Debug for ReadAhead {
 }
 
 impl ReadAhead {
-    /// Starts reading the page `query` asks for.
-    pub(crate) fn start(&self, app: &AppState, query: ChangeQuery) {
+    /// Starts reading, for `device`, the page `query` asks for.
+    pub(crate) fn start(&self, app: &AppState, device: &str, query: ChangeQuery) {
         let app2 = app.clone();
         let q = query.clone();
         let task = tokio::spawn(async move {
-            let page = app2.store.changes(&q).await?;
-            let digest = app2.state_digest().await?;
-            Ok((page, digest))
+            let snap = crate::snapshot::read(&app2, &q).await;
+            app2.read_ahead.finished.send_modify(|n| *n += 1);
+            snap
         });
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.retain(|s| s.started.elapsed() < KEEP && s.query != query);
+        slots.retain(|s| s.started.elapsed() < KEEP && !(s.device == device && s.query == query));
         let most = (ROWS / query.limit.max(1)).clamp(2, SLOTS);
         while slots.len() >= most {
             slots.remove(0);
         }
         slots.push(Slot {
+            device: device.to_owned(),
             query,
             started: Instant::now(),
             task,
         });
     }
 
-    /// The page read ahead for exactly this query, if there is one and it was read
-    /// without error.
-    pub(crate) async fn take(&self, query: &ChangeQuery) -> Option<PageAndDigest> {
+    /// The page read ahead for exactly this device and query, if there is one, it was
+    /// read without error as an exact snapshot, and nothing has been written since.
+    pub(crate) async fn take(
+        &self,
+        store: &dyn ServerStore,
+        device: &str,
+        query: &ChangeQuery,
+    ) -> Option<Snapshot> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            let at = slots.iter().position(|s| s.query == *query)?;
+            let at = slots
+                .iter()
+                .position(|s| s.device == device && s.query == *query)?;
             slots.swap_remove(at)
         };
         if slot.started.elapsed() >= KEEP {
             return None;
         }
         let mut slot = slot;
-        match (&mut slot.task).await {
-            Ok(Ok(page)) => Some(page),
+        let snap = match (&mut slot.task).await {
+            Ok(Ok(snap)) => snap,
             Ok(Err(e)) => {
                 tracing::debug!(error = %crate::error::error_chain(&e), "page read ahead failed; reading it again");
-                None
+                return None;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "page read ahead did not finish; reading it again");
+                return None;
+            }
+        };
+        if !snap.is_exact() {
+            return None;
+        }
+        match store.max_seq().await {
+            Ok(now) if now == snap.seq => Some(snap),
+            Ok(now) => {
+                tracing::debug!(
+                    read_at = snap.seq,
+                    now,
+                    "written since the page was read ahead; reading it again"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %crate::error::error_chain(&e), "cannot check the page read ahead; reading it again");
                 None
             }
         }
+    }
+
+    /// Waits until at least `n` reads ahead have finished since the server started.
+    pub(crate) async fn wait_for_finished(&self, n: u64) {
+        let mut rx = self.finished.subscribe();
+        let _ = rx.wait_for(|v| *v >= n).await;
     }
 }
 
@@ -112,9 +165,7 @@ mod tests {
     use super::*;
     use crate::config::ServerConfig;
 
-    /// A page read ahead goes to the first request with exactly its query, once.
-    #[tokio::test]
-    async fn a_page_read_ahead_is_handed_out_once_for_its_query() {
+    async fn app() -> AppState {
         let (_router, handle) = crate::build_app(
             ServerConfig::new("sqlite::memory:")
                 .with_admin_password("pw")
@@ -122,51 +173,114 @@ mod tests {
         )
         .await
         .expect("app");
-        let app = handle.state;
-        let changes = (0..10)
-            .map(|i| SyncChange {
-                change_type: ChangeType::Create,
-                entity: Some(EntityChange {
-                    id: EntityId::new_random(),
-                    version: Version::now("tester"),
-                    entity_type: EntityType::Note,
-                    name: format!("note {i}"),
-                    content: Default::default(),
-                    source_type: SourceType::Manual,
-                    user_id: "tester".into(),
-                    parent_versions: vec![],
-                    checksum: None,
-                }),
-                relationships: vec![],
-            })
-            .collect();
+        handle.state
+    }
+
+    fn create(name: &str) -> SyncChange {
+        SyncChange {
+            change_type: ChangeType::Create,
+            entity: Some(EntityChange {
+                id: EntityId::new_random(),
+                version: Version::now("tester"),
+                entity_type: EntityType::Note,
+                name: name.to_owned(),
+                content: Default::default(),
+                source_type: SourceType::Manual,
+                user_id: "tester".into(),
+                parent_versions: vec![],
+                checksum: None,
+            }),
+            relationships: vec![],
+        }
+    }
+
+    async fn push(app: &AppState, changes: Vec<SyncChange>) {
         app.store
             .apply_push(PushBatch {
-                device_id: "d".into(),
+                device_id: "writer".into(),
                 user_id: "tester".into(),
                 changes,
             })
             .await
             .expect("push");
-        let query = ChangeQuery {
+    }
+
+    fn query() -> ChangeQuery {
+        ChangeQuery {
             after_seq: Some(2),
             limit: 3,
             ..ChangeQuery::default()
-        };
-        app.read_ahead.start(&app, query.clone());
+        }
+    }
+
+    /// A page read ahead goes to the first request of its device with exactly its query,
+    /// once; never to another device asking the same, never to another query.
+    #[tokio::test]
+    async fn a_page_read_ahead_is_handed_out_once_to_its_device_and_query() {
+        let app = app().await;
+        push(
+            &app,
+            (0..10).map(|i| create(&format!("note {i}"))).collect(),
+        )
+        .await;
+        app.read_ahead.start(&app, "c", query());
+        let store = app.store.as_ref();
         let other = ChangeQuery {
             limit: 4,
-            ..query.clone()
+            ..query()
         };
-        assert!(app.read_ahead.take(&other).await.is_none(), "another query");
-        let (page, digest) = app.read_ahead.take(&query).await.expect("the page");
-        let seqs: Vec<u64> = page.records.iter().map(ChangeRecord::seq).collect();
-        assert_eq!(seqs, [3, 4, 5]);
-        assert_eq!(page.next_after_seq, Some(5));
-        assert_eq!(digest, app.store.state_digest().await.expect("digest"));
         assert!(
-            app.read_ahead.take(&query).await.is_none(),
+            app.read_ahead.take(store, "c", &other).await.is_none(),
+            "another query"
+        );
+        assert!(
+            app.read_ahead.take(store, "b", &query()).await.is_none(),
+            "another device with the same query"
+        );
+        let snap = app
+            .read_ahead
+            .take(store, "c", &query())
+            .await
+            .expect("the page");
+        let seqs: Vec<u64> = snap.page.records.iter().map(ChangeRecord::seq).collect();
+        assert_eq!(seqs, [3, 4, 5]);
+        assert_eq!(snap.page.next_after_seq, Some(5));
+        assert_eq!(snap.seq, 10);
+        assert_eq!(snap.digest, app.store.state_digest().await.expect("digest"));
+        assert!(
+            app.read_ahead.take(store, "c", &query()).await.is_none(),
             "handed out once"
         );
+    }
+
+    /// A page read before a write committed is never handed out after it, even to its
+    /// own device: the request reads afresh.
+    #[tokio::test]
+    async fn a_page_read_ahead_is_refused_once_a_write_committed_after_its_read() {
+        let app = app().await;
+        push(
+            &app,
+            (0..10).map(|i| create(&format!("note {i}"))).collect(),
+        )
+        .await;
+        app.read_ahead.start(&app, "c", query());
+        app.read_ahead.wait_for_finished(1).await;
+        push(&app, vec![create("later")]).await;
+        assert!(
+            app.read_ahead
+                .take(app.store.as_ref(), "c", &query())
+                .await
+                .is_none(),
+            "read before the write"
+        );
+        // Read again after the write: handed out, with the digest of the state it saw.
+        app.read_ahead.start(&app, "c", query());
+        let snap = app
+            .read_ahead
+            .take(app.store.as_ref(), "c", &query())
+            .await
+            .expect("the page read after the write");
+        assert_eq!(snap.seq, 11);
+        assert_eq!(snap.digest, app.store.state_digest().await.expect("digest"));
     }
 }

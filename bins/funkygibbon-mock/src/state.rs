@@ -1,11 +1,9 @@
 //! The state every handler shares.
 
 use std::ops::Deref;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use goodies_store::ServerStore;
-use inbetweenies_conflict::VectorClock;
-use inbetweenies_proto::VectorClockWire;
 use tokio::sync::watch;
 
 use crate::auth::AuthService;
@@ -30,8 +28,8 @@ pub(crate) struct AppInner {
     pub digest: crate::digest::DigestIndex,
     /// Pull pages read ahead of the requests that will ask for them.
     pub read_ahead: crate::readahead::ReadAhead,
-    /// The server's vector clock: the merge of every clock clients have sent.
-    pub clock: Mutex<VectorClock>,
+    /// The server's vector clock, bounded (`crate::clock`).
+    pub clock: crate::clock::ServerClock,
 }
 
 impl AppInner {
@@ -40,17 +38,6 @@ impl AppInner {
     /// is re-hashed only after an entity changed.
     pub async fn state_digest(&self) -> Result<String, goodies_store::StoreError> {
         self.digest.digest(self.store.as_ref()).await
-    }
-
-    /// Merges a client's clock into the server's and returns the server's (PROTOCOL §5.6).
-    /// A clock whose counters are not integers is ignored.
-    pub fn merge_clock(&self, client: &VectorClockWire) -> VectorClockWire {
-        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-        match VectorClock::from_wire(client) {
-            Ok(c) => clock.merge(&c),
-            Err(e) => tracing::debug!(error = %e, "ignoring a vector clock that does not read"),
-        }
-        clock.to_wire()
     }
 }
 

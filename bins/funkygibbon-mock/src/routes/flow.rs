@@ -7,7 +7,7 @@ use inbetweenies_proto::flow::{
     FlowApplied, FlowChange, FlowConflict, FlowData, FlowMessage, FlowSyncAck, FlowSyncDelta,
     FlowSyncPush, FlowSyncRequest, FlowSyncResult,
 };
-use inbetweenies_proto::{ChangeType, Cursor, EntityId, SyncChange, Version};
+use inbetweenies_proto::{ChangeType, Cursor, EntityId, SyncChange, Version, PROTOCOL_VERSION};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -15,7 +15,7 @@ use crate::auth::Caller;
 use crate::body::RawBody;
 use crate::error::ApiError;
 use crate::pydantic::{body_loc, enum_item, item, item_ctx, validation_items, Fields};
-use crate::routes::sync::{known_entity_types, known_source_types};
+use crate::routes::sync::{check_types, known_entity_types, parse_sync_request};
 use crate::state::AppState;
 
 /// Checks the `type` tag (optional) and the required string fields, then reads the message.
@@ -112,8 +112,8 @@ pub(crate) async fn request(
         include_relationships: false,
         limit: app.config.page_size,
     };
-    let page = app.store.changes(&query).await?;
-    let state_digest = app.state_digest().await?;
+    let snap = crate::snapshot::read(&app, &query).await?;
+    let (page, state_digest) = (snap.page, snap.digest);
     if let Err(e) = app.store.record_sync(&req.client_id).await {
         tracing::warn!(error = %crate::error::error_chain(&e), "cannot record the device's sync");
     }
@@ -176,6 +176,75 @@ fn resolution_word(local: &Version, remote: &Version, resolved: &Version, reason
     .to_owned()
 }
 
+/// Validates pushed changes exactly as `POST /api/v1/sync/` does (one path: the same
+/// request validation and type checks), answering with the same status and error code;
+/// the `loc` of each detail item names the five-step message's own fields.
+fn validate_as_sync(
+    app: &AppState,
+    client_id: &str,
+    user_id: &str,
+    changes: Vec<SyncChange>,
+) -> Result<Vec<SyncChange>, ApiError> {
+    let value = json!({
+        "protocol_version": PROTOCOL_VERSION,
+        "device_id": client_id,
+        "user_id": user_id,
+        "sync_type": "delta",
+        "changes": changes,
+    });
+    let checked = parse_sync_request(value).and_then(|req| {
+        check_types(app, &req)?;
+        Ok(req)
+    });
+    match checked {
+        Ok(req) => Ok(req.changes),
+        Err(e) if e.status == axum::http::StatusCode::UNPROCESSABLE_ENTITY => {
+            match e.body.detail.as_ref().and_then(Value::as_array) {
+                Some(items) => Err(validation_items(
+                    items.iter().cloned().map(flow_loc).collect(),
+                )),
+                None => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A detail item's `loc` in a sync request, rewritten to the five-step push's field names.
+fn flow_loc(mut item: Value) -> Value {
+    let Some(loc) = item.get("loc").and_then(Value::as_array) else {
+        return item;
+    };
+    let name = |v: &Value| v.as_str().map(str::to_owned);
+    let mut out: Vec<Value> = Vec::with_capacity(loc.len() + 1);
+    match loc.get(1).and_then(name).as_deref() {
+        Some("changes") if loc.len() > 3 => {
+            out.extend_from_slice(&loc[..3]);
+            match (loc[3].as_str(), loc.get(4).and_then(name).as_deref()) {
+                (Some("change_type"), _) => out.push(Value::from("operation")),
+                (Some("entity"), Some("id")) => out.push(Value::from("entity_id")),
+                (Some("entity"), Some("version")) => out.push(Value::from("client_sync_id")),
+                (Some("entity"), Some("entity_type")) => out.push(Value::from("entity_type")),
+                (Some("entity"), Some(_)) => {
+                    out.push(Value::from("data"));
+                    out.extend_from_slice(&loc[4..]);
+                }
+                _ => out.extend_from_slice(&loc[3..]),
+            }
+            if out.len() == 4 {
+                out.extend_from_slice(loc.get(5..).unwrap_or_default());
+            }
+        }
+        Some("device_id") => {
+            out.push(loc[0].clone());
+            out.push(Value::from("client_id"));
+        }
+        _ => return item,
+    }
+    item["loc"] = Value::Array(out);
+    item
+}
+
 /// Step 3 → 4: `sync_push` → `sync_result` (one transaction, conflicts decided by the server).
 #[tracing::instrument(name = "sync_push", skip_all, fields(client_id = tracing::field::Empty, pushed = tracing::field::Empty))]
 pub(crate) async fn push(
@@ -187,35 +256,6 @@ pub(crate) async fn push(
     let span = tracing::Span::current();
     span.record("client_id", req.client_id.as_str());
     span.record("pushed", req.changes.len());
-    if !app.config.accept_unknown_types {
-        let (ets, sts) = (known_entity_types(), known_source_types());
-        let mut items = Vec::new();
-        for (i, c) in req.changes.iter().enumerate() {
-            let at = |k: &[&str]| {
-                let mut p = vec![Value::from("changes"), Value::from(i)];
-                p.extend(k.iter().map(|s| Value::from(*s)));
-                body_loc(&p)
-            };
-            if !c.entity_type.is_known() {
-                items.push(enum_item(
-                    at(&["entity_type"]),
-                    &ets,
-                    Value::from(c.entity_type.as_str()),
-                ));
-            }
-            if !c.data.source_type.is_known() {
-                items.push(enum_item(
-                    at(&["data", "source_type"]),
-                    &sts,
-                    Value::from(c.data.source_type.as_str()),
-                ));
-            }
-        }
-        if !items.is_empty() {
-            return Err(validation_items(items));
-        }
-    }
-    caller.require_write()?;
     let user_id = req.user_id.clone().unwrap_or_else(|| caller.0.sub.clone());
     let changes: Vec<SyncChange> = req
         .changes
@@ -232,6 +272,8 @@ pub(crate) async fn push(
             }
         })
         .collect();
+    let changes = validate_as_sync(&app, &req.client_id, &user_id, changes)?;
+    caller.require_write()?;
     let outcome = app
         .store
         .apply_push(PushBatch {

@@ -1,19 +1,20 @@
 //! `POST /api/v1/sync/` (inbetweenies-v2), sync status, and the manual-review conflict queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use goodies_store::{
-    ChangePage, ChangeQuery, ChangeRecord, ConflictRecord, ConflictStatus, ManualResolution,
-    PushBatch, PushOutcome, StoreError,
+    ChangePage, ChangeQuery, ChangeRecord, ConflictRecord, ConflictStatus, EntityOutcome,
+    ManualResolution, PushBatch, PushOutcome, ServerStore, StoreError,
 };
 use inbetweenies_proto::checksum;
 use inbetweenies_proto::validate::sync_request_from_value;
 use inbetweenies_proto::{
-    ChangeType, Cursor, EntityChange, EntityType, RelationshipChange, SourceType, SyncChange,
-    SyncRequest, SyncResponse, SyncStats, SyncType, Timestamp, VectorClockWire, PROTOCOL_VERSION,
+    ChangeType, Cursor, Entity, EntityChange, EntityId, EntityType, RelationshipChange, SourceType,
+    SyncChange, SyncRequest, SyncResponse, SyncStats, SyncType, Timestamp, VectorClockWire,
+    Version, PROTOCOL_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -165,31 +166,97 @@ pub(crate) fn check_types(app: &AppState, req: &SyncRequest) -> Result<(), ApiEr
     Ok(())
 }
 
+/// Latest rows looked up at once for an acknowledgement (PROTOCOL §6.7).
+const LOOKUPS_AT_ONCE: usize = 8;
+
+/// The server's latest row of every acknowledged id whose latest is not the version the
+/// push carried for it (the last one in request order), in `applied` order (PROTOCOL §6.7).
+///
+/// Read after the push committed. Only ids where that can be are looked up: one pushed
+/// more than once, or with an outcome other than stored as latest (re-sent, lost,
+/// merged, queued, a delete of a deleted or unknown id).
+pub(crate) async fn superseded_acks(
+    store: &dyn ServerStore,
+    changes: &[SyncChange],
+    outcome: &PushOutcome,
+) -> Result<Vec<Entity>, StoreError> {
+    let mut pushed: HashMap<&EntityId, (&Version, usize)> = HashMap::new();
+    for e in changes.iter().filter_map(|c| c.entity.as_ref()) {
+        let at = pushed.entry(&e.id).or_insert((&e.version, 0));
+        *at = (&e.version, at.1 + 1);
+    }
+    let unsure: HashSet<&EntityId> = outcome
+        .entity_outcomes
+        .iter()
+        .filter(|(_, o)| !matches!(o, EntityOutcome::Applied | EntityOutcome::Won))
+        .filter_map(|(id, _)| id.as_ref())
+        .collect();
+    let look: Vec<(&EntityId, &Version)> = outcome
+        .applied
+        .iter()
+        .filter_map(|id| {
+            let (version, times) = pushed.get(id)?;
+            (times > &1 || unsure.contains(id)).then_some((id, *version))
+        })
+        .collect();
+    let mut latest = Vec::with_capacity(look.len());
+    for chunk in look.chunks(LOOKUPS_AT_ONCE) {
+        let ids: Vec<EntityId> = chunk.iter().map(|(id, _)| (*id).clone()).collect();
+        latest.extend(futures::future::try_join_all(ids.iter().map(|id| store.entity(id))).await?);
+    }
+    Ok(look
+        .iter()
+        .zip(latest)
+        .filter_map(|((_, pushed), latest)| latest.filter(|e| e.version != **pushed))
+        .collect())
+}
+
+/// An acknowledgement's rows (before the page's own, without repeating one the page holds).
+fn with_acks(acks: Vec<Entity>, page: Vec<ChangeRecord>) -> Vec<SyncChange> {
+    let in_page: HashSet<(&EntityId, &Version)> = page
+        .iter()
+        .filter_map(|r| match r {
+            ChangeRecord::Entity(se) => Some((&se.entity.id, &se.entity.version)),
+            ChangeRecord::Relationship(_) => None,
+        })
+        .collect();
+    let acks: Vec<Entity> = acks
+        .into_iter()
+        .filter(|e| !in_page.contains(&(&e.id, &e.version)))
+        .collect();
+    let mut out = Vec::with_capacity(acks.len() + page.len());
+    out.extend(acks.into_iter().map(wire_entity));
+    out.extend(page.into_iter().map(wire_change));
+    out
+}
+
+/// The wire form of an entity row, as a pull sends it.
+pub(crate) fn wire_entity(e: Entity) -> SyncChange {
+    SyncChange {
+        change_type: if e.is_deleted() {
+            ChangeType::Delete
+        } else {
+            ChangeType::Update
+        },
+        entity: Some(EntityChange {
+            id: e.id,
+            version: e.version,
+            entity_type: e.entity_type,
+            name: e.name,
+            content: e.content,
+            source_type: e.source_type,
+            user_id: e.user_id,
+            parent_versions: e.parent_versions,
+            checksum: None,
+        }),
+        relationships: Vec::new(),
+    }
+}
+
 /// The wire form of one change-feed row (moved, not copied: a page is large).
 pub(crate) fn wire_change(rec: ChangeRecord) -> SyncChange {
     match rec {
-        ChangeRecord::Entity(se) => {
-            let e = se.entity;
-            SyncChange {
-                change_type: if e.is_deleted() {
-                    ChangeType::Delete
-                } else {
-                    ChangeType::Update
-                },
-                entity: Some(EntityChange {
-                    id: e.id,
-                    version: e.version,
-                    entity_type: e.entity_type,
-                    name: e.name,
-                    content: e.content,
-                    source_type: e.source_type,
-                    user_id: e.user_id,
-                    parent_versions: e.parent_versions,
-                    checksum: None,
-                }),
-                relationships: Vec::new(),
-            }
-        }
+        ChangeRecord::Entity(se) => wire_entity(se.entity),
         ChangeRecord::Relationship(sr) => {
             let r = sr.relationship;
             SyncChange {
@@ -262,6 +329,9 @@ pub(crate) async fn sync(
             })
             .await?
     };
+    // What an acknowledgement carries (PROTOCOL §6.7): read after the push committed,
+    // before the page, so a newer row in the page comes after it.
+    let acks = superseded_acks(app.store.as_ref(), &req.changes, &outcome).await?;
     span.record("applied", outcome.applied.len());
     span.record("conflicts", outcome.conflicts.len());
     let filters = req.filters.clone().unwrap_or_default();
@@ -279,18 +349,21 @@ pub(crate) async fn sync(
         include_relationships: req.sync_type != SyncType::Entities,
         limit: app.config.page_size,
     };
-    // A pull page the client asks for next was read ahead while the last one went out.
+    // A pull page this device asks for next may have been read ahead while the last one
+    // went out; it is used only when nothing was written since (crate::readahead).
     let ahead = match req.changes.is_empty() {
-        true => app.read_ahead.take(&query).await,
+        true => {
+            app.read_ahead
+                .take(app.store.as_ref(), &req.device_id, &query)
+                .await
+        }
         false => None,
     };
-    let (page, state_digest) = match ahead {
-        Some(read) => read,
-        None => {
-            let page = app.store.changes(&query).await?;
-            (page, app.state_digest().await?)
-        }
+    let snap = match ahead {
+        Some(snap) => snap,
+        None => crate::snapshot::read(&app, &query).await?,
     };
+    let (page, state_digest) = (snap.page, snap.digest);
     // Bookkeeping only: the push is committed already, so a failure here must not fail the answer.
     if let Err(e) = app.store.record_sync(&req.device_id).await {
         tracing::warn!(error = %crate::error::error_chain(&e), "cannot record the device's sync");
@@ -301,6 +374,7 @@ pub(crate) async fn sync(
     {
         app.read_ahead.start(
             &app,
+            &req.device_id,
             ChangeQuery {
                 after_seq: Some(next),
                 ..query
@@ -308,8 +382,10 @@ pub(crate) async fn sync(
         );
     }
     span.record("pulled", page.records.len());
-    let clock = app.merge_clock(&req.vector_clock);
-    let mut answer = response(&req, outcome, page, state_digest, started);
+    let clock = app
+        .clock
+        .merge(&req.device_id, caller.0.can_write(), &req.vector_clock);
+    let mut answer = response(&req, outcome, acks, page, state_digest, started);
     answer.vector_clock = clock;
     Ok(Json(answer))
 }
@@ -317,6 +393,7 @@ pub(crate) async fn sync(
 fn response(
     req: &SyncRequest,
     outcome: PushOutcome,
+    acks: Vec<Entity>,
     page: ChangePage,
     state_digest: String,
     started: Instant,
@@ -324,7 +401,7 @@ fn response(
     SyncResponse {
         protocol_version: PROTOCOL_VERSION.to_owned(),
         sync_type: req.sync_type,
-        changes: page.records.into_iter().map(wire_change).collect(),
+        changes: with_acks(acks, page.records),
         sync_stats: SyncStats {
             entities_synced: outcome.applied.len() as u64,
             relationships_synced: outcome.applied_relationships.len() as u64,

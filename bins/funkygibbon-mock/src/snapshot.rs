@@ -1,0 +1,187 @@
+//! One answer's page, `server_time` and `state_digest`, read as of one state of the store.
+//!
+//! A page and the digest are two reads. They describe the same state when no write
+//! committed between them, and that is checked with the store's highest committed
+//! sequence number: every write of rows raises it, on every backend and from every
+//! server process sharing a database (commits happen in sequence order). The digest
+//! comes with the number read just before it ([`DigestIndex::digest_with_seq`]); the page
+//! is read next; the number is read again. When it has not moved, page, watermark and
+//! digest are the state at that number, and the snapshot is *exact*.
+//!
+//! Under a steady stream of writes the reads are retried a few times; after that the
+//! last attempt is answered as it is, marked inexact: its digest is then the state at
+//! a sequence number between the request's own push and the page, so a client that
+//! applied the page can find a mismatch that the next pull clears, but never a false
+//! match with a state that predates its own acknowledged writes. Only exact snapshots
+//! are kept for read-ahead (`crate::readahead`).
+//!
+//! [`DigestIndex::digest_with_seq`]: crate::digest::DigestIndex::digest_with_seq
+
+use goodies_store::{ChangePage, ChangeQuery, Seq, StoreError};
+
+use crate::state::AppInner;
+
+/// Reads tried before an inexact snapshot is answered.
+const ATTEMPTS: usize = 4;
+
+/// A page with the digest and watermark of the same store state.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    /// The page; its `server_time` is the watermark.
+    pub page: ChangePage,
+    /// The convergence digest.
+    pub digest: String,
+    /// The highest committed sequence number when the digest was read.
+    pub digest_seq: Seq,
+    /// The highest committed sequence number after the page was read.
+    pub seq: Seq,
+}
+
+impl Snapshot {
+    /// Whether page and digest are the state at [`Snapshot::seq`] (nothing committed between).
+    pub(crate) fn is_exact(&self) -> bool {
+        self.digest_seq == self.seq
+    }
+}
+
+/// Reads the page `query` asks for and the digest, as of one store state when the store
+/// lets it within a few attempts.
+pub(crate) async fn read(app: &AppInner, query: &ChangeQuery) -> Result<Snapshot, StoreError> {
+    let store = app.store.as_ref();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (digest_seq, digest) = app.digest.digest_with_seq(store).await?;
+        let page = store.changes(query).await?;
+        let seq = store.max_seq().await?;
+        let snap = Snapshot {
+            page,
+            digest,
+            digest_seq,
+            seq,
+        };
+        if snap.is_exact() || attempt >= ATTEMPTS {
+            if !snap.is_exact() {
+                tracing::debug!(
+                    digest_seq,
+                    seq,
+                    "writes kept committing: page and digest from neighbouring states"
+                );
+            }
+            return Ok(snap);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use goodies_store::{ChangeRecord, PushBatch};
+    use inbetweenies_conflict::DigestBuilder;
+    use inbetweenies_proto::{
+        ChangeType, EntityChange, EntityId, EntityType, SourceType, SyncChange, Version,
+    };
+
+    use super::*;
+    use crate::config::ServerConfig;
+
+    fn change(id: &EntityId, version: &Version, parent: Option<&Version>) -> SyncChange {
+        SyncChange {
+            change_type: if parent.is_some() {
+                ChangeType::Update
+            } else {
+                ChangeType::Create
+            },
+            entity: Some(EntityChange {
+                id: id.clone(),
+                version: version.clone(),
+                entity_type: EntityType::Note,
+                name: "note".into(),
+                content: Default::default(),
+                source_type: SourceType::Manual,
+                user_id: "tester".into(),
+                parent_versions: parent.into_iter().cloned().collect(),
+                checksum: None,
+            }),
+            relationships: vec![],
+        }
+    }
+
+    /// The digest of every id's latest version in a page that holds the whole state.
+    fn digest_of(page: &ChangePage) -> String {
+        let mut latest: Vec<(&str, &str)> = page
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                ChangeRecord::Entity(se) => {
+                    Some((se.entity.id.as_str(), se.entity.version.as_str()))
+                }
+                ChangeRecord::Relationship(_) => None,
+            })
+            .collect();
+        latest.sort_unstable();
+        let mut b = DigestBuilder::new();
+        for (id, v) in latest {
+            b.push(id, v).expect("id order");
+        }
+        b.finish()
+    }
+
+    /// While another task keeps writing, every exact snapshot's digest is the digest of
+    /// the state its page shows, and an inexact one says so.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exact_snapshot_digest_is_the_digest_of_its_page() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let (_router, handle) = crate::build_app(
+            ServerConfig::new(url)
+                .with_admin_password("pw")
+                .with_jwt_secret("secret"),
+        )
+        .await
+        .expect("app");
+        let app = handle.state;
+        let ids: Vec<EntityId> = (0..20).map(|_| EntityId::new_random()).collect();
+        let writer = {
+            let store = app.store.clone();
+            let ids = ids.clone();
+            tokio::spawn(async move {
+                let mut latest: Vec<Option<Version>> = vec![None; ids.len()];
+                for round in 0..300 {
+                    let i = round % ids.len();
+                    let v = Version::now("tester");
+                    store
+                        .apply_push(PushBatch {
+                            device_id: "writer".into(),
+                            user_id: "tester".into(),
+                            changes: vec![change(&ids[i], &v, latest[i].as_ref())],
+                        })
+                        .await
+                        .expect("push");
+                    latest[i] = Some(v);
+                }
+            })
+        };
+        let whole = ChangeQuery {
+            limit: 100_000,
+            include_relationships: false,
+            ..ChangeQuery::default()
+        };
+        let (mut exact, mut reads) = (0, 0);
+        while !writer.is_finished() && reads < 5_000 {
+            reads += 1;
+            let snap = read(&app, &whole).await.expect("snapshot");
+            if snap.is_exact() {
+                exact += 1;
+                assert_eq!(snap.digest, digest_of(&snap.page), "read {reads}");
+            } else {
+                assert!(snap.digest_seq < snap.seq);
+            }
+        }
+        writer.await.expect("writer");
+        let snap = read(&app, &whole).await.expect("snapshot");
+        assert!(snap.is_exact(), "nothing is written any more");
+        assert_eq!(snap.digest, digest_of(&snap.page));
+        assert_eq!(snap.digest, app.store.state_digest().await.expect("digest"));
+        eprintln!("{exact} exact snapshots of {reads} reads while writing");
+    }
+}
