@@ -460,3 +460,45 @@ async fn acknowledgement_carries_the_server_latest_row(backend: Backend) {
 }
 
 on_both_backends!(acknowledgement_carries_the_server_latest_row);
+
+/// The five-step `sync_result` carries the same rows: a re-sent version another device
+/// has since superseded comes back with the latest version, in the `sync_delta` form;
+/// a plain push carries none.
+async fn five_step_result_carries_the_server_latest_row(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let token = s.login().await;
+    let push = |client: &str, change: Value| {
+        let (s, token) = (&s, &token);
+        let body = json!({"type": "sync_push", "client_id": client, "changes": [change]});
+        async move {
+            let (status, result) = s.post_json(token, "/api/v1/sync/push", &body).await;
+            assert_eq!(status, 200, "{result}");
+            result
+        }
+    };
+    let v1 = Version::now("b");
+    let mine = json!({"entity_type": "device", "entity_id": "f", "operation": "create",
+        "data": {"name": "mine"}, "client_sync_id": v1});
+    let result = push("b", mine.clone()).await;
+    assert_eq!(result["applied"][0]["status"], "applied");
+    assert!(result.get("changes").is_none(), "nothing carried: {result}");
+    let v2 = Version::now("a");
+    push(
+        "a",
+        json!({"entity_type": "device", "entity_id": "f", "operation": "update",
+            "data": {"name": "theirs", "parent_versions": [v1]}, "client_sync_id": v2}),
+    )
+    .await;
+    let result = push("b", mine).await;
+    assert_eq!(result["applied"][0]["server_sync_id"], v2.as_str());
+    let carried = result["changes"].as_array().expect("changes");
+    assert_eq!(carried.len(), 1, "{result}");
+    assert_eq!(carried[0]["entity_id"], "f");
+    assert_eq!(carried[0]["sync_id"], v2.as_str());
+    assert_eq!(carried[0]["data"]["name"], "theirs");
+    s.shutdown().await.expect("shutdown");
+}
+
+on_both_backends!(five_step_result_carries_the_server_latest_row);

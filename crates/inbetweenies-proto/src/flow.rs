@@ -192,6 +192,10 @@ pub struct FlowSyncResult {
     pub applied: Vec<FlowApplied>,
     /// Conflicts decided.
     pub conflicts: Vec<FlowConflict>,
+    /// The server's latest version of each acknowledged id whose latest is not the
+    /// pushed version, in the form of `sync_delta` changes (left out when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FlowChange>,
 }
 
 /// Step 5: the client confirms it has applied everything up to a watermark.

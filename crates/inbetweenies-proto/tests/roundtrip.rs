@@ -463,7 +463,11 @@ fn arb_flow_message() -> impl Strategy<Value = FlowMessage> {
         prop::collection::vec(conflict, 0..2),
     )
         .prop_map(|(applied, conflicts)| {
-            FlowMessage::SyncResult(FlowSyncResult { applied, conflicts })
+            FlowMessage::SyncResult(FlowSyncResult {
+                applied,
+                conflicts,
+                changes: Vec::new(),
+            })
         });
     let ack = ("\\PC{0,16}", arb_timestamp()).prop_map(|(client_id, sync_completed_at)| {
         FlowMessage::SyncAck(FlowSyncAck {

@@ -1,5 +1,7 @@
 //! The seeds' five-step flow on the same engine: `/api/v1/sync/request`, `/push`, `/ack`.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::Json;
 use goodies_store::{ChangeQuery, ChangeRecord, EntityOutcome, PushBatch};
@@ -7,7 +9,9 @@ use inbetweenies_proto::flow::{
     FlowApplied, FlowChange, FlowConflict, FlowData, FlowMessage, FlowSyncAck, FlowSyncDelta,
     FlowSyncPush, FlowSyncRequest, FlowSyncResult,
 };
-use inbetweenies_proto::{ChangeType, Cursor, EntityId, SyncChange, Version, PROTOCOL_VERSION};
+use inbetweenies_proto::{
+    ChangeType, Cursor, Entity, EntityId, SyncChange, Version, PROTOCOL_VERSION,
+};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -15,7 +19,7 @@ use crate::auth::Caller;
 use crate::body::RawBody;
 use crate::error::ApiError;
 use crate::pydantic::{body_loc, enum_item, item, item_ctx, validation_items, Fields};
-use crate::routes::sync::{check_types, known_entity_types, parse_sync_request};
+use crate::routes::sync::{check_types, known_entity_types, parse_sync_request, superseded_acks};
 use crate::state::AppState;
 
 /// Checks the `type` tag (optional) and the required string fields, then reads the message.
@@ -125,25 +129,7 @@ pub(crate) async fn request(
             ChangeRecord::Relationship(_) => None,
         })
         .filter(|e| req.include_deleted || !e.is_deleted())
-        .map(|e| FlowChange {
-            entity_type: e.entity_type.clone(),
-            entity_id: e.id.clone(),
-            operation: if e.is_deleted() {
-                ChangeType::Delete
-            } else {
-                ChangeType::Update
-            },
-            data: FlowData {
-                name: e.name.clone(),
-                content: e.content.clone(),
-                source_type: e.source_type.clone(),
-                user_id: e.user_id.clone(),
-                parent_versions: e.parent_versions.clone(),
-                updated_at: Some(e.updated_at),
-            },
-            updated_at: e.updated_at,
-            sync_id: e.version.clone(),
-        })
+        .map(flow_change)
         .collect();
     to_value(&FlowMessage::SyncDelta(FlowSyncDelta {
         server_time: page.server_time,
@@ -153,6 +139,29 @@ pub(crate) async fn request(
         cursor: page.next_after_seq.map(Cursor::from_seq),
         state_digest: Some(state_digest),
     }))
+}
+
+/// The five-step form of an entity version (PROTOCOL §10.2).
+fn flow_change(e: &Entity) -> FlowChange {
+    FlowChange {
+        entity_type: e.entity_type.clone(),
+        entity_id: e.id.clone(),
+        operation: if e.is_deleted() {
+            ChangeType::Delete
+        } else {
+            ChangeType::Update
+        },
+        data: FlowData {
+            name: e.name.clone(),
+            content: e.content.clone(),
+            source_type: e.source_type.clone(),
+            user_id: e.user_id.clone(),
+            parent_versions: e.parent_versions.clone(),
+            updated_at: Some(e.updated_at),
+        },
+        updated_at: e.updated_at,
+        sync_id: e.version.clone(),
+    }
 }
 
 /// An entity object with the `sync_id` key the five-step flow reads (PROTOCOL §10.4).
@@ -279,9 +288,17 @@ pub(crate) async fn push(
         .apply_push(PushBatch {
             device_id: req.client_id.clone(),
             user_id,
-            changes,
+            changes: changes.clone(),
         })
         .await?;
+    // What an acknowledgement carries (PROTOCOL §6.7, §10.4), read after the commit.
+    let superseded = superseded_acks(app.store.as_ref(), &changes, &outcome).await?;
+    let latest: HashMap<&EntityId, &Version> = req
+        .changes
+        .iter()
+        .map(|c| (&c.entity_id, &c.client_sync_id))
+        .chain(superseded.iter().map(|e| (&e.id, &e.version)))
+        .collect();
     let mut applied = Vec::new();
     for (change, (id, result)) in req.changes.iter().zip(&outcome.entity_outcomes) {
         let status = match result {
@@ -293,12 +310,15 @@ pub(crate) async fn push(
             _ => "applied",
         };
         let id: &EntityId = id.as_ref().unwrap_or(&change.entity_id);
-        let server_sync_id = app
-            .store
-            .entity(id)
-            .await?
-            .map(|e| e.version)
-            .unwrap_or_else(|| change.client_sync_id.clone());
+        let server_sync_id = match (result, latest.get(id)) {
+            (EntityOutcome::NotAcked(_), _) | (_, None) => app
+                .store
+                .entity(id)
+                .await?
+                .map(|e| e.version)
+                .unwrap_or_else(|| change.client_sync_id.clone()),
+            (_, Some(v)) => (*v).clone(),
+        };
         applied.push(FlowApplied {
             client_sync_id: change.client_sync_id.clone(),
             server_sync_id,
@@ -352,6 +372,7 @@ pub(crate) async fn push(
     to_value(&FlowMessage::SyncResult(FlowSyncResult {
         applied,
         conflicts,
+        changes: superseded.iter().map(flow_change).collect(),
     }))
 }
 
