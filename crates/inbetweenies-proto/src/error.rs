@@ -116,6 +116,9 @@ pub enum FieldErrorKind {
     UnsupportedProtocolVersion,
     /// A cursor that is not a sequence number.
     BadCursor,
+    /// A string the server would store that contains U+0000, which not every
+    /// store can hold (a key of an object when the path ends at that key).
+    NulCharacter,
     /// A string that must not be empty.
     Empty,
 }
@@ -149,6 +152,7 @@ impl fmt::Display for FieldError {
                 write!(f, "{p}: unsupported protocol version")
             }
             FieldErrorKind::BadCursor => write!(f, "{p}: cursor must be a server_seq integer"),
+            FieldErrorKind::NulCharacter => write!(f, "{p}: must not contain U+0000 (NUL)"),
             FieldErrorKind::Empty => write!(f, "{p}: must not be empty"),
         }
     }

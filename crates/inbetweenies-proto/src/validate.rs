@@ -6,10 +6,25 @@
 //! reference server are kept: a missing `protocol_version` defaults to
 //! `inbetweenies-v2`, unknown fields are ignored, a naive or `Z` timestamp is
 //! read as UTC and a number as Unix seconds.
+//!
+//! # U+0000
+//!
+//! A string the server stores or selects by may not contain U+0000: not
+//! every store can hold it (PostgreSQL's `text` and `jsonb` cannot), and a
+//! request must be accepted or refused the same way whatever the store. So
+//! it is refused here, on every server, as [`FieldErrorKind::NulCharacter`]
+//! at the exact field: `device_id` and `user_id`; every string field of an
+//! entity (id, version, type, name, source type, user, each parent version)
+//! and of a relationship (id, endpoint ids and versions, type, user); every
+//! key and string value of `content` and `properties` at any depth (a bad
+//! key is reported at the key's own path, with the key as the input); and
+//! the strings of `filters`. Strings the server neither stores nor selects
+//! by keep their own checks (a cursor must be a number, a checksum must
+//! match, `protocol_version` must be the one spoken).
 
 use serde_json::{Map, Value};
 
-use crate::error::{FieldError, FieldErrorKind, FieldPath, ValidationError};
+use crate::error::{FieldError, FieldErrorKind, FieldPath, PathSegment, ValidationError};
 use crate::timestamp::Timestamp;
 use crate::version::Version;
 use crate::wire::{SyncRequest, PROTOCOL_VERSION};
@@ -119,6 +134,7 @@ fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
+/// A required string the server stores (so it may not contain U+0000).
 fn req_string(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut Vec<FieldError>) {
     match obj.get(key) {
         None => errs.push(err(
@@ -126,9 +142,78 @@ fn req_string(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut Ve
             FieldErrorKind::Missing,
             &Value::Object(obj.clone()),
         )),
-        Some(Value::String(_)) => {}
+        Some(Value::String(s)) => nul_free(s, || at.key(key), errs),
         Some(v) => errs.push(err(at.key(key), FieldErrorKind::NotAString, v)),
     }
+}
+
+/// Refuses a stored string that contains U+0000 (see the module docs).
+fn nul_free(s: &str, at: impl FnOnce() -> FieldPath, errs: &mut Vec<FieldError>) {
+    if s.contains('\0') {
+        errs.push(FieldError {
+            path: at(),
+            kind: FieldErrorKind::NulCharacter,
+            input: Value::String(s.to_owned()),
+        });
+    }
+}
+
+/// Every U+0000 in the keys and strings of a stored JSON value, at any depth,
+/// each at its own path (a key at the key's path, with the key as the input),
+/// in document order. Walks with a stack of its own, so no depth of input can
+/// exhaust the thread's stack, and builds a path only for an error.
+pub fn nul_characters(value: &Value, at: &FieldPath) -> Vec<FieldError> {
+    /// What is left to look at: a value, or an object key containing U+0000.
+    enum Item<'a> {
+        Value(&'a Value),
+        Key(&'a str),
+    }
+    let mut errs = Vec::new();
+    // The path below `at` of the item being looked at.
+    let mut path: Vec<PathSegment> = Vec::new();
+    // (item, its depth below `at`, its last path segment).
+    let mut stack: Vec<(Item<'_>, usize, Option<PathSegment>)> =
+        vec![(Item::Value(value), 0, None)];
+    while let Some((item, depth, segment)) = stack.pop() {
+        path.truncate(depth.saturating_sub(1));
+        path.extend(segment);
+        let full = || {
+            let mut p = at.clone();
+            p.0.extend(path.iter().cloned());
+            p
+        };
+        match item {
+            Item::Key(k) => nul_free(k, full, &mut errs),
+            Item::Value(Value::String(s)) => nul_free(s, full, &mut errs),
+            Item::Value(Value::Array(items)) => {
+                // Pushed in reverse, so they are looked at in order.
+                for (i, v) in items.iter().enumerate().rev() {
+                    if may_hold_nul(v) {
+                        stack.push((Item::Value(v), depth + 1, Some(PathSegment::Index(i))));
+                    }
+                }
+            }
+            Item::Value(Value::Object(m)) => {
+                let start = stack.len();
+                for (k, v) in m {
+                    if k.contains('\0') {
+                        stack.push((Item::Key(k), depth + 1, Some(PathSegment::Key(k.clone()))));
+                    }
+                    if may_hold_nul(v) {
+                        stack.push((Item::Value(v), depth + 1, Some(PathSegment::Key(k.clone()))));
+                    }
+                }
+                stack[start..].reverse();
+            }
+            Item::Value(Value::Null | Value::Bool(_) | Value::Number(_)) => {}
+        }
+    }
+    errs
+}
+
+/// Whether a JSON value may have a string (or key) inside it.
+fn may_hold_nul(v: &Value) -> bool {
+    matches!(v, Value::String(_) | Value::Array(_) | Value::Object(_))
 }
 
 /// A string that may be left out (it has a default) but not sent as null.
@@ -182,8 +267,9 @@ fn opt_string_list(
         None => {}
         Some(Value::Array(items)) => {
             for (i, v) in items.iter().enumerate() {
-                if !v.is_string() {
-                    errs.push(err(at.key(key).index(i), FieldErrorKind::NotAString, v));
+                match v {
+                    Value::String(s) => nul_free(s, || at.key(key).index(i), errs),
+                    _ => errs.push(err(at.key(key).index(i), FieldErrorKind::NotAString, v)),
                 }
             }
         }
@@ -198,6 +284,9 @@ fn req_version(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut V
             FieldErrorKind::Missing,
             &Value::Object(obj.clone()),
         )),
+        Some(Value::String(s)) if s.contains('\0') => {
+            nul_free(s, || at.key(key), errs);
+        }
         Some(Value::String(s)) => {
             if let Err(e) = Version::new(s.as_str()).parse() {
                 errs.push(err(
@@ -211,6 +300,8 @@ fn req_version(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut V
     }
 }
 
+/// A JSON object the server stores (`content`, `properties`): its keys and
+/// strings may not contain U+0000.
 fn dict(
     obj: &Map<String, Value>,
     at: &FieldPath,
@@ -224,7 +315,8 @@ fn dict(
             FieldErrorKind::Missing,
             &Value::Object(obj.clone()),
         )),
-        None | Some(Value::Object(_)) => {}
+        None => {}
+        Some(v @ Value::Object(_)) => errs.extend(nul_characters(v, &at.key(key))),
         Some(v) => errs.push(err(at.key(key), FieldErrorKind::NotADict, v)),
     }
 }
@@ -297,6 +389,9 @@ fn check_relationship(r: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
     req_string(obj, at, "relationship_type", errs);
     dict(obj, at, "properties", false, errs);
     opt_string(obj, at, "user_id", errs);
+    if let Some(Value::String(user)) = obj.get("user_id") {
+        nul_free(user, || at.key("user_id"), errs);
+    }
     for key in ["created_at", "updated_at"] {
         check_timestamp(obj, at, key, errs);
     }

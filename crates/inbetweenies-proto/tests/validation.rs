@@ -80,6 +80,7 @@ enum K {
     BadVersion,
     Protocol,
     Empty,
+    Nul,
 }
 
 fn kind(k: &FieldErrorKind) -> K {
@@ -94,6 +95,7 @@ fn kind(k: &FieldErrorKind) -> K {
         FieldErrorKind::BadVersion(_) => K::BadVersion,
         FieldErrorKind::UnsupportedProtocolVersion => K::Protocol,
         FieldErrorKind::Empty => K::Empty,
+        FieldErrorKind::NulCharacter => K::Nul,
         other => panic!("a kind this test does not know: {other:?}"),
     }
 }
@@ -201,6 +203,30 @@ fn cases() -> Vec<Case> {
         ("/sync_type".into(), Some(json!("partial")), "sync_type", K::NotAllowed),
         ("/sync_type".into(), Some(json!("")), "sync_type", K::NotAllowed),
         ("/sync_type".into(), Some(Value::Null), "sync_type", K::NotAString),
+        // U+0000 in a string the server stores or selects by.
+        ("/device_id".into(), Some(json!("phone\u{0}1")), "device_id", K::Nul),
+        ("/user_id".into(), Some(json!("\u{0}")), "user_id", K::Nul),
+        (e("id"), Some(json!("a\u{0}b")), "changes[0].entity.id", K::Nul),
+        (e("version"), Some(json!("2026-06-15T09:41:02.581234+00:00-000417-al\u{0}ice")), "changes[0].entity.version", K::Nul),
+        (e("version"), Some(json!("\u{0}")), "changes[0].entity.version", K::Nul),
+        (e("entity_type"), Some(json!("device\u{0}")), "changes[0].entity.entity_type", K::Nul),
+        (e("name"), Some(json!("La\u{0}mp")), "changes[0].entity.name", K::Nul),
+        (e("source_type"), Some(json!("\u{0}manual")), "changes[0].entity.source_type", K::Nul),
+        (e("user_id"), Some(json!("alice\u{0}")), "changes[0].entity.user_id", K::Nul),
+        (e("parent_versions"), Some(json!(["2026-06-15T09:41:02.581234+00:00-000417-alice", "x\u{0}"])), "changes[0].entity.parent_versions[1]", K::Nul),
+        (e("content"), Some(json!({"power": "o\u{0}n"})), "changes[0].entity.content.power", K::Nul),
+        (e("content"), Some(json!({"a": {"b": [1, {"c": "\u{0}"}]}})), "changes[0].entity.content.a.b[1].c", K::Nul),
+        (e("content"), Some(json!({"a": ["x", "\u{0}"]})), "changes[0].entity.content.a[1]", K::Nul),
+        (r("id"), Some(json!("r\u{0}")), "changes[0].relationships[0].id", K::Nul),
+        (r("from_entity_id"), Some(json!("\u{0}")), "changes[0].relationships[0].from_entity_id", K::Nul),
+        (r("from_entity_version"), Some(json!("\u{0}")), "changes[0].relationships[0].from_entity_version", K::Nul),
+        (r("to_entity_id"), Some(json!("room\u{0}")), "changes[0].relationships[0].to_entity_id", K::Nul),
+        (r("to_entity_version"), Some(json!("v\u{0}")), "changes[0].relationships[0].to_entity_version", K::Nul),
+        (r("relationship_type"), Some(json!("located_in\u{0}")), "changes[0].relationships[0].relationship_type", K::Nul),
+        (r("user_id"), Some(json!("bob\u{0}")), "changes[0].relationships[0].user_id", K::Nul),
+        (r("properties"), Some(json!({"w": {"x": "\u{0}"}})), "changes[0].relationships[0].properties.w.x", K::Nul),
+        ("/filters/entity_types".into(), Some(json!(["device\u{0}"])), "filters.entity_types[0]", K::Nul),
+        ("/filters/modified_by".into(), Some(json!(["alice", "\u{0}"])), "filters.modified_by[1]", K::Nul),
     ]
 }
 
@@ -265,6 +291,100 @@ fn each_bad_input_has_its_own_error() {
         assert_eq!(parse_sync_request(&bytes).expect_err("bytes"), err);
         assert_eq!(err.is_protocol_version(), want == K::Protocol);
     }
+}
+
+#[test]
+fn a_nul_in_an_object_key_is_reported_at_that_key_with_the_key_as_input() {
+    for (pointer, loc) in [
+        (e("content"), &["changes", "0", "entity", "content"][..]),
+        (
+            r("properties"),
+            &["changes", "0", "relationships", "0", "properties"][..],
+        ),
+    ] {
+        let body = with(&pointer, Some(json!({"ok": 1, "nested": {"k\u{0}": "v"}})));
+        let err = sync_request_from_value(body).expect_err("a NUL key is refused");
+        let fields = err.fields();
+        assert_eq!(fields.len(), 1, "{err}");
+        assert_eq!(fields[0].kind, FieldErrorKind::NulCharacter);
+        assert_eq!(fields[0].input, json!("k\u{0}"));
+        let mut want: Vec<Value> = loc
+            .iter()
+            .map(|s| match s.parse::<u64>() {
+                Ok(i) => json!(i),
+                Err(_) => json!(s),
+            })
+            .collect();
+        want.extend([json!("nested"), json!("k\u{0}")]);
+        assert_eq!(fields[0].path.to_json(), want);
+    }
+}
+
+#[test]
+fn every_nul_of_a_batch_is_reported_at_its_own_change_in_document_order() {
+    let mut body = valid();
+    let change = body["changes"][0].clone();
+    let changes: Vec<Value> = (0..5)
+        .map(|i| {
+            let mut c = change.clone();
+            c["entity"]["id"] = json!(format!("id-{i}"));
+            match i {
+                1 => c["entity"]["content"] = json!({"z": "\u{0}", "a\u{0}": ["\u{0}"]}),
+                3 => c["entity"]["name"] = json!("bad\u{0}name"),
+                _ => {}
+            }
+            c
+        })
+        .collect();
+    body["changes"] = json!(changes);
+    let err = sync_request_from_value(body).expect_err("refused");
+    let paths: Vec<String> = err.fields().iter().map(|f| f.path.to_string()).collect();
+    assert_eq!(
+        paths,
+        [
+            "changes[1].entity.content.z",
+            "changes[1].entity.content.a\u{0}",
+            "changes[1].entity.content.a\u{0}[0]",
+            "changes[3].entity.name",
+        ]
+    );
+    assert!(err
+        .fields()
+        .iter()
+        .all(|f| f.kind == FieldErrorKind::NulCharacter));
+}
+
+#[test]
+fn nul_checks_walk_any_depth_without_recursion() {
+    // Deeper than any JSON parser here would build, as a value made in code.
+    let mut v = json!("\u{0}");
+    for _ in 0..100_000 {
+        v = Value::Array(vec![v]);
+    }
+    let errs =
+        inbetweenies_proto::validate::nul_characters(&v, &FieldPath::default().key("content"));
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].path.0.len(), 100_001);
+    // Dropping a value this deep recurses in serde_json itself: unwrap it by hand.
+    let mut v = v;
+    while let Value::Array(mut items) = v {
+        v = items.pop().unwrap_or(Value::Null);
+    }
+}
+
+#[test]
+fn strings_without_nul_keep_their_other_characters() {
+    // Lone surrogates cannot reach a Value; everything else is accepted as sent.
+    let body = with(
+        &e("content"),
+        Some(
+            json!({"rtl": "\u{5e9}\u{5dc}\u{5d5}\u{5dd}", "comb": "e\u{301}", "astral": "\u{1f600}", "ctl": "\u{1}\u{7f}"}),
+        ),
+    );
+    let req = sync_request_from_value(body).expect("valid");
+    let content = &req.changes[0].entity.as_ref().expect("entity").content;
+    assert_eq!(content["comb"], json!("e\u{301}"));
+    assert_eq!(content["astral"], json!("\u{1f600}"));
 }
 
 #[test]
