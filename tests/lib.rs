@@ -1,5 +1,14 @@
 //! Helpers for the workspace-level end-to-end tests (`e2e_*.rs`): the real server on
 //! `127.0.0.1:0`, real clients over real HTTP, and convergence checks.
+//!
+//! The server runs on a fresh SQLite file, or on a fresh PostgreSQL database
+//! ([`TestServer::start_on`]) found through `GOODIES_TEST_POSTGRES_URL` (an admin URL,
+//! e.g. `postgres://postgres@127.0.0.1:5432/test`); each server creates its own database
+//! and drops it at the end. When the variable is unset or PostgreSQL unreachable, the
+//! PostgreSQL variant is skipped with a `skipping:` line, unless
+//! `GOODIES_REQUIRE_POSTGRES=1`, which makes it fail.
+
+pub mod chaos;
 
 use std::sync::Arc;
 
@@ -11,17 +20,40 @@ use tokio::sync::oneshot;
 /// The admin password of every test server.
 pub const PASSWORD: &str = "e2e-password";
 
-/// A server running on an ephemeral loopback port, with its own database file.
+/// Which store a test server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// A SQLite file in the server's temporary directory.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres,
+}
+
+impl Backend {
+    /// `sqlite` or `postgres`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A server running on an ephemeral loopback port, with its own database.
 #[derive(Debug)]
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     /// The server's handle (its store, token signer).
     pub handle: AppHandle,
-    /// Where the server's and the clients' files live.
+    /// Where the server's (SQLite) and the clients' files live.
     pub dir: tempfile::TempDir,
+    /// The store the server runs on.
+    pub backend: Backend,
     stop: Option<oneshot::Sender<()>>,
     task: Option<std::thread::JoinHandle<Result<(), funkygibbon_mock::ServerError>>>,
+    /// Dropped after the server (fields drop in order): the database goes last.
+    _postgres: Option<FreshPostgres>,
 }
 
 impl TestServer {
@@ -34,8 +66,28 @@ impl TestServer {
     pub async fn start_with(
         adjust: impl FnOnce(ServerConfig) -> ServerConfig,
     ) -> anyhow::Result<Self> {
+        Self::start_on(Backend::Sqlite, adjust)
+            .await?
+            .context("a SQLite server is never skipped")
+    }
+
+    /// Starts a server with adjusted settings on `backend`; `None` (after printing a
+    /// `skipping:` line) when PostgreSQL is not available and not required.
+    pub async fn start_on(
+        backend: Backend,
+        adjust: impl FnOnce(ServerConfig) -> ServerConfig,
+    ) -> anyhow::Result<Option<Self>> {
         let dir = tempfile::tempdir()?;
-        let db = format!("sqlite://{}", dir.path().join("server.db").display());
+        let (db, postgres) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("server.db").display()),
+                None,
+            ),
+            Backend::Postgres => match FreshPostgres::create().await? {
+                Some(pg) => (pg.url.clone(), Some(pg)),
+                None => return Ok(None),
+            },
+        };
         let config = adjust(
             ServerConfig::new(db)
                 .with_admin_password(PASSWORD)
@@ -66,14 +118,26 @@ impl TestServer {
                     .await
                 })
             })?;
-        let handle = handle.await.context("the server did not start")?;
-        Ok(TestServer {
+        let handle = match handle.await {
+            Ok(h) => h,
+            Err(_) => {
+                let why = match task.join() {
+                    Ok(Err(e)) => e.to_string(),
+                    Ok(Ok(())) => "it stopped".to_owned(),
+                    Err(_) => "its thread panicked".to_owned(),
+                };
+                anyhow::bail!("the server did not start: {why}");
+            }
+        };
+        Ok(Some(TestServer {
             url,
             handle,
             dir,
+            backend,
             stop: Some(stop),
             task: Some(task),
-        })
+            _postgres: postgres,
+        }))
     }
 
     /// The server store's digest.
@@ -156,4 +220,95 @@ pub async fn assert_converged(
         anyhow::ensure!(got == want, "client {n} digest {got} != server {want}");
     }
     Ok(())
+}
+
+/// Whether the PostgreSQL tests must run (`GOODIES_REQUIRE_POSTGRES=1`).
+fn postgres_required() -> bool {
+    std::env::var("GOODIES_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+/// A fresh PostgreSQL database, dropped when this value is dropped.
+#[derive(Debug)]
+struct FreshPostgres {
+    url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl FreshPostgres {
+    /// Creates a database with a random name; `None` when PostgreSQL tests are skipped.
+    async fn create() -> anyhow::Result<Option<FreshPostgres>> {
+        use sqlx::Connection as _;
+        let skip = |why: String| -> anyhow::Result<Option<FreshPostgres>> {
+            anyhow::ensure!(
+                !postgres_required(),
+                "PostgreSQL is required (GOODIES_REQUIRE_POSTGRES=1) but {why}"
+            );
+            println!("skipping: PostgreSQL not available ({why}; set GOODIES_TEST_POSTGRES_URL)");
+            Ok(None)
+        };
+        let admin_url = match std::env::var("GOODIES_TEST_POSTGRES_URL") {
+            Ok(u) if !u.trim().is_empty() => u,
+            _ => return skip("GOODIES_TEST_POSTGRES_URL is not set".into()),
+        };
+        let mut conn = match sqlx::PgConnection::connect(&admin_url).await {
+            Ok(c) => c,
+            Err(e) => return skip(format!("cannot connect: {e}")),
+        };
+        let name = format!("goodies_e2e_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("create database {name}"))?;
+        let _ = conn.close().await;
+        Ok(Some(FreshPostgres {
+            url: with_database(&admin_url, &name),
+            admin_url,
+            name,
+        }))
+    }
+}
+
+impl Drop for FreshPostgres {
+    fn drop(&mut self) {
+        let admin = self.admin_url.clone();
+        let name = self.name.clone();
+        // On a thread of its own: Drop cannot await inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use sqlx::Connection as _;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The same URL with its database name replaced.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{db}?{q}"),
+        None => format!("{host_part}/{db}"),
+    }
 }
