@@ -1,9 +1,14 @@
-//! Store benchmarks per backend: batch insert, full reads, small deltas, idempotent re-pushes.
+//! Store benchmarks per backend: batch insert, full reads, small deltas, idempotent re-pushes, adversarial parents.
 //!
 //! Every backend runs the same benchmarks: SQLite always; PostgreSQL with the
 //! `postgres` feature when `GOODIES_TEST_POSTGRES_URL` is set (a fresh database
 //! is created for the run). Stores are prepared once and reused across
 //! iterations, so setup is not measured.
+//!
+//! The adversarial row pushes about 16 MiB (as JSON on the wire) of the worst
+//! case for ordering a batch: many copies of one version and as many
+//! children naming it as their parent. Its time is what every other writer
+//! waits for the write lock.
 //!
 //! `cargo bench -p goodies-store --all-features -- --warm-up-time 1 --measurement-time 3`
 
@@ -127,6 +132,58 @@ fn batch(n: usize, with_relationships: bool) -> PushBatch {
     }
 }
 
+/// The wire size the adversarial push is built to (as the JSON of its changes).
+const ADVERSARIAL_BYTES: usize = 16 << 20;
+
+/// About [`ADVERSARIAL_BYTES`] of worst-case parents for ordering, on a fresh
+/// id: half the changes push the same version, the other half push one child
+/// version naming it (each child names it twice). Returns the batch and the
+/// size of its changes as JSON.
+fn adversarial_parents() -> (PushBatch, usize) {
+    let id = EntityId::new_random();
+    let base = Timestamp::parse("2025-01-01T00:00:00+00:00").expect("base time");
+    let parent = Version::generate(base, "bench");
+    let child = Version::generate(base.saturating_add_micros(1), "bench");
+    let change = |version: &Version, parents: Vec<Version>| SyncChange {
+        change_type: if parents.is_empty() {
+            ChangeType::Create
+        } else {
+            ChangeType::Update
+        },
+        entity: Some(EntityChange {
+            id: id.clone(),
+            version: version.clone(),
+            entity_type: EntityType::Note,
+            name: "n".into(),
+            content: serde_json::Map::new(),
+            source_type: SourceType::Manual,
+            user_id: "bench".into(),
+            parent_versions: parents,
+            checksum: None,
+        }),
+        relationships: vec![],
+    };
+    let pair = [
+        change(&parent, vec![]),
+        change(&child, vec![parent.clone(), parent.clone()]),
+    ];
+    let pair_bytes: usize = pair
+        .iter()
+        .map(|c| serde_json::to_vec(c).expect("json").len() + 1)
+        .sum();
+    let n = ADVERSARIAL_BYTES.div_ceil(pair_bytes);
+    let mut changes = Vec::with_capacity(2 * n);
+    changes.extend(std::iter::repeat_n(pair[0].clone(), n));
+    changes.extend(std::iter::repeat_n(pair[1].clone(), n));
+    let bytes = serde_json::to_vec(&changes).expect("json").len();
+    let batch = PushBatch {
+        device_id: "bench-device".into(),
+        user_id: "bench".into(),
+        changes,
+    };
+    (batch, bytes)
+}
+
 /// Fills a store with `n` latest entities, in batches of 10,000.
 async fn fill(store: &Arc<dyn ServerStore>, n: usize) {
     let mut left = n;
@@ -202,9 +259,43 @@ fn bench_backend(c: &mut Criterion, rt: &Runtime, backend: &Backend) {
         });
     });
     g.finish();
+
+    // 3. About 16 MiB of duplicated parents and children naming them (a fresh id every iteration).
+    let mut g = c.benchmark_group(format!("{name}/adversarial"));
+    let (probe, bytes) = adversarial_parents();
+    assert!(
+        bytes >= ADVERSARIAL_BYTES,
+        "the adversarial push is {bytes} bytes"
+    );
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .throughput(Throughput::Bytes(bytes as u64));
+    let changes = probe.changes.len();
+    drop(probe);
+    g.bench_function(
+        BenchmarkId::new("16MiB_duplicated_parents_and_children", changes),
+        |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let store = Arc::clone(&insert_store.store);
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let (batch, _) = adversarial_parents();
+                        let t = Instant::now();
+                        let out = store.apply_push(batch).await.expect("push");
+                        total += t.elapsed();
+                        // The parent and the child: every copy is already present.
+                        assert_eq!(out.entities_written, 2);
+                    }
+                    total
+                }
+            });
+        },
+    );
+    g.finish();
     drop(insert_store);
 
-    // 3. Full reads and 10-change deltas over stores of 10,000 and 100,000 entities.
+    // 4. Full reads and 10-change deltas over stores of 10,000 and 100,000 entities.
     for size in [10_000usize, 100_000] {
         let Some(opened) = rt.block_on(backend.open()) else {
             return;
