@@ -164,6 +164,47 @@ async fn regression(seed: u64, backend: Backend, faults: Faults) -> anyhow::Resu
     }
 }
 
+// Seeds that found a defect, each kept as a test named after what it caught. A seed replays
+// the operations the generator in `chaos.rs` draws from it: a change to the generator
+// changes what every seed does, and these seeds must then be found again.
+
+/// A client holds its delete of an entity while offline (pushing one change per request)
+/// and another client deletes it too: a pulled page with the other tombstone was applied
+/// first, the held delete was acknowledged as already deleted, and the client kept its
+/// own tombstone for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_5_a_delete_held_offline_meets_another_delete_converges() -> anyhow::Result<()> {
+    regression(5, Backend::Sqlite, Faults::all()).await
+}
+
+/// Three clients delete one entity, one with its clock 10 minutes ahead: the server kept
+/// the fast clock's tombstone, a client with batch size 1 kept its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_15_deletes_from_a_fast_clock_and_a_slow_push_converge() -> anyhow::Result<()> {
+    regression(15, Backend::Sqlite, Faults::all()).await
+}
+
+/// A client an hour behind edits an entity offline and deletes it after another client
+/// deleted it: its own tombstone stayed latest locally, the server kept the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_16_a_slow_clock_deleting_a_deleted_entity_converges() -> anyhow::Result<()> {
+    regression(16, Backend::Sqlite, Faults::all()).await
+}
+
+/// An edit loses to a delete made less than a second earlier (the tombstone wins the
+/// tiebreak), then its client deletes the entity too: it kept its own tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_34_an_edit_losing_to_a_delete_then_deleting_converges() -> anyhow::Result<()> {
+    regression(34, Backend::Sqlite, Faults::all()).await
+}
+
+/// A client an hour behind pushes offline edits that all lose to a delete: it kept showing
+/// its losing edit instead of the tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_44_slow_clock_edits_losing_to_a_delete_converge() -> anyhow::Result<()> {
+    regression(44, Backend::Sqlite, Faults::all()).await
+}
+
 /// The baseline every other seed builds on: the same operations with no fault at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_without_faults_converges() -> anyhow::Result<()> {
