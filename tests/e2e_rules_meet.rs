@@ -122,6 +122,10 @@ async fn concurrent_deletes_converge_on_the_servers_tombstone() -> anyhow::Resul
         assert_eq!(on_server.version, ta.version, "{backend:?}");
         assert_eq!(on_b.version, on_server.version, "{backend:?}: b follows the server");
         assert!(r1.digest_mismatch.is_none(), "{backend:?}: {r1:?}");
+        assert!(
+            r1.repair.is_none(),
+            "{backend:?}: the acknowledgement carried the server's tombstone: {r1:?}"
+        );
         let r2 = quiet_sync(&b).await?;
         assert!(r2.repair.is_none(), "{backend:?}: nothing left to repair");
         assert_eq!(b.state_digest().await?, server.digest().await?);
@@ -171,6 +175,10 @@ async fn resent_loser_after_a_lost_answer_shows_the_winner() -> anyhow::Result<(
         assert_eq!(on_server.version, s1.version, "{backend:?}");
         assert_eq!(on_b.version, s1.version, "{backend:?}: b shows the winner");
         assert_eq!(on_b.content["x"], 2);
+        assert!(
+            r.repair.is_none(),
+            "{backend:?}: the acknowledgement carried the winner: {r:?}"
+        );
         assert!(
             b.history(&h.id)
                 .await?
