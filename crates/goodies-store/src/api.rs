@@ -80,6 +80,16 @@ pub trait ServerStore: GraphRead {
     /// The highest sequence number assigned so far (0 for an empty store).
     async fn max_seq(&self) -> Result<Seq>;
 
+    /// The latest row (tombstones included) of each of these ids the store holds, in any
+    /// order; ids it does not hold are left out. Backends answer in a few queries.
+    async fn latest_entities(&self, ids: &[EntityId]) -> Result<Vec<Entity>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.entity(id).await?);
+        }
+        Ok(out)
+    }
+
     /// Conflicts, newest first; only those with one of `statuses` when given.
     async fn conflicts(
         &self,

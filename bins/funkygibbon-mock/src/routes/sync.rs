@@ -166,9 +166,6 @@ pub(crate) fn check_types(app: &AppState, req: &SyncRequest) -> Result<(), ApiEr
     Ok(())
 }
 
-/// Latest rows looked up at once for an acknowledgement (PROTOCOL §6.7).
-const LOOKUPS_AT_ONCE: usize = 8;
-
 /// The server's latest row of every acknowledged id whose latest is not the version the
 /// push carried for it (the last one in request order), in `applied` order (PROTOCOL §6.7).
 ///
@@ -199,15 +196,19 @@ pub(crate) async fn superseded_acks(
             (times > &1 || unsure.contains(id)).then_some((id, *version))
         })
         .collect();
-    let mut latest = Vec::with_capacity(look.len());
-    for chunk in look.chunks(LOOKUPS_AT_ONCE) {
-        let ids: Vec<EntityId> = chunk.iter().map(|(id, _)| (*id).clone()).collect();
-        latest.extend(futures::future::try_join_all(ids.iter().map(|id| store.entity(id))).await?);
+    if look.is_empty() {
+        return Ok(Vec::new());
     }
+    let ids: Vec<EntityId> = look.iter().map(|(id, _)| (*id).clone()).collect();
+    let mut latest: HashMap<EntityId, Entity> = store
+        .latest_entities(&ids)
+        .await?
+        .into_iter()
+        .map(|e| (e.id.clone(), e))
+        .collect();
     Ok(look
         .iter()
-        .zip(latest)
-        .filter_map(|((_, pushed), latest)| latest.filter(|e| e.version != **pushed))
+        .filter_map(|(id, pushed)| latest.remove(*id).filter(|e| e.version != **pushed))
         .collect())
 }
 

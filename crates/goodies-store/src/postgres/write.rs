@@ -452,6 +452,26 @@ impl ServerStore for PgStore {
         self.read_max_seq().await
     }
 
+    async fn latest_entities(&self, ids: &[EntityId]) -> Result<Vec<Entity>> {
+        let sql = format!(
+            "SELECT {} FROM entities a WHERE a.is_latest AND a.id = ANY($1)",
+            entity_cols("a")
+        );
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let list: Vec<&str> = chunk.iter().map(EntityId::as_str).collect();
+            let rows = sqlx::query(&sql)
+                .bind(&list)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            for row in &rows {
+                out.push(rows::entity(row)?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn conflicts(
         &self,
         statuses: Option<&[ConflictStatus]>,

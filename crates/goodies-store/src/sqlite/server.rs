@@ -98,6 +98,16 @@ impl ServerStore for SqliteStore {
         Ok(self.last_seq().await? as u64)
     }
 
+    async fn latest_entities(&self, ids: &[EntityId]) -> Result<Vec<Entity>> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::database)?;
+        let ids: Vec<&str> = ids.iter().map(EntityId::as_str).collect();
+        Ok(super::latest_rows(&mut conn, &ids)
+            .await?
+            .into_values()
+            .map(|s| s.entity)
+            .collect())
+    }
+
     async fn conflicts(
         &self,
         statuses: Option<&[ConflictStatus]>,
