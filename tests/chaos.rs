@@ -481,6 +481,10 @@ pub struct SeedReport {
     pub faults: FaultStats,
     /// Syncs that repaired their client's mirror.
     pub repairs: usize,
+    /// Conflicts the server decided and reported.
+    pub conflicts: u64,
+    /// Ids live again after a delete (each checked to be justified by a newer edit).
+    pub revived: usize,
     /// The scenario and every operation, in order.
     pub log: Vec<String>,
     /// Wall time of the run.
@@ -550,6 +554,8 @@ struct World<'a> {
     repairs: usize,
     /// Guarantees broken during the run (checked again at the end).
     problems: Vec<String>,
+    /// Conflicts the server reported to the clients.
+    conflicts: u64,
 }
 
 impl World<'_> {
@@ -651,6 +657,7 @@ impl World<'_> {
         self.syncs += 1;
         let r = self.peers[client].client()?.sync().await?;
         self.repairs += usize::from(r.repair.is_some());
+        self.conflicts += r.conflicts_resolved;
         if let Some(m) = &r.digest_mismatch {
             self.problems.push(format!(
                 "{at} c{client}: the sync left a digest mismatch standing (server {}, local {})",
@@ -813,7 +820,7 @@ impl World<'_> {
 
     /// The guarantees, checked after the quiet rounds. Returns the problems found and the
     /// number of writes checked.
-    async fn check(&self) -> anyhow::Result<(Vec<String>, usize)> {
+    async fn check(&self) -> anyhow::Result<Checked> {
         let mut problems = self.problems.clone();
         let store = self.server.handle.store();
         let server_digest = store.state_digest().await?;
@@ -932,13 +939,41 @@ impl World<'_> {
         }
 
         // 5. Nothing deleted comes back unless a newer edit won.
+        let mut revived = 0;
         for (id, history) in &histories {
-            if let Some(problem) = resurrection(history) {
-                problems.push(format!("{}: {problem}", self.name(id)));
+            match resurrection(history) {
+                Revival::None => {}
+                Revival::Justified => revived += 1,
+                Revival::Unjustified(problem) => {
+                    problems.push(format!("{}: {problem}", self.name(id)))
+                }
             }
         }
-        Ok((problems, self.ledger.len()))
+        Ok(Checked {
+            problems,
+            writes: self.ledger.len(),
+            revived,
+        })
     }
+}
+
+/// What the end-of-run checks found.
+struct Checked {
+    problems: Vec<String>,
+    writes: usize,
+    /// Ids live again after a delete, each justified by a newer edit.
+    revived: usize,
+}
+
+/// Whether an id is live again after a delete, and whether that is justified.
+#[derive(Debug, PartialEq, Eq)]
+enum Revival {
+    /// Its latest is a tombstone, or it was never deleted.
+    None,
+    /// Live again, by a newer edit or one made after the delete.
+    Justified,
+    /// Live again without a reason.
+    Unjustified(String),
 }
 
 /// Checks one id's server history: when its latest version is live but a tombstone is in
@@ -946,10 +981,12 @@ impl World<'_> {
 /// seen) or it, or one of its ancestors, must beat the tombstone by the conflict rule
 /// (PROTOCOL §8.2): edit times clamped to the deciding receipt time plus 5 minutes — the
 /// later receipt of the two — and at least 1 s newer (within 1 s the tombstone wins).
-fn resurrection(history: &[StoredEntity]) -> Option<String> {
-    let latest = history.iter().find(|s| s.latest)?;
-    if latest.entity.is_deleted() {
-        return None;
+fn resurrection(history: &[StoredEntity]) -> Revival {
+    let Some(latest) = history.iter().find(|s| s.latest) else {
+        return Revival::None;
+    };
+    if latest.entity.is_deleted() || !history.iter().any(|s| s.entity.is_deleted()) {
+        return Revival::None;
     }
     let by_version: HashMap<&Version, &StoredEntity> =
         history.iter().map(|s| (&s.entity.version, s)).collect();
@@ -971,13 +1008,13 @@ fn resurrection(history: &[StoredEntity]) -> Option<String> {
         let descends = seen.contains(&t.entity.version);
         let beaten = line.iter().any(|a| beats(a, t));
         if !descends && !beaten {
-            return Some(format!(
+            return Revival::Unjustified(format!(
                 "deleted by {} (received {}) but back as {} (received {}), which neither descends from the delete nor beats it",
                 t.entity.version, t.received_at, latest.entity.version, latest.received_at
             ));
         }
     }
-    None
+    Revival::Justified
 }
 
 /// Whether `a` wins over the tombstone `t` by PROTOCOL §8.2, decided when the later of the
@@ -1089,6 +1126,7 @@ async fn run_on(
         syncs: 0,
         repairs: 0,
         problems: Vec::new(),
+        conflicts: 0,
     };
     let result = run_world(&mut world, scenario, rng, faults).await;
     *log = std::mem::take(&mut world.log);
@@ -1108,7 +1146,11 @@ async fn run_world(
             .with_context(|| format!("operation #{op:03}"))?;
     }
     let quiet = world.sync_until_quiet().await?;
-    let (mut problems, writes_checked) = world.check().await?;
+    let Checked {
+        mut problems,
+        writes: writes_checked,
+        revived,
+    } = world.check().await?;
     if quiet.is_none() {
         problems.insert(
             0,
@@ -1131,7 +1173,116 @@ async fn run_world(
         quiet_rounds: quiet.unwrap_or(QUIET_ROUNDS),
         faults: stats,
         repairs: world.repairs,
+        conflicts: world.conflicts,
+        revived,
         log: world.log.clone(),
         elapsed: Duration::ZERO,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use goodies_client::{Entity, SourceType, Timestamp};
+
+    const T0: i64 = 1_800_000_000_000_000;
+
+    fn at(micros: i64) -> Timestamp {
+        Timestamp::from_unix_micros(T0 + micros).expect("in range")
+    }
+
+    /// A version of entity `x` edited at `edit` µs, received at `received` µs.
+    fn row(
+        edit: i64,
+        received: i64,
+        parents: &[&StoredEntity],
+        deleted: bool,
+        latest: bool,
+    ) -> StoredEntity {
+        let mut content = JsonObject::new();
+        if deleted {
+            content.insert("deleted".into(), json!(true));
+        }
+        StoredEntity {
+            entity: Entity {
+                id: EntityId::from("x"),
+                version: Version::generate(at(edit), "u"),
+                entity_type: EntityType::Note,
+                name: "x".into(),
+                content,
+                source_type: SourceType::Manual,
+                user_id: "u".into(),
+                parent_versions: parents.iter().map(|p| p.entity.version.clone()).collect(),
+                created_at: at(0),
+                updated_at: at(edit),
+            },
+            seq: 0,
+            received_at: at(received),
+            latest,
+            became_latest: latest,
+        }
+    }
+
+    #[test]
+    fn a_live_latest_over_a_tombstone_needs_a_newer_edit_or_the_tombstone_as_ancestor() {
+        let create = row(0, 0, &[], false, false);
+        let delete = row(10_000_000, 10_000_000, &[&create], true, false);
+
+        // An edit less than 1 s newer loses to the tombstone: its being latest is a revival.
+        let close = row(10_500_000, 11_000_000, &[&create], false, true);
+        let h = [create.clone(), delete.clone(), close];
+        assert!(matches!(resurrection(&h), Revival::Unjustified(_)), "{h:?}");
+
+        // An older edit pushed later loses too.
+        let older = row(5_000_000, 12_000_000, &[&create], false, true);
+        let h = [create.clone(), delete.clone(), older];
+        assert!(matches!(resurrection(&h), Revival::Unjustified(_)));
+
+        // At least 1 s newer wins.
+        let newer = row(11_000_000, 12_000_000, &[&create], false, true);
+        let h = [create.clone(), delete.clone(), newer.clone()];
+        assert_eq!(resurrection(&h), Revival::Justified);
+
+        // So does a later edit on top of that newer one.
+        let mut newer_stored = newer.clone();
+        newer_stored.latest = false;
+        let child = row(11_000_001, 13_000_000, &[&newer_stored], false, true);
+        let h = [create.clone(), delete.clone(), newer_stored, child];
+        assert_eq!(resurrection(&h), Revival::Justified);
+
+        // An edit made on top of the tombstone is a deliberate undelete.
+        let undelete = row(10_000_001, 12_000_000, &[&delete], false, true);
+        let h = [create.clone(), delete.clone(), undelete];
+        assert_eq!(resurrection(&h), Revival::Justified);
+
+        // A tombstone that is latest, or no tombstone at all: nothing to check.
+        let mut deleted_latest = delete.clone();
+        deleted_latest.latest = true;
+        assert_eq!(
+            resurrection(&[create.clone(), deleted_latest]),
+            Revival::None
+        );
+        let mut live = create.clone();
+        live.latest = true;
+        assert_eq!(resurrection(&[live]), Revival::None);
+    }
+
+    #[test]
+    fn edit_times_from_the_future_are_clamped_when_compared() {
+        let create = row(0, 0, &[], false, false);
+        // A tombstone stamped 299.5 s ahead of its receipt at 100 s.
+        let delete = row(399_500_000, 100_000_000, &[&create], true, false);
+        // An edit stamped 10 minutes ahead, received at 100 s: clamped to 400 s, within
+        // 1 s of the tombstone, which wins the tiebreak (unclamped, the edit would win).
+        let edit = row(700_000_000, 100_000_000, &[&create], false, true);
+        assert!(!beats(&edit, &delete));
+        let h = [create.clone(), delete.clone(), edit];
+        assert!(matches!(resurrection(&h), Revival::Unjustified(_)));
+
+        // Received 1 s later, it is clamped to 401 s and wins.
+        let edit = row(700_000_000, 101_000_000, &[&create], false, true);
+        assert!(beats(&edit, &delete));
+        let h = [create.clone(), delete.clone(), edit];
+        assert_eq!(resurrection(&h), Revival::Justified);
+    }
 }

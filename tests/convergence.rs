@@ -5,7 +5,7 @@
 //!
 //! - `GOODIES_CHAOS_SEEDS=N` runs seeds `0..N` on each backend (default 50);
 //!   `GOODIES_CHAOS_FIRST_SEED=M` starts at `M` instead; `GOODIES_CHAOS_SEED=N` runs one seed.
-//! - `GOODIES_CHAOS_JOBS=N` runs N seeds at once (default 4).
+//! - `GOODIES_CHAOS_JOBS=N` runs N seeds at once (default 8).
 //! - Each fault kind is switched with its own variable (`GOODIES_CHAOS_LOST_ANSWERS=0|1`,
 //!   …; see `Fault::env_var`); [`default_faults`] says which are on by default.
 //! - A failing seed prints the line that replays it and its operation log.
@@ -53,7 +53,7 @@ fn seeds() -> anyhow::Result<Vec<u64>> {
 async fn run(backend: Backend) -> anyhow::Result<()> {
     let faults = Faults::from_env(default_faults())?;
     let seeds = seeds()?;
-    let jobs = env_u64("GOODIES_CHAOS_JOBS")?.unwrap_or(4).max(1) as usize;
+    let jobs = env_u64("GOODIES_CHAOS_JOBS")?.unwrap_or(8).max(1) as usize;
     let started = Instant::now();
     let mut reports: Vec<SeedReport> = Vec::new();
     let mut failures: Vec<SeedFailure> = Vec::new();
@@ -99,12 +99,16 @@ async fn run(backend: Backend) -> anyhow::Result<()> {
     let mut writes = 0;
     let mut syncs = 0;
     let mut repairs = 0;
+    let mut conflicts = 0;
+    let mut revived = 0;
     let mut slowest = Duration::ZERO;
     let mut total = Duration::ZERO;
     for r in &reports {
         writes += r.writes_checked;
         syncs += r.syncs;
         repairs += r.repairs;
+        conflicts += r.conflicts;
+        revived += r.revived;
         slowest = slowest.max(r.elapsed);
         total += r.elapsed;
         stats.requests += r.faults.requests;
@@ -115,7 +119,7 @@ async fn run(backend: Backend) -> anyhow::Result<()> {
     }
     let per_seed = total.checked_div(reports.len().max(1) as u32);
     println!(
-        "convergence on {}: {} seed(s) passed, {} failed; faults {:?}; {} writes checked, {} syncs ({} repaired a mirror), {} requests ({} refused, {} answers lost, {} duplicated, {} while offline); {:?} per seed (slowest {:?}), {:?} in all with {} at once",
+        "convergence on {}: {} seed(s) passed, {} failed; faults {:?}; {} writes checked, {} syncs ({} repaired a mirror), {} conflicts, {} ids live again after a delete, {} requests ({} refused, {} answers lost, {} duplicated, {} while offline); {:?} per seed (slowest {:?}), {:?} in all with {} at once",
         backend.name(),
         reports.len(),
         failures.len(),
@@ -123,6 +127,8 @@ async fn run(backend: Backend) -> anyhow::Result<()> {
         writes,
         syncs,
         repairs,
+        conflicts,
+        revived,
         stats.requests,
         stats.failed,
         stats.lost,
