@@ -222,7 +222,9 @@ impl GraphRead for PgStore {
                 .push_bind(needle.clone())
                 .push(")) > 0");
         }
-        qb.push(" ORDER BY a.name COLLATE \"C\", a.id");
+        // The same order as by name, then id; the index holds the prefix only
+        // (see migration 0002: a name of any length can be stored).
+        qb.push(" ORDER BY left(a.name, 200) COLLATE \"C\", a.name COLLATE \"C\", a.id");
         if let Some(limit) = query.limit {
             qb.push(" LIMIT ").push_bind(to_i64(limit));
         }
