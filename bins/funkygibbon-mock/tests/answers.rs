@@ -297,6 +297,40 @@ async fn five_step_push_validates_as_sync_does(backend: Backend) {
             case.what
         );
     }
+    // The detail names the five-step message's own fields.
+    let cases = [
+        (
+            json!({"entity_id": " ", "client_sync_id": "garbage", "data": {}}),
+            vec![
+                json!(["body", "changes", 0, "client_sync_id"]),
+                json!(["body", "changes", 0, "entity_id"]),
+            ],
+        ),
+        (
+            json!({"entity_id": "x-1", "client_sync_id": Version::now("tester"),
+                   "data": {"source_type": "telepathy"}}),
+            vec![json!(["body", "changes", 0, "data", "source_type"])],
+        ),
+    ];
+    for (mut change, want) in cases {
+        change["entity_type"] = json!("device");
+        change["operation"] = json!("create");
+        let (status, body) = s
+            .post_json(
+                &token,
+                "/api/v1/sync/push",
+                &json!({"type": "sync_push", "client_id": "d", "changes": [change]}),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        let locs: Vec<Value> = body["detail"]
+            .as_array()
+            .expect("detail")
+            .iter()
+            .map(|d| d["loc"].clone())
+            .collect();
+        assert_eq!(locs, want, "{body}");
+    }
     let stats = s.handle.store().stats().await.expect("stats");
     assert_eq!(stats.entity_versions, 0, "nothing stored: {stats:?}");
     s.shutdown().await.expect("shutdown");
