@@ -304,11 +304,10 @@ impl Blame {
                 .and_then(|r| r.split_once(']'))
                 .and_then(|(i, _)| i.parse::<usize>().ok())
             {
-                Some(i) => {
-                    if !blame.changes.iter().any(|(j, _)| *j == i) {
-                        blame.changes.push((i, format!("{field}: {message}")));
-                    }
+                Some(i) if !blame.changes.iter().any(|(j, _)| *j == i) => {
+                    blame.changes.push((i, format!("{field}: {message}")));
                 }
+                Some(_) => {}
                 None if blame.changes.is_empty() => blame.request = true,
                 None => {}
             }

@@ -321,10 +321,9 @@ impl Inner {
         let reason = if pass.invalid_state {
             Some(RepairReason::InvalidSyncState)
         } else {
-            match self.check_digest(res, &pass).await? {
-                Some(_) => Some(RepairReason::DigestMismatch),
-                None => None,
-            }
+            self.check_digest(res, &pass)
+                .await?
+                .map(|_| RepairReason::DigestMismatch)
         };
         if let Some(reason) = reason {
             self.repair(&http, &settings, res, reason).await?;
