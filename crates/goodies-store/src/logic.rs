@@ -613,8 +613,57 @@ impl Ancestry for IdAncestry<'_> {
 struct IdRows {
     /// The planned row that is latest now, if a planned row became latest.
     latest: Option<usize>,
-    /// The last planned row (earlier ones chain through `prev_of_id` in [`plan_push`]).
+    /// The last planned row (earlier ones chain through [`Planner::prev_of_id`]).
     last: usize,
+}
+
+/// What [`Planner::decide`] makes of one pushed entity change.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per change, moved once from decide to emit"
+)]
+enum Decision<'b> {
+    /// Nothing is written; the outcome says why.
+    Skip(EntityOutcome),
+    /// The change cannot be decided before the store loads more rows of its id.
+    NeedsRows(NeedsRows),
+    /// The pushed row is written (latest or not), with a merged row and a conflict record if any.
+    Write {
+        pushed: RowSource<'b>,
+        pushed_latest: bool,
+        made: Option<Box<Entity>>,
+        outcome: EntityOutcome,
+        conflict: Option<PlannedConflict>,
+    },
+}
+
+/// Which rows of an id planning needs loaded (see [`MoreRows`]).
+enum NeedsRows {
+    /// The whole latest row.
+    Latest(EntityId),
+    /// Every stored version.
+    History(EntityId),
+}
+
+/// The state of planning one batch: the plan so far and what it has seen.
+struct Planner<'b, 's> {
+    batch: &'b PushBatch,
+    state: &'s StoredState,
+    now: Timestamp,
+    config: &'s ResolverConfig,
+    plan: PushPlan<'b>,
+    /// Per change (request order): its outcome, once decided.
+    outcomes: Vec<Option<EntityOutcome>>,
+    /// Per id with planned rows: which is latest and the last one.
+    by_id: FastMap<&'b str, IdRows>,
+    /// Per planned row: the planned row of the same id before it.
+    prev_of_id: Vec<Option<usize>>,
+    /// (id, version) of planned pushed rows.
+    planned_keys: FastSet<(&'b str, &'b str)>,
+    /// (id, version) of versions the store made (merges).
+    made_keys: FastSet<(EntityId, Version)>,
+    /// Rows the store must load before the plan can be made.
+    more: MoreRows,
 }
 
 /// Plans a pushed batch against the looked-up state (see the module docs).
@@ -622,62 +671,93 @@ struct IdRows {
 /// `now` is the receipt time: it is the conflict resolver's "now", the
 /// fallback edit time of a version string that does not parse, and the time
 /// given to relationships that carry none. Deterministic for equal inputs.
+///
+/// The steps: order the entity changes ([`entity_apply_order`]); for each,
+/// look up what it meets ([`Planner::look_up`]), decide it
+/// ([`Planner::decide`]) and emit its rows ([`Planner::emit`]); stop if the
+/// store must load more rows ([`Planner::more_rows`]); plan the
+/// relationships ([`Planner::plan_relationships`]); report the outcome
+/// ([`Planner::finish`]).
 pub fn plan_push<'b>(
     batch: &'b PushBatch,
     state: &StoredState,
     now: Timestamp,
     config: &ResolverConfig,
 ) -> Result<PushPlan<'b>, MoreRows> {
-    let changes = &batch.changes;
-    let n = changes.len();
-    let mut plan = PushPlan {
-        entities: Vec::with_capacity(n),
-        ..PushPlan::default()
-    };
-    let mut outcomes: Vec<Option<EntityOutcome>> = vec![None; n];
-    // Per id with planned rows: which is latest and the last one.
-    let mut by_id: FastMap<&'b str, IdRows> = FastMap::with_capacity(n);
-    // Per planned row: the planned row of the same id before it.
-    let mut prev_of_id: Vec<Option<usize>> = Vec::with_capacity(n);
-    // (id, version) of planned pushed rows, and of versions the store made (merges).
-    let mut planned_keys: FastSet<(&'b str, &'b str)> = FastSet::with_capacity(n);
-    let mut made_keys: FastSet<(EntityId, Version)> = FastSet::new();
-    let mut more = MoreRows::default();
+    let mut planner = Planner::new(batch, state, now, config);
+    for idx in entity_apply_order(&batch.changes) {
+        let decision = planner.decide(idx);
+        planner.emit(idx, decision);
+    }
+    planner.more_rows()?;
+    planner.plan_relationships();
+    Ok(planner.finish())
+}
 
-    for idx in entity_apply_order(changes) {
-        let change = &changes[idx];
-        let Some(ec) = &change.entity else {
-            outcomes[idx] = Some(EntityOutcome::NotAcked("no entity".to_owned()));
-            continue;
-        };
-        let (id, version) = (ec.id.as_str(), ec.version.as_str());
-        if state.existing_keys.contains(&KeyRef(id, version))
-            || planned_keys.contains(&(id, version))
-            || made_keys.contains(&KeyRef(id, version))
-        {
-            outcomes[idx] = Some(EntityOutcome::AlreadyPresent);
-            continue;
+impl<'b, 's> Planner<'b, 's> {
+    /// An empty plan for `batch`.
+    fn new(
+        batch: &'b PushBatch,
+        state: &'s StoredState,
+        now: Timestamp,
+        config: &'s ResolverConfig,
+    ) -> Self {
+        let n = batch.changes.len();
+        Planner {
+            batch,
+            state,
+            now,
+            config,
+            plan: PushPlan {
+                entities: Vec::with_capacity(n),
+                ..PushPlan::default()
+            },
+            outcomes: vec![None; n],
+            by_id: FastMap::with_capacity(n),
+            prev_of_id: Vec::with_capacity(n),
+            planned_keys: FastSet::with_capacity(n),
+            made_keys: FastSet::new(),
+            more: MoreRows::default(),
         }
-        let planned = by_id.get(id).copied();
-        let current: Option<Current<'_>> = match planned.and_then(|p| p.latest) {
-            Some(i) => Some(Current::Planned(plan.entities[i].row())),
-            None => state.latest.get(&ec.id).map(Current::Stored),
+    }
+
+    /// Look up: whether this version of the id is already stored or planned
+    /// (`None`), else the id's current latest row — planned in this batch, or
+    /// stored — if it has one.
+    fn look_up(&self, ec: &EntityChange) -> Option<Option<Current<'_>>> {
+        let (id, version) = (ec.id.as_str(), ec.version.as_str());
+        if self.state.existing_keys.contains(&KeyRef(id, version))
+            || self.planned_keys.contains(&(id, version))
+            || self.made_keys.contains(&KeyRef(id, version))
+        {
+            return None;
+        }
+        let planned = self.by_id.get(id).and_then(|p| p.latest);
+        Some(match planned {
+            Some(i) => Some(Current::Planned(self.plan.entities[i].row())),
+            None => self.state.latest.get(&ec.id).map(Current::Stored),
+        })
+    }
+
+    /// Decide per id: what the change at `idx` does to its id — nothing (with
+    /// the reason), a fast-forward, or a conflict decided by the resolver.
+    fn decide(&self, idx: usize) -> Decision<'b> {
+        let change: &'b SyncChange = &self.batch.changes[idx];
+        let Some(ec) = &change.entity else {
+            return Decision::Skip(EntityOutcome::NotAcked("no entity".to_owned()));
+        };
+        let Some(current) = self.look_up(ec) else {
+            return Decision::Skip(EntityOutcome::AlreadyPresent);
         };
         let is_delete = change.change_type == ChangeType::Delete || is_tombstone(&ec.content);
         if is_delete {
             match &current {
-                None => {
-                    outcomes[idx] = Some(EntityOutcome::DeletedUnknown);
-                    continue;
-                }
-                Some(c) if c.is_deleted() => {
-                    outcomes[idx] = Some(EntityOutcome::AlreadyDeleted);
-                    continue;
-                }
+                None => return Decision::Skip(EntityOutcome::DeletedUnknown),
+                Some(c) if c.is_deleted() => return Decision::Skip(EntityOutcome::AlreadyDeleted),
                 Some(_) => {}
             }
         }
-        let updated_at = ec.version.timestamp().unwrap_or(now);
+        let updated_at = ec.version.timestamp().unwrap_or(self.now);
         let created_at = current.as_ref().map_or(updated_at, Current::created_at);
         let content = if is_delete && !is_tombstone(&ec.content) {
             let mut c = ec.content.clone();
@@ -692,147 +772,198 @@ pub fn plan_push<'b>(
             created_at,
             updated_at,
         };
-
         // Unless the change is a fast-forward, the current latest row it conflicts with.
-        let contested: Option<Entity> = match &current {
+        let contested = match &current {
             Some(cur) if !ec.parent_versions.contains(cur.version()) => match cur.entity() {
-                Some(e) => Some(e),
-                None => {
-                    more.latest.push(ec.id.clone());
-                    outcomes[idx] = Some(EntityOutcome::Applied);
-                    continue;
-                }
+                Some(e) => e,
+                None => return Decision::NeedsRows(NeedsRows::Latest(ec.id.clone())),
             },
-            _ => None,
-        };
-        // Whether the pushed row becomes latest, a merged row to add, the outcome and a conflict.
-        let (pushed_latest, made, outcome, conflict): (
-            bool,
-            Option<Entity>,
-            EntityOutcome,
-            Option<PlannedConflict>,
-        ) = if let Some(cur) = contested {
-            let entity = pushed.row().to_entity();
-            let mut earlier = Vec::new();
-            let mut at = planned.map(|p| p.last);
-            while let Some(i) = at {
-                earlier.push(plan.entities[i].row());
-                at = prev_of_id[i];
-            }
-            earlier.reverse();
-            let ancestry = IdAncestry {
-                planned: earlier,
-                stored: state.histories.get(&ec.id).map(Vec::as_slice),
-                missed: Cell::new(false),
-            };
-            let resolution = resolve(&cur, &entity, now, config, &ancestry);
-            if ancestry.missed.get() {
-                more.history.push(ec.id.clone());
-                outcomes[idx] = Some(EntityOutcome::Applied);
-                continue;
-            }
-            let info = conflict_info(&cur, &entity, &resolution);
-            let auto = |info: ConflictInfo| PlannedConflict {
-                info,
-                status: ConflictStatus::Auto,
-            };
-            match resolution {
-                Resolution::FastForward => (true, None, EntityOutcome::Applied, None),
-                Resolution::Winner {
-                    winner: Side::Client,
-                    ..
-                } => (true, None, EntityOutcome::Won, info.map(auto)),
-                Resolution::Winner {
-                    winner: Side::Server,
-                    ..
-                } => (false, None, EntityOutcome::Lost, info.map(auto)),
-                Resolution::Merged { entity: merged, .. } => {
-                    let v = merged.version.clone();
-                    (
-                        false,
-                        Some(merged),
-                        EntityOutcome::Merged(v),
-                        info.map(auto),
-                    )
+            _ => {
+                return Decision::Write {
+                    pushed,
+                    pushed_latest: true,
+                    made: None,
+                    outcome: EntityOutcome::Applied,
+                    conflict: None,
                 }
-                Resolution::Manual { .. } => (
-                    false,
-                    None,
-                    EntityOutcome::Queued,
-                    info.map(|info| PlannedConflict {
-                        info,
-                        status: ConflictStatus::Pending,
-                    }),
-                ),
             }
-        } else {
-            (true, None, EntityOutcome::Applied, None)
         };
+        self.decide_conflict(ec, &contested, pushed)
+    }
 
-        planned_keys.insert((id, version));
-        let rows = std::iter::once((pushed, pushed_latest)).chain(made.map(|m| {
-            made_keys.insert((m.id.clone(), m.version.clone()));
-            (RowSource::Made(Box::new(m)), true)
-        }));
-        for (source, became_latest) in rows {
-            let i = plan.entities.len();
-            let slot = by_id.entry(id).or_insert(IdRows {
+    /// Decide a conflict between the current latest row and a pushed version
+    /// that does not name it as a parent, with the id's earlier versions
+    /// (planned, then stored) as the resolver's ancestry.
+    fn decide_conflict(
+        &self,
+        ec: &EntityChange,
+        current: &Entity,
+        pushed: RowSource<'b>,
+    ) -> Decision<'b> {
+        let entity = pushed.row().to_entity();
+        let mut earlier = Vec::new();
+        let mut at = self.by_id.get(ec.id.as_str()).map(|p| p.last);
+        while let Some(i) = at {
+            earlier.push(self.plan.entities[i].row());
+            at = self.prev_of_id[i];
+        }
+        earlier.reverse();
+        let ancestry = IdAncestry {
+            planned: earlier,
+            stored: self.state.histories.get(&ec.id).map(Vec::as_slice),
+            missed: Cell::new(false),
+        };
+        let resolution = resolve(current, &entity, self.now, self.config, &ancestry);
+        if ancestry.missed.get() {
+            return Decision::NeedsRows(NeedsRows::History(ec.id.clone()));
+        }
+        let info = conflict_info(current, &entity, &resolution);
+        let auto = |info: ConflictInfo| PlannedConflict {
+            info,
+            status: ConflictStatus::Auto,
+        };
+        let (pushed_latest, made, outcome, conflict) = match resolution {
+            Resolution::FastForward => (true, None, EntityOutcome::Applied, None),
+            Resolution::Winner {
+                winner: Side::Client,
+                ..
+            } => (true, None, EntityOutcome::Won, info.map(auto)),
+            Resolution::Winner {
+                winner: Side::Server,
+                ..
+            } => (false, None, EntityOutcome::Lost, info.map(auto)),
+            Resolution::Merged { entity: merged, .. } => {
+                let v = merged.version.clone();
+                (
+                    false,
+                    Some(Box::new(merged)),
+                    EntityOutcome::Merged(v),
+                    info.map(auto),
+                )
+            }
+            Resolution::Manual { .. } => (
+                false,
+                None,
+                EntityOutcome::Queued,
+                info.map(|info| PlannedConflict {
+                    info,
+                    status: ConflictStatus::Pending,
+                }),
+            ),
+        };
+        Decision::Write {
+            pushed,
+            pushed_latest,
+            made,
+            outcome,
+            conflict,
+        }
+    }
+
+    /// Emit: record the outcome of the change at `idx` and append the rows it
+    /// writes, keeping each id's latest row (and the stored one it supersedes).
+    fn emit(&mut self, idx: usize, decision: Decision<'b>) {
+        let (pushed, pushed_latest, made, outcome, conflict) = match decision {
+            Decision::Skip(outcome) => {
+                self.outcomes[idx] = Some(outcome);
+                return;
+            }
+            Decision::NeedsRows(needs) => {
+                match needs {
+                    NeedsRows::Latest(id) => self.more.latest.push(id),
+                    NeedsRows::History(id) => self.more.history.push(id),
+                }
+                self.outcomes[idx] = Some(EntityOutcome::Applied);
+                return;
+            }
+            Decision::Write {
+                pushed,
+                pushed_latest,
+                made,
+                outcome,
+                conflict,
+            } => (pushed, pushed_latest, made, outcome, conflict),
+        };
+        let Some(ec) = &self.batch.changes[idx].entity else {
+            unreachable!("only an entity change writes rows");
+        };
+        let id = ec.id.as_str();
+        self.planned_keys.insert((id, ec.version.as_str()));
+        let made = made.map(|m| {
+            self.made_keys.insert((m.id.clone(), m.version.clone()));
+            (RowSource::Made(m), true)
+        });
+        for (source, became_latest) in std::iter::once((pushed, pushed_latest)).chain(made) {
+            let i = self.plan.entities.len();
+            let slot = self.by_id.entry(id).or_insert(IdRows {
                 latest: None,
                 last: i,
             });
-            prev_of_id.push((slot.last != i).then_some(slot.last));
+            self.prev_of_id.push((slot.last != i).then_some(slot.last));
             slot.last = i;
             if became_latest {
                 match slot.latest.replace(i) {
-                    Some(prev) => plan.entities[prev].latest = false,
+                    Some(prev) => self.plan.entities[prev].latest = false,
                     // The first planned row of this id to become latest supersedes the stored one.
-                    None if state.latest.contains_key(&ec.id) => {
-                        plan.superseded.push(ec.id.clone())
+                    None if self.state.latest.contains_key(&ec.id) => {
+                        self.plan.superseded.push(ec.id.clone())
                     }
                     None => {}
                 }
             }
-            plan.entities.push(PlannedEntity {
+            self.plan.entities.push(PlannedEntity {
                 source,
                 latest: became_latest,
                 became_latest,
             });
         }
         if let Some(c) = conflict {
-            plan.outcome.conflicts.push(c.info.clone());
-            plan.conflicts.push(c);
+            self.plan.outcome.conflicts.push(c.info.clone());
+            self.plan.conflicts.push(c);
         }
-        outcomes[idx] = Some(outcome);
+        self.outcomes[idx] = Some(outcome);
     }
 
-    if !more.latest.is_empty() || !more.history.is_empty() {
+    /// The rows the store must load before planning again, if any (sorted, distinct).
+    fn more_rows(&mut self) -> Result<(), MoreRows> {
+        if self.more.latest.is_empty() && self.more.history.is_empty() {
+            return Ok(());
+        }
+        let mut more = std::mem::take(&mut self.more);
         for ids in [&mut more.latest, &mut more.history] {
             ids.sort();
             ids.dedup();
         }
-        return Err(more);
+        Err(more)
     }
 
-    // Relationships, from every change in request order.
-    let mut planned_rels: FastSet<&'b str> = FastSet::new();
-    let mut acked_rels: FastSet<&'b str> = FastSet::new();
-    let key_exists = |id: &EntityId, v: &Version| {
-        let key = KeyRef(id.as_str(), v.as_str());
-        state.existing_keys.contains(&key)
-            || planned_keys.contains(&(key.0, key.1))
-            || made_keys.contains(&key)
-    };
-    for change in changes {
-        for rc in &change.relationships {
-            let rel_id = rc.id.as_str();
-            let outcome =
-                if state.existing_relationships.contains(&rc.id) || planned_rels.contains(rel_id) {
+    /// Plans the relationships of every change, in request order: each is
+    /// written once, if both endpoint versions are stored or planned.
+    fn plan_relationships(&mut self) {
+        let batch = self.batch;
+        let state = self.state;
+        let mut planned_rels: FastSet<&'b str> = FastSet::new();
+        let mut acked_rels: FastSet<&'b str> = FastSet::new();
+        let (planned_keys, made_keys) = (&self.planned_keys, &self.made_keys);
+        let key_exists = |id: &EntityId, v: &Version| {
+            let key = KeyRef(id.as_str(), v.as_str());
+            state.existing_keys.contains(&key)
+                || planned_keys.contains(&(key.0, key.1))
+                || made_keys.contains(&key)
+        };
+        let plan = &mut self.plan;
+        for change in &batch.changes {
+            for rc in &change.relationships {
+                let rel_id = rc.id.as_str();
+                let outcome = if state.existing_relationships.contains(&rc.id)
+                    || planned_rels.contains(rel_id)
+                {
                     RelationshipOutcome::AlreadyPresent
                 } else if key_exists(&rc.from_entity_id, &rc.from_entity_version)
                     && key_exists(&rc.to_entity_id, &rc.to_entity_version)
                 {
                     planned_rels.insert(rel_id);
-                    let created_at = rc.created_at.unwrap_or(now);
+                    let created_at = rc.created_at.unwrap_or(self.now);
                     plan.relationships.push(PlannedRelationship {
                         change: rc,
                         user_id: rc.user_id.as_deref().unwrap_or(&batch.user_id),
@@ -843,30 +974,37 @@ pub fn plan_push<'b>(
                 } else {
                     RelationshipOutcome::MissingEndpoint
                 };
-            if outcome != RelationshipOutcome::MissingEndpoint && acked_rels.insert(rel_id) {
-                plan.outcome.applied_relationships.push(rc.id.clone());
+                if outcome != RelationshipOutcome::MissingEndpoint && acked_rels.insert(rel_id) {
+                    plan.outcome.applied_relationships.push(rc.id.clone());
+                }
+                plan.outcome
+                    .relationship_outcomes
+                    .push((rc.id.clone(), outcome));
             }
-            plan.outcome
-                .relationship_outcomes
-                .push((rc.id.clone(), outcome));
         }
     }
 
-    let mut acked: FastSet<&str> = FastSet::with_capacity(n);
-    plan.outcome.entity_outcomes.reserve(n);
-    for (change, outcome) in changes.iter().zip(outcomes) {
-        let Some(outcome) = outcome else { continue };
-        let id = change.entity.as_ref().map(|e| &e.id);
-        if let Some(id) = id {
-            if outcome.is_acked() && acked.insert(id.as_str()) {
-                plan.outcome.applied.push(id.clone());
+    /// Report: the per-change outcomes in request order, the acknowledged ids
+    /// (each once) and the row counts.
+    fn finish(self) -> PushPlan<'b> {
+        let mut plan = self.plan;
+        let n = self.batch.changes.len();
+        let mut acked: FastSet<&str> = FastSet::with_capacity(n);
+        plan.outcome.entity_outcomes.reserve(n);
+        for (change, outcome) in self.batch.changes.iter().zip(self.outcomes) {
+            let Some(outcome) = outcome else { continue };
+            let id = change.entity.as_ref().map(|e| &e.id);
+            if let Some(id) = id {
+                if outcome.is_acked() && acked.insert(id.as_str()) {
+                    plan.outcome.applied.push(id.clone());
+                }
             }
+            plan.outcome.entity_outcomes.push((id.cloned(), outcome));
         }
-        plan.outcome.entity_outcomes.push((id.cloned(), outcome));
+        plan.outcome.entities_written = plan.entities.len() as u64;
+        plan.outcome.relationships_written = plan.relationships.len() as u64;
+        plan
     }
-    plan.outcome.entities_written = plan.entities.len() as u64;
-    plan.outcome.relationships_written = plan.relationships.len() as u64;
-    Ok(plan)
 }
 
 /// The version a person's decision on a queued conflict writes: made by

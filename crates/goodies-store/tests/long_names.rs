@@ -9,7 +9,7 @@
 mod support;
 
 use anyhow::ensure;
-use goodies_store::{EntityQuery, GraphRead as _, ServerStore as _};
+use goodies_store::EntityQuery;
 use inbetweenies_proto::EntityType;
 use support::*;
 
