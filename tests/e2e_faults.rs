@@ -151,22 +151,31 @@ async fn server_errors_are_retried() -> anyhow::Result<()> {
     assert_eq!(r.retries, 2);
     assert_eq!(r.acknowledged, 2);
 
-    // More failures than retries: reported, nothing lost, the next sync delivers.
+    // More failures than retries: reported, nothing lost, the next sync delivers. The
+    // pull after the failed push gets one try, not the retries again.
     flaky.left.store(10, Ordering::SeqCst);
     a.create_home("Second").await?;
     let r = a.sync().await?;
     assert!(
         matches!(
             r.errors.as_slice(),
-            [goodies_client::SyncError::Server {
-                status: 503,
-                attempts: 4,
-                ..
-            }]
+            [
+                goodies_client::SyncError::Server {
+                    status: 503,
+                    attempts: 4,
+                    ..
+                },
+                goodies_client::SyncError::Server {
+                    status: 503,
+                    attempts: 1,
+                    ..
+                }
+            ]
         ),
         "{:?}",
         r.errors
     );
+    assert_eq!(r.retries, 3, "the pull was not retried");
     assert_eq!(r.pending, 1);
     flaky.left.store(0, Ordering::SeqCst);
     quiet_sync(&a).await?;

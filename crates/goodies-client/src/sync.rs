@@ -32,6 +32,7 @@ use inbetweenies_proto::{
 use serde::{Deserialize, Serialize};
 
 use crate::client::Inner;
+use crate::config::{ClientConfig, RetryPolicy};
 use crate::error::{ClientError, SyncError};
 use crate::events::{ClientEvent, SyncPhase};
 use crate::http::{Http, RequestFailure};
@@ -149,8 +150,9 @@ enum Refusal {
     Split,
     /// The blamed changes were quarantined: send the rest.
     Quarantined,
-    /// The push cannot go on this sync; pulling still can.
-    StopPushing,
+    /// The push cannot go on this sync; pulling still can (with one try when the server
+    /// itself is failing).
+    StopPushing { server_failing: bool },
     /// Forget the sync position and pull in full.
     InvalidState,
     /// Nothing more can be done this sync.
@@ -485,6 +487,7 @@ impl Inner {
         // which change is to blame); never below one change.
         let mut push_limit = batch_size;
         let mut pushing = true;
+        let mut server_failing = false;
         let mut invalid_state = false;
         let mut pulled_so_far: u64 = 0;
         let mut last: Option<(Option<String>, Timestamp)> = None; // (state_digest, server_time)
@@ -526,7 +529,26 @@ impl Inner {
                     watermark = state.watermark;
                     let mut request = self.sync_request(settings, watermark, state.cursor);
                     request.changes = batch.iter().map(|e| e.change.clone()).collect();
-                    let outcome = http
+                    // After a server error that outlasted the retries, the pull gets one
+                    // try: enough to get past a change the server cannot take, without
+                    // waiting out the retries again for a server that is down.
+                    let once;
+                    let via = if server_failing {
+                        once = ClientConfig {
+                            retry: RetryPolicy {
+                                max_retries: 0,
+                                ..self.config.retry.clone()
+                            },
+                            ..self.config.clone()
+                        };
+                        &Http {
+                            config: &once,
+                            ..*http
+                        }
+                    } else {
+                        http
+                    };
+                    let outcome = via
                         .call(Method::Post, SYNC_PATH, Some(&request), &mut res.retries)
                         .await;
                     (batch, outcome)
@@ -541,8 +563,11 @@ impl Inner {
                         continue;
                     }
                     Refusal::Quarantined => continue,
-                    Refusal::StopPushing => {
+                    Refusal::StopPushing {
+                        server_failing: failing,
+                    } => {
                         pushing = false;
+                        server_failing = failing;
                         continue;
                     }
                     Refusal::InvalidState => {
@@ -796,12 +821,13 @@ impl Inner {
             self.store.mark_attempted(&positions).await?;
         }
         let stop_pushing = !batch.is_empty() && matches!(&failure, RequestFailure::Status { .. });
+        let server_failing = matches!(&failure, RequestFailure::Status { status, .. } if *status >= 500 || *status == 408 || *status == 429);
         let error = failure.into_sync_error()?;
         res.errors.push(error);
         // Whatever happened to a push, the pull still goes on (a server that cannot be
         // reached, or answers a pull with an error, ends the pass).
         Ok(if stop_pushing {
-            Refusal::StopPushing
+            Refusal::StopPushing { server_failing }
         } else {
             Refusal::Stop
         })
