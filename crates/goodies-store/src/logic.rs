@@ -584,19 +584,21 @@ impl PushPlan<'_> {
     }
 }
 
-/// Earlier versions of one id, for the resolver: rows planned in this batch,
-/// then the stored history if it was loaded. Records when it was asked about
-/// a version while the stored history was not loaded.
-struct IdAncestry<'a> {
-    planned: Vec<EntityRow<'a>>,
+/// Earlier versions of one id, for the resolver: rows planned in this batch
+/// (found by key, so a conflict costs nothing for the rows planned before
+/// it), then the stored history if it was loaded. Records when it was asked
+/// about a version while the stored history was not loaded.
+struct IdAncestry<'a, 'b> {
+    id: &'a str,
+    planner: &'a Planner<'b, 'a>,
     stored: Option<&'a [Entity]>,
     missed: Cell<bool>,
 }
 
-impl Ancestry for IdAncestry<'_> {
+impl Ancestry for IdAncestry<'_, '_> {
     fn version(&self, v: &Version) -> Option<Entity> {
-        if let Some(e) = self.planned.iter().find(|e| e.version == v) {
-            return Some(e.to_entity());
+        if let Some(i) = self.planner.planned_row(self.id, v.as_str()) {
+            return Some(self.planner.plan.entities[i].row().to_entity());
         }
         match self.stored {
             Some(rows) => rows.iter().find(|e| &e.version == v).cloned(),
@@ -613,8 +615,6 @@ impl Ancestry for IdAncestry<'_> {
 struct IdRows {
     /// The planned row that is latest now, if a planned row became latest.
     latest: Option<usize>,
-    /// The last planned row (earlier ones chain through [`Planner::prev_of_id`]).
-    last: usize,
 }
 
 /// What [`Planner::decide`] makes of one pushed entity change.
@@ -654,14 +654,12 @@ struct Planner<'b, 's> {
     plan: PushPlan<'b>,
     /// Per change (request order): its outcome, once decided.
     outcomes: Vec<Option<EntityOutcome>>,
-    /// Per id with planned rows: which is latest and the last one.
+    /// Per id with planned rows: which is latest.
     by_id: FastMap<&'b str, IdRows>,
-    /// Per planned row: the planned row of the same id before it.
-    prev_of_id: Vec<Option<usize>>,
-    /// (id, version) of planned pushed rows.
-    planned_keys: FastSet<(&'b str, &'b str)>,
-    /// (id, version) of versions the store made (merges).
-    made_keys: FastSet<(EntityId, Version)>,
+    /// (id, version) of planned pushed rows -> their row in the plan.
+    planned_keys: FastMap<(&'b str, &'b str), usize>,
+    /// (id, version) of versions the store made (merges) -> their row in the plan.
+    made_keys: FastMap<(EntityId, Version), usize>,
     /// Rows the store must load before the plan can be made.
     more: MoreRows,
 }
@@ -714,9 +712,8 @@ impl<'b, 's> Planner<'b, 's> {
             },
             outcomes: vec![None; n],
             by_id: FastMap::with_capacity(n),
-            prev_of_id: Vec::with_capacity(n),
-            planned_keys: FastSet::with_capacity(n),
-            made_keys: FastSet::new(),
+            planned_keys: FastMap::with_capacity(n),
+            made_keys: FastMap::new(),
             more: MoreRows::default(),
         }
     }
@@ -727,8 +724,7 @@ impl<'b, 's> Planner<'b, 's> {
     fn look_up(&self, ec: &EntityChange) -> Option<Option<Current<'_>>> {
         let (id, version) = (ec.id.as_str(), ec.version.as_str());
         if self.state.existing_keys.contains(&KeyRef(id, version))
-            || self.planned_keys.contains(&(id, version))
-            || self.made_keys.contains(&KeyRef(id, version))
+            || self.planned_row(id, version).is_some()
         {
             return None;
         }
@@ -737,6 +733,14 @@ impl<'b, 's> Planner<'b, 's> {
             Some(i) => Some(Current::Planned(self.plan.entities[i].row())),
             None => self.state.latest.get(&ec.id).map(Current::Stored),
         })
+    }
+
+    /// The planned row (pushed, or made by a merge) with this id and version.
+    fn planned_row(&self, id: &str, version: &str) -> Option<usize> {
+        self.planned_keys
+            .get(&(id, version))
+            .or_else(|| self.made_keys.get(&KeyRef(id, version)))
+            .copied()
     }
 
     /// Decide per id: what the change at `idx` does to its id — nothing (with
@@ -801,15 +805,9 @@ impl<'b, 's> Planner<'b, 's> {
         pushed: RowSource<'b>,
     ) -> Decision<'b> {
         let entity = pushed.row().to_entity();
-        let mut earlier = Vec::new();
-        let mut at = self.by_id.get(ec.id.as_str()).map(|p| p.last);
-        while let Some(i) = at {
-            earlier.push(self.plan.entities[i].row());
-            at = self.prev_of_id[i];
-        }
-        earlier.reverse();
         let ancestry = IdAncestry {
-            planned: earlier,
+            id: ec.id.as_str(),
+            planner: self,
             stored: self.state.histories.get(&ec.id).map(Vec::as_slice),
             missed: Cell::new(false),
         };
@@ -888,19 +886,16 @@ impl<'b, 's> Planner<'b, 's> {
             unreachable!("only an entity change writes rows");
         };
         let id = ec.id.as_str();
-        self.planned_keys.insert((id, ec.version.as_str()));
+        let first = self.plan.entities.len();
+        self.planned_keys.insert((id, ec.version.as_str()), first);
         let made = made.map(|m| {
-            self.made_keys.insert((m.id.clone(), m.version.clone()));
+            self.made_keys
+                .insert((m.id.clone(), m.version.clone()), first + 1);
             (RowSource::Made(m), true)
         });
         for (source, became_latest) in std::iter::once((pushed, pushed_latest)).chain(made) {
             let i = self.plan.entities.len();
-            let slot = self.by_id.entry(id).or_insert(IdRows {
-                latest: None,
-                last: i,
-            });
-            self.prev_of_id.push((slot.last != i).then_some(slot.last));
-            slot.last = i;
+            let slot = self.by_id.entry(id).or_insert(IdRows { latest: None });
             if became_latest {
                 match slot.latest.replace(i) {
                     Some(prev) => self.plan.entities[prev].latest = false,
@@ -948,8 +943,8 @@ impl<'b, 's> Planner<'b, 's> {
         let key_exists = |id: &EntityId, v: &Version| {
             let key = KeyRef(id.as_str(), v.as_str());
             state.existing_keys.contains(&key)
-                || planned_keys.contains(&(key.0, key.1))
-                || made_keys.contains(&key)
+                || planned_keys.contains_key(&(key.0, key.1))
+                || made_keys.contains_key(&key)
         };
         let plan = &mut self.plan;
         for change in &batch.changes {
