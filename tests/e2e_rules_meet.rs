@@ -13,8 +13,8 @@ use goodies_client::{
     BlowingOffClient, ClientConfig, EntityId, EntityType, HttpRequest, HttpResponse,
     HyperTransport, RepairReason, SourceType, Timestamp, Transport, TransportError, Version,
 };
-use goodies_store::{AckSet, PulledPage};
 use goodies_e2e::{quiet_sync, test_config, Backend, TestServer, PASSWORD};
+use goodies_store::{AckSet, PulledPage};
 use serde_json::json;
 
 fn obj(v: serde_json::Value) -> goodies_client::JsonObject {
@@ -120,7 +120,10 @@ async fn concurrent_deletes_converge_on_the_servers_tombstone() -> anyhow::Resul
         let on_server = server.handle.store().entity(&h.id).await?.expect("row");
         let on_b = b.entity(&h.id).await?.expect("row");
         assert_eq!(on_server.version, ta.version, "{backend:?}");
-        assert_eq!(on_b.version, on_server.version, "{backend:?}: b follows the server");
+        assert_eq!(
+            on_b.version, on_server.version,
+            "{backend:?}: b follows the server"
+        );
         assert!(r1.digest_mismatch.is_none(), "{backend:?}: {r1:?}");
         assert!(
             r1.repair.is_none(),
@@ -198,20 +201,18 @@ async fn resent_loser_after_a_lost_answer_shows_the_winner() -> anyhow::Result<(
 #[tokio::test]
 async fn an_oversized_batch_is_split_and_the_pull_goes_on() -> anyhow::Result<()> {
     let server = TestServer::start_with(|c| c.with_body_limit(20_000)).await?;
-    let a = client_with(
-        &server,
-        "a",
-        test_config().with_compression(false),
-        None,
-    )
-    .await?;
+    let a = client_with(&server, "a", test_config().with_compression(false), None).await?;
     let b = server.client("b").await?;
     let big = "x".repeat(3_000);
     let mut mine = Vec::new();
     for i in 0..10 {
         mine.push(
-            a.create_entity(EntityType::Note, &format!("n{i}"), obj(json!({"text": big})))
-                .await?,
+            a.create_entity(
+                EntityType::Note,
+                &format!("n{i}"),
+                obj(json!({"text": big})),
+            )
+            .await?,
         );
     }
     let from_b = b
@@ -236,13 +237,7 @@ async fn an_oversized_batch_is_split_and_the_pull_goes_on() -> anyhow::Result<()
 #[tokio::test]
 async fn a_change_too_large_alone_is_quarantined_and_the_rest_goes_on() -> anyhow::Result<()> {
     let server = TestServer::start_with(|c| c.with_body_limit(20_000)).await?;
-    let a = client_with(
-        &server,
-        "a",
-        test_config().with_compression(false),
-        None,
-    )
-    .await?;
+    let a = client_with(&server, "a", test_config().with_compression(false), None).await?;
     let b = server.client("b").await?;
     let before = a
         .create_entity(EntityType::Note, "before", obj(json!({})))
@@ -266,7 +261,11 @@ async fn a_change_too_large_alone_is_quarantined_and_the_rest_goes_on() -> anyho
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.quarantined.len(), 1, "{:?}", r.quarantined);
     assert_eq!(r.quarantined[0].entity_id.as_ref(), Some(&huge.id));
-    assert!(r.quarantined[0].reason.starts_with("413"), "{:?}", r.quarantined);
+    assert!(
+        r.quarantined[0].reason.starts_with("413"),
+        "{:?}",
+        r.quarantined
+    );
     assert!(!r.is_ok(), "a refused change is not a clean sync");
     assert_eq!((r.pending, r.quarantined_total), (0, 1));
     let store = server.handle.store();
@@ -290,9 +289,15 @@ async fn a_change_too_large_alone_is_quarantined_and_the_rest_goes_on() -> anyho
         .await?;
     let r = a.sync().await?;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
-    let on_server = store.entity(&huge.id).await?.expect("it reached the server");
+    let on_server = store
+        .entity(&huge.id)
+        .await?
+        .expect("it reached the server");
     assert_eq!(on_server.version, trimmed.version);
-    assert_eq!(a.entity(&huge.id).await?.expect("row").version, trimmed.version);
+    assert_eq!(
+        a.entity(&huge.id).await?.expect("row").version,
+        trimmed.version
+    );
     assert_eq!(r.quarantined_total, 1, "{r:?}");
     server.stop().await
 }
@@ -507,7 +512,11 @@ async fn a_digest_mismatch_is_repaired_and_reported() -> anyhow::Result<()> {
                 content.insert("deleted".into(), json!(true));
             }
             SyncChange {
-                change_type: if deleted { ChangeType::Delete } else { ChangeType::Update },
+                change_type: if deleted {
+                    ChangeType::Delete
+                } else {
+                    ChangeType::Update
+                },
                 entity: Some(EntityChange {
                     id: id.clone(),
                     version: Version::new(version),
@@ -529,9 +538,24 @@ async fn a_digest_mismatch_is_repaired_and_reported() -> anyhow::Result<()> {
                 &AckSet::default(),
                 &PulledPage {
                     changes: vec![
-                        fake(&e.id, "2030-01-01T00:00:00.000000+00:00-000001-elsewhere", vec![e.version.clone()], false),
-                        fake(&only_here, "2030-01-01T00:00:00.000000+00:00-000002-elsewhere", vec![], false),
-                        fake(&deleted_here, "2030-01-01T00:00:00.000000+00:00-000003-elsewhere", vec![], true),
+                        fake(
+                            &e.id,
+                            "2030-01-01T00:00:00.000000+00:00-000001-elsewhere",
+                            vec![e.version.clone()],
+                            false,
+                        ),
+                        fake(
+                            &only_here,
+                            "2030-01-01T00:00:00.000000+00:00-000002-elsewhere",
+                            vec![],
+                            false,
+                        ),
+                        fake(
+                            &deleted_here,
+                            "2030-01-01T00:00:00.000000+00:00-000003-elsewhere",
+                            vec![],
+                            true,
+                        ),
                     ],
                     cursor: None,
                     server_time: Timestamp::now(),
@@ -541,7 +565,10 @@ async fn a_digest_mismatch_is_repaired_and_reported() -> anyhow::Result<()> {
 
         let r = b.sync().await?;
         assert!(r.errors.is_empty(), "{backend:?}: {:?}", r.errors);
-        let repair = r.repair.as_ref().expect("the mismatch was repaired and reported");
+        let repair = r
+            .repair
+            .as_ref()
+            .expect("the mismatch was repaired and reported");
         assert_eq!(repair.reason, RepairReason::DigestMismatch);
         assert!(repair.converged, "{backend:?}: {repair:?}");
         assert_eq!((repair.requeued, repair.forgotten), (1, 1), "{backend:?}");
@@ -557,6 +584,75 @@ async fn a_digest_mismatch_is_repaired_and_reported() -> anyhow::Result<()> {
         assert!(again.repair.is_none());
         quiet_sync(&a).await?;
         assert_eq!(a.state_digest().await?, server.digest().await?);
+        server.stop().await?;
+    }
+    Ok(())
+}
+
+/// A page read ahead for one client is never handed to another: client C's connection
+/// dies after its first page (its page 2 is read ahead); B, whose sync position was
+/// forgotten, pushes `power=on` (acknowledged) and then pulls from the start with the
+/// same query. B must keep its own acknowledged write, and its next edit must build on
+/// it, on SQLite and PostgreSQL.
+#[tokio::test]
+async fn a_page_read_ahead_for_another_client_never_reverts_an_acknowledged_write(
+) -> anyhow::Result<()> {
+    for backend in BACKENDS {
+        let Some(server) = TestServer::start_on(backend, |c| c.with_page_size(2)).await? else {
+            continue;
+        };
+        let a = server.client("a").await?;
+        a.create_entity(EntityType::Note, "e1", obj(json!({})))
+            .await?;
+        a.create_entity(EntityType::Note, "e2", obj(json!({})))
+            .await?;
+        let e3 = a
+            .create_entity(EntityType::Note, "e3", obj(json!({"power": "off"})))
+            .await?;
+        quiet_sync(&a).await?;
+
+        let b = server.client("b").await?;
+        quiet_sync(&b).await?;
+        // b forgets its sync position (what connect() to another URL spelling does).
+        b.store().reset_sync_state().await?;
+        let v2 = b.merge_content(&e3.id, obj(json!({"power": "on"}))).await?;
+
+        // c: a fresh client whose connection dies after its first page (login + page 1).
+        let c_transport = Arc::new(Budget {
+            inner: HyperTransport::new(),
+            budget: AtomicUsize::new(2),
+        });
+        let c = client_with(&server, "c", test_config(), Some(c_transport)).await?;
+        let _ = c.sync().await?;
+        // c's page 2 has been read ahead (and is never collected by c).
+        server.handle.wait_for_read_ahead(1).await;
+
+        let rb = b.sync().await?;
+        assert!(rb.errors.is_empty(), "{backend:?}: {:?}", rb.errors);
+        let on_server = server.handle.store().entity(&e3.id).await?.expect("row");
+        let on_b = b.entity(&e3.id).await?.expect("row");
+        assert_eq!(
+            on_server.version, v2.version,
+            "{backend:?}: server holds b's write"
+        );
+        assert_eq!(
+            on_b.version, v2.version,
+            "{backend:?}: b keeps its acknowledged write"
+        );
+        assert_eq!(on_b.content["power"], "on");
+        assert!(
+            rb.digest.as_ref().is_some_and(|d| d.matches()),
+            "{backend:?}: {rb:?}"
+        );
+        assert!(rb.repair.is_none(), "{backend:?}: nothing to repair");
+
+        // b's next edit builds on its own write: power stays on.
+        b.merge_content(&e3.id, obj(json!({"brightness": 50})))
+            .await?;
+        quiet_sync(&b).await?;
+        let after = server.handle.store().entity(&e3.id).await?.expect("row");
+        assert_eq!(after.content["power"], "on", "{backend:?}");
+        assert_eq!(after.content["brightness"], 50, "{backend:?}");
         server.stop().await?;
     }
     Ok(())
