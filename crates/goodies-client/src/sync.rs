@@ -322,10 +322,19 @@ impl Inner {
         let pass = self.exchange(&http, &settings, res, None).await?;
         let reason = if pass.invalid_state {
             Some(RepairReason::InvalidSyncState)
+        } else if self.check_digest(res, &pass).await?.is_some() {
+            // A write that committed between the page and the digest the server read can
+            // make them disagree for a moment: a fresh delta settles that before a full pull.
+            let again = self.exchange(&http, &settings, res, None).await?;
+            if again.invalid_state {
+                Some(RepairReason::InvalidSyncState)
+            } else {
+                self.check_digest(res, &again)
+                    .await?
+                    .map(|_| RepairReason::DigestMismatch)
+            }
         } else {
-            self.check_digest(res, &pass)
-                .await?
-                .map(|_| RepairReason::DigestMismatch)
+            None
         };
         if let Some(reason) = reason {
             self.repair(&http, &settings, res, reason).await?;
