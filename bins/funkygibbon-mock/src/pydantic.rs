@@ -65,6 +65,14 @@ pub(crate) fn field_item(f: &FieldError) -> Value {
             input,
             json!({"min_length": 1}),
         ),
+        // Pydantic's item for a `max_length`, worded in bytes, which is what is counted.
+        FieldErrorKind::TooLong { max_bytes } => item_ctx(
+            "string_too_long",
+            loc,
+            format!("String should have at most {max_bytes} bytes (UTF-8)"),
+            input,
+            json!({"max_length": max_bytes}),
+        ),
         other => {
             let why = FieldError {
                 path: Default::default(),

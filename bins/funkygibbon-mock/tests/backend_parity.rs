@@ -3,14 +3,18 @@
 //! One server on SQLite and one on PostgreSQL get the very same request
 //! bytes for each case of a table: U+0000 where it would be stored, lone
 //! surrogates, a 1 MB name, deep content, characters outside the BMP, a
-//! 64 KiB string, right-to-left and combining text. Each case states what
-//! both must answer; whatever is accepted is then pulled from both and must
-//! come back exactly as it was sent.
+//! 64 KiB string, right-to-left and combining text; and, in a second table,
+//! every key string the server stores (ids, versions, type strings, the
+//! device id) at and past the length cap, with the stored strings that are
+//! not capped at 4 KB. Each case states what both must answer; whatever is
+//! accepted is then pulled from both and must come back exactly as it was
+//! sent.
 
 mod support;
 
 use std::collections::BTreeMap;
 
+use funkygibbon_mock::ServerConfig;
 use serde_json::{json, Value};
 use support::{read, Backend, TestServer};
 
@@ -29,10 +33,15 @@ fn raw_change(id: &str, version: &str, name_json: &str, content_json: &str) -> S
     )
 }
 
+/// The device id of the pushes, unless a case sets its own.
+const PUSHER: &str = "parity-pusher";
+
 /// A sync request body around raw change texts.
-fn raw_body(changes: &[String]) -> Vec<u8> {
+fn raw_body(device_id: &str, user_id: &str, changes: &[String]) -> Vec<u8> {
     format!(
-        r#"{{"protocol_version":"inbetweenies-v2","device_id":"parity-pusher","user_id":"tester","sync_type":"delta","changes":[{}],"vector_clock":{{"clocks":{{}}}}}}"#,
+        r#"{{"protocol_version":"inbetweenies-v2","device_id":{},"user_id":{},"sync_type":"delta","changes":[{}],"vector_clock":{{"clocks":{{}}}}}}"#,
+        json!(device_id),
+        json!(user_id),
         changes.join(",")
     )
     .into_bytes()
@@ -103,14 +112,61 @@ const CONTENT_KEY: &[LocPart] = &[
 ];
 const FOURTH_NAME: &[LocPart] = &[K("body"), K("changes"), I(3), K("entity"), K("name")];
 const JSON_ANYWHERE: &[LocPart] = &[];
+const ENTITY_TYPE: &[LocPart] = &[K("body"), K("changes"), I(0), K("entity"), K("entity_type")];
+const DEVICE_ID: &[LocPart] = &[K("body"), K("device_id")];
+const REL_ID: &[LocPart] = &[
+    K("body"),
+    K("changes"),
+    I(0),
+    K("relationships"),
+    I(0),
+    K("id"),
+];
+const REL_FROM: &[LocPart] = &[
+    K("body"),
+    K("changes"),
+    I(0),
+    K("relationships"),
+    I(0),
+    K("from_entity_id"),
+];
+const REL_TO: &[LocPart] = &[
+    K("body"),
+    K("changes"),
+    I(0),
+    K("relationships"),
+    I(0),
+    K("to_entity_id"),
+];
 
-/// One awkward input: a label, the changes (raw JSON texts) and what both must answer.
+/// One awkward input: a label, the request and what both must answer.
 struct Case {
     label: &'static str,
+    /// The pushing device's id and the request's user id.
+    device_id: String,
+    user_id: String,
+    /// The changes, as raw JSON texts.
     changes: Vec<String>,
     expect: Expect,
-    /// Ids the case stores when accepted.
+    /// Entity ids the case stores when accepted.
     ids: Vec<String>,
+    /// Relationship ids the case stores when accepted.
+    relationship_ids: Vec<String>,
+}
+
+impl Case {
+    /// A case pushed by the usual device and user, storing no relationship.
+    fn new(label: &'static str, changes: Vec<String>, expect: Expect, ids: Vec<String>) -> Self {
+        Case {
+            label,
+            device_id: PUSHER.into(),
+            user_id: "tester".into(),
+            changes,
+            expect,
+            ids,
+            relationship_ids: Vec::new(),
+        }
+    }
 }
 
 fn cases() -> Vec<Case> {
@@ -119,12 +175,12 @@ fn cases() -> Vec<Case> {
     let mut one = |label: &'static str, name: String, content: String, expect: Expect| {
         n += 1;
         let id = format!("parity-{n}");
-        Case {
+        Case::new(
             label,
-            changes: vec![raw_change(&id, &version(n), &name, &content)],
+            vec![raw_change(&id, &version(n), &name, &content)],
             expect,
-            ids: vec![id],
-        }
+            vec![id],
+        )
     };
     let refused_nul = |loc| Expect::Refused("value_error", loc);
     let bad_json = Expect::Refused("json_invalid", JSON_ANYWHERE);
@@ -207,24 +263,24 @@ fn cases() -> Vec<Case> {
 
     // Ids and versions, and one bad change among good ones.
     n += 1;
-    out.push(Case {
-        label: "U+0000 in an id",
-        changes: vec![raw_change("bad\u{0}id", &version(n), "\"n\"", "{}")],
-        expect: refused_nul(ID),
-        ids: vec![],
-    });
+    out.push(Case::new(
+        "U+0000 in an id",
+        vec![raw_change("bad\u{0}id", &version(n), "\"n\"", "{}")],
+        refused_nul(ID),
+        vec![],
+    ));
     n += 1;
-    out.push(Case {
-        label: "U+0000 in a version",
-        changes: vec![raw_change(
+    out.push(Case::new(
+        "U+0000 in a version",
+        vec![raw_change(
             &format!("parity-{n}"),
             &format!("{}\u{0}x", version(n)),
             "\"n\"",
             "{}",
         )],
-        expect: refused_nul(VERSION),
-        ids: vec![],
-    });
+        refused_nul(VERSION),
+        vec![],
+    ));
     n += 1;
     let mut changes = Vec::new();
     for i in 0..5 {
@@ -240,13 +296,247 @@ fn cases() -> Vec<Case> {
             "{}",
         ));
     }
-    out.push(Case {
-        label: "U+0000 in the fourth change of five",
+    out.push(Case::new(
+        "U+0000 in the fourth change of five",
         changes,
-        expect: refused_nul(FOURTH_NAME),
-        ids: vec![],
-    });
+        refused_nul(FOURTH_NAME),
+        vec![],
+    ));
     out
+}
+
+/// The cap on a stored key string, in bytes of UTF-8 (PROTOCOL §5.10).
+const CAP: usize = 1024;
+
+/// A valid version of exactly `len` bytes (its user part is padded with
+/// letters that do not compress).
+fn long_version(case: usize, len: usize) -> String {
+    let head = format!("2026-03-01T12:00:00.{case:06}+00:00-{case:06}-");
+    let tail = incompressible(len - head.len());
+    head + &tail
+}
+
+/// How a key-length case changes the base request: the change, the device
+/// id and the request's user id.
+type Edit = dyn Fn(&mut Value, &mut String, &mut String);
+
+/// One key-length case: an entity (and, with `relate`, a relationship from
+/// it to itself) whose strings `edit` changes before it is sent.
+fn key_case(n: usize, label: &'static str, relate: bool, edit: &Edit, expect: Expect) -> Case {
+    let id = format!("key-{n}");
+    let v = version(n);
+    let rel = json!({
+        "id": format!("key-rel-{n}"), "from_entity_id": id, "from_entity_version": v,
+        "to_entity_id": id, "to_entity_version": v, "relationship_type": "located_in",
+        "properties": {"p": 1}, "user_id": "tester",
+    });
+    let mut change = json!({
+        "change_type": "create",
+        "entity": {
+            "id": id, "version": v, "entity_type": "note", "name": "n", "content": {},
+            "source_type": "manual", "user_id": "tester", "parent_versions": [],
+        },
+        "relationships": if relate { vec![rel] } else { vec![] },
+    });
+    let (mut device_id, mut user_id) = (PUSHER.to_owned(), "tester".to_owned());
+    edit(&mut change, &mut device_id, &mut user_id);
+    let stored = expect == Expect::Stored;
+    let entity = &change["entity"];
+    let ids = match entity["id"].as_str() {
+        Some(id) if stored => vec![id.to_owned()],
+        _ => vec![],
+    };
+    // A relationship is stored when both its endpoints are the stored version.
+    let relationship_ids = match change["relationships"].get(0) {
+        Some(r)
+            if stored
+                && r["from_entity_id"] == entity["id"]
+                && r["from_entity_version"] == entity["version"]
+                && r["to_entity_id"] == entity["id"]
+                && r["to_entity_version"] == entity["version"] =>
+        {
+            vec![r["id"].as_str().expect("relationship id").to_owned()]
+        }
+        _ => vec![],
+    };
+    Case {
+        label,
+        device_id,
+        user_id,
+        changes: vec![change.to_string()],
+        expect,
+        ids,
+        relationship_ids,
+    }
+}
+
+/// Sets the string at a JSON pointer of a change.
+fn set(change: &mut Value, pointer: &str, s: String) {
+    *change.pointer_mut(pointer).expect("field") = Value::String(s);
+}
+
+/// 4 KB of letters that do not compress.
+fn big() -> String {
+    incompressible(4 << 10)
+}
+
+/// Every key string the server stores, past the cap (refused alike at the
+/// field) and at it (accepted alike, read back as sent); the stored strings
+/// that are not capped, at 4 KB (accepted alike).
+fn key_cases() -> Vec<Case> {
+    let too_long = |loc| Expect::Refused("string_too_long", loc);
+    let cases: Vec<(&'static str, bool, Box<Edit>, Expect)> = vec![
+        // Past the cap.
+        (
+            "a 4 KB id that does not compress",
+            false,
+            Box::new(|c, _, _| set(c, "/entity/id", big())),
+            too_long(ID),
+        ),
+        (
+            "a 4 KB version",
+            false,
+            Box::new(|c, _, _| set(c, "/entity/version", long_version(90, 4 << 10))),
+            too_long(VERSION),
+        ),
+        (
+            "a 4 KB entity type",
+            false,
+            Box::new(|c, _, _| set(c, "/entity/entity_type", big())),
+            too_long(ENTITY_TYPE),
+        ),
+        (
+            "a 4 KB device id",
+            false,
+            Box::new(|_, d, _| *d = big()),
+            too_long(DEVICE_ID),
+        ),
+        (
+            "a 4 KB relationship id",
+            true,
+            Box::new(|c, _, _| set(c, "/relationships/0/id", big())),
+            too_long(REL_ID),
+        ),
+        (
+            "a 4 KB relationship source id",
+            true,
+            Box::new(|c, _, _| set(c, "/relationships/0/from_entity_id", big())),
+            too_long(REL_FROM),
+        ),
+        (
+            "a 4 KB relationship target id",
+            true,
+            Box::new(|c, _, _| set(c, "/relationships/0/to_entity_id", big())),
+            too_long(REL_TO),
+        ),
+        (
+            "an id one byte past the cap",
+            false,
+            Box::new(|c, _, _| set(c, "/entity/id", incompressible(CAP + 1))),
+            too_long(ID),
+        ),
+        (
+            "an id of 342 three-byte characters (1,026 bytes)",
+            false,
+            Box::new(|c, _, _| set(c, "/entity/id", "\u{20ac}".repeat(342))),
+            too_long(ID),
+        ),
+        // At the cap.
+        (
+            "a 1,024-byte id",
+            true,
+            Box::new(|c, _, _| {
+                let id = incompressible(CAP);
+                set(c, "/entity/id", id.clone());
+                set(c, "/relationships/0/from_entity_id", id.clone());
+                set(c, "/relationships/0/to_entity_id", id);
+            }),
+            Expect::Stored,
+        ),
+        (
+            "a 1,024-byte id with a 1,024-byte version (the widest key)",
+            true,
+            Box::new(|c, _, _| {
+                let (id, v) = (incompressible(CAP), long_version(91, CAP));
+                set(c, "/entity/id", id.clone());
+                set(c, "/entity/version", v.clone());
+                for end in ["from", "to"] {
+                    set(c, &format!("/relationships/0/{end}_entity_id"), id.clone());
+                    set(
+                        c,
+                        &format!("/relationships/0/{end}_entity_version"),
+                        v.clone(),
+                    );
+                }
+            }),
+            Expect::Stored,
+        ),
+        (
+            "a 1,024-byte relationship id",
+            true,
+            Box::new(|c, _, _| set(c, "/relationships/0/id", incompressible(CAP))),
+            Expect::Stored,
+        ),
+        (
+            "a 1,024-byte entity type and device id",
+            false,
+            Box::new(|c, d, _| {
+                set(c, "/entity/entity_type", incompressible(CAP));
+                *d = incompressible(CAP);
+            }),
+            Expect::Stored,
+        ),
+        // Not capped: no index keys on them.
+        (
+            "a 4 KB source type, entity user id and request user id",
+            false,
+            Box::new(|c, _, u| {
+                set(c, "/entity/source_type", big());
+                set(c, "/entity/user_id", big());
+                *u = big();
+            }),
+            Expect::Stored,
+        ),
+        (
+            "a 4 KB parent version",
+            false,
+            Box::new(|c, _, _| {
+                c["entity"]["parent_versions"] = json!([long_version(92, 4 << 10)]);
+            }),
+            Expect::Stored,
+        ),
+        (
+            "a 4 KB relationship type and relationship user id",
+            true,
+            Box::new(|c, _, _| {
+                set(c, "/relationships/0/relationship_type", big());
+                set(c, "/relationships/0/user_id", big());
+            }),
+            Expect::Stored,
+        ),
+        (
+            "4 KB relationship endpoint versions (no such version: not stored)",
+            true,
+            Box::new(|c, _, _| {
+                set(
+                    c,
+                    "/relationships/0/from_entity_version",
+                    long_version(93, 4 << 10),
+                );
+                set(
+                    c,
+                    "/relationships/0/to_entity_version",
+                    long_version(94, 4 << 10),
+                );
+            }),
+            Expect::Stored,
+        ),
+    ];
+    cases
+        .into_iter()
+        .enumerate()
+        .map(|(n, (label, relate, edit, expect))| key_case(n + 1, label, relate, &*edit, expect))
+        .collect()
 }
 
 /// What one server answered for one case.
@@ -269,16 +559,27 @@ async fn send(server: &TestServer, token: &str, body: Vec<u8>) -> Answer {
         .expect("request");
     let (status, body) = read(res).await;
     let body = if status == 200 {
-        json!({"applied": body["applied"], "conflicts": body["conflicts"]})
+        json!({
+            "applied": body["applied"],
+            "applied_relationships": body["applied_relationships"],
+            "conflicts": body["conflicts"],
+        })
     } else {
         body
     };
     Answer { status, body }
 }
 
-/// Every latest entity of a server, by id, as the raw JSON text it sent.
-async fn pull_all(server: &TestServer, token: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+/// Every latest entity and every relationship of a server, by id, as the raw
+/// JSON text it sent.
+#[derive(Debug, Default)]
+struct Pulled {
+    entities: BTreeMap<String, String>,
+    relationships: BTreeMap<String, String>,
+}
+
+async fn pull_all(server: &TestServer, token: &str) -> Pulled {
+    let mut out = Pulled::default();
     let mut cursor = Value::Null;
     for _ in 0..1_000 {
         let body = json!({
@@ -299,7 +600,18 @@ async fn pull_all(server: &TestServer, token: &str) -> BTreeMap<String, String> 
         for c in page["changes"].as_array().expect("changes") {
             let e = &c["entity"];
             if let Some(id) = e["id"].as_str() {
-                out.insert(id.to_owned(), e.to_string());
+                out.entities.insert(id.to_owned(), e.to_string());
+            }
+            for r in c["relationships"].as_array().into_iter().flatten() {
+                if let Some(id) = r["id"].as_str() {
+                    // Without the times the server set (each its own clock).
+                    let mut r = r.clone();
+                    if let Some(obj) = r.as_object_mut() {
+                        obj.remove("created_at");
+                        obj.remove("updated_at");
+                    }
+                    out.relationships.insert(id.to_owned(), r.to_string());
+                }
             }
         }
         cursor = page["cursor"].clone();
@@ -322,12 +634,60 @@ fn loc_of(parts: &[LocPart]) -> Value {
     )
 }
 
+/// A value as written out (compared so: the same characters in the same order).
+fn written(v: &Value) -> String {
+    v.to_string()
+}
+
+/// How many syncs a server has recorded for a device.
+async fn sync_count(server: &TestServer, token: &str, device_id: &str) -> u64 {
+    let res = server
+        .http
+        .get(server.url("/api/v1/sync/status"))
+        .bearer_auth(token)
+        .query(&[("device_id", device_id)])
+        .send()
+        .await
+        .expect("status");
+    let (status, body) = read(res).await;
+    assert_eq!(status, 200, "status: {}", truncate(&body));
+    body["sync_count"].as_u64().expect("sync_count")
+}
+
+/// Strings (ids) shortened for a failure message.
+fn short<'a>(ids: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    ids.into_iter()
+        .map(|id| match id.char_indices().nth(24) {
+            Some((i, _)) => format!("{}…", &id[..i]),
+            None => id.clone(),
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_backends_accept_or_refuse_awkward_inputs_alike_and_read_back_what_they_store() {
-    let Some(sqlite) = TestServer::start(Backend::Sqlite).await else {
+    run_table(cases(), |c| c).await;
+}
+
+/// The servers accept unknown types here, so that a type string reaches the
+/// store and only the length cap can refuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_backends_refuse_key_strings_past_the_cap_alike_and_store_them_at_the_cap() {
+    run_table(key_cases(), |mut c| {
+        c.accept_unknown_types = true;
+        c
+    })
+    .await;
+}
+
+/// Sends every case to a SQLite and a PostgreSQL server configured alike,
+/// checks both answer it alike and as the case expects, then pulls both and
+/// checks they stored exactly what they accepted, byte for byte as sent.
+async fn run_table(cases: Vec<Case>, tweak: impl Fn(ServerConfig) -> ServerConfig) {
+    let Some(sqlite) = TestServer::start_with(Backend::Sqlite, &tweak).await else {
         return;
     };
-    let Some(postgres) = TestServer::start(Backend::Postgres).await else {
+    let Some(postgres) = TestServer::start_with(Backend::Postgres, &tweak).await else {
         return;
     };
     let servers = [&sqlite, &postgres];
@@ -336,11 +696,11 @@ async fn both_backends_accept_or_refuse_awkward_inputs_alike_and_read_back_what_
         tokens.push(s.login().await);
     }
 
-    let cases = cases();
     let mut sent: BTreeMap<String, Value> = BTreeMap::new();
+    let mut sent_relationships: BTreeMap<String, Value> = BTreeMap::new();
     let mut failures = Vec::new();
     for case in &cases {
-        let body = raw_body(&case.changes);
+        let body = raw_body(&case.device_id, &case.user_id, &case.changes);
         let mut answers = Vec::new();
         for (s, token) in servers.iter().zip(&tokens) {
             answers.push(send(s, token, body.clone()).await);
@@ -368,19 +728,38 @@ async fn both_backends_accept_or_refuse_awkward_inputs_alike_and_read_back_what_
                     ));
                     continue;
                 }
-                let applied: Vec<&str> = a.body["applied"]
-                    .as_array()
-                    .map(|v| v.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                assert_eq!(applied, case.ids, "{}: applied", case.label);
+                let strings = |key: &str| -> Vec<String> {
+                    a.body[key]
+                        .as_array()
+                        .map(|v| {
+                            v.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                assert_eq!(strings("applied"), case.ids, "{}: applied", case.label);
+                assert_eq!(
+                    strings("applied_relationships"),
+                    case.relationship_ids,
+                    "{}: applied relationships",
+                    case.label
+                );
                 let change: Value = serde_json::from_str(&case.changes[0]).expect("case JSON");
                 sent.insert(case.ids[0].clone(), change["entity"].clone());
+                for r in change["relationships"].as_array().into_iter().flatten() {
+                    if let Some(id) = case.relationship_ids.iter().find(|id| r["id"] == **id) {
+                        sent_relationships.insert(id.clone(), r.clone());
+                    }
+                }
             }
             Expect::Refused(kind, loc) => {
                 let item = &a.body["detail"][0];
                 let ok = a.status == 422
                     && item["type"] == json!(kind)
-                    && (loc.is_empty() || item["loc"] == loc_of(loc));
+                    && (loc.is_empty() || item["loc"] == loc_of(loc))
+                    && (kind != "string_too_long" || item["ctx"]["max_length"] == CAP);
                 if !ok {
                     failures.push(format!(
                         "{}: both answered {} {}, expected 422 {kind} at {}",
@@ -394,33 +773,99 @@ async fn both_backends_accept_or_refuse_awkward_inputs_alike_and_read_back_what_
         }
     }
 
+    // A device a server accepted a push from has its sync recorded, alike.
+    for case in cases.iter().filter(|c| c.device_id != PUSHER) {
+        let expected = u64::from(case.expect == Expect::Stored);
+        for (backend, s, token) in [
+            ("SQLite", &sqlite, &tokens[0]),
+            ("PostgreSQL", &postgres, &tokens[1]),
+        ] {
+            let count = sync_count(s, token, &case.device_id).await;
+            if count != expected {
+                failures.push(format!(
+                    "{}: {backend} recorded {count} syncs of the device, expected {expected}",
+                    case.label
+                ));
+            }
+        }
+    }
+
     // What was accepted reads back identically from both, exactly as sent;
     // nothing refused was stored.
     let pulled_sqlite = pull_all(&sqlite, &tokens[0]).await;
     let pulled_postgres = pull_all(&postgres, &tokens[1]).await;
     let stored: Vec<&String> = sent.keys().collect();
+    let stored_relationships: Vec<&String> = sent_relationships.keys().collect();
     for (backend, pulled) in [("SQLite", &pulled_sqlite), ("PostgreSQL", &pulled_postgres)] {
-        let ids: Vec<&String> = pulled.keys().collect();
+        let ids: Vec<&String> = pulled.entities.keys().collect();
         if ids != stored {
             failures.push(format!(
-                "{backend} stored {ids:?}, not exactly the accepted {stored:?}"
+                "{backend} stored {:?}, not exactly the accepted {:?}",
+                short(ids),
+                short(stored.iter().copied())
+            ));
+        }
+        let ids: Vec<&String> = pulled.relationships.keys().collect();
+        if ids != stored_relationships {
+            failures.push(format!(
+                "{backend} stored relationships {:?}, not exactly the accepted {:?}",
+                short(ids),
+                short(stored_relationships.iter().copied())
             ));
         }
     }
-    for (id, entity) in &sent {
-        let (Some(from_sqlite), Some(from_postgres)) =
-            (pulled_sqlite.get(id), pulled_postgres.get(id))
-        else {
-            continue;
-        };
-        if from_sqlite != from_postgres {
-            failures.push(format!("{id}: the backends read back different bytes"));
-        }
-        let back: Value = serde_json::from_str(from_sqlite).expect("entity JSON");
-        for field in ["id", "version", "name", "content", "entity_type", "user_id"] {
-            // Compared as written out: the same characters in the same order.
-            if back[field].to_string() != entity[field].to_string() {
-                failures.push(format!("{id}: {field} did not read back as sent"));
+    let fields = [
+        "id",
+        "version",
+        "name",
+        "content",
+        "entity_type",
+        "source_type",
+        "user_id",
+        "parent_versions",
+    ];
+    let relationship_fields = [
+        "id",
+        "from_entity_id",
+        "from_entity_version",
+        "to_entity_id",
+        "to_entity_version",
+        "relationship_type",
+        "properties",
+        "user_id",
+    ];
+    for (sent, from_sqlite, from_postgres, fields) in [
+        (
+            &sent,
+            &pulled_sqlite.entities,
+            &pulled_postgres.entities,
+            &fields,
+        ),
+        (
+            &sent_relationships,
+            &pulled_sqlite.relationships,
+            &pulled_postgres.relationships,
+            &relationship_fields,
+        ),
+    ] {
+        for (id, item) in sent {
+            let (Some(a), Some(b)) = (from_sqlite.get(id), from_postgres.get(id)) else {
+                continue;
+            };
+            if a != b {
+                failures.push(format!(
+                    "{:?}: the backends read back different bytes",
+                    short([id])
+                ));
+            }
+            let back: Value = serde_json::from_str(a).expect("read back JSON");
+            for field in fields.iter() {
+                if written(&back[*field]) != written(&item[*field]) {
+                    failures.push(format!(
+                        "{:?}: {field} did not read back as sent",
+                        short([id])
+                    ));
+                }
             }
         }
     }

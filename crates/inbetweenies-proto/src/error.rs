@@ -119,6 +119,12 @@ pub enum FieldErrorKind {
     /// A string the server would store that contains U+0000, which not every
     /// store can hold (a key of an object when the path ends at that key).
     NulCharacter,
+    /// A key string (an id, a version, a type, a device id) longer than the
+    /// server indexes, in bytes of UTF-8 (see `validate::MAX_KEY_BYTES`).
+    TooLong {
+        /// The most bytes allowed.
+        max_bytes: usize,
+    },
     /// A string that must not be empty.
     Empty,
 }
@@ -153,6 +159,9 @@ impl fmt::Display for FieldError {
             }
             FieldErrorKind::BadCursor => write!(f, "{p}: cursor must be a server_seq integer"),
             FieldErrorKind::NulCharacter => write!(f, "{p}: must not contain U+0000 (NUL)"),
+            FieldErrorKind::TooLong { max_bytes } => {
+                write!(f, "{p}: must be at most {max_bytes} bytes (UTF-8)")
+            }
             FieldErrorKind::Empty => write!(f, "{p}: must not be empty"),
         }
     }

@@ -21,6 +21,18 @@
 //! the strings of `filters`. Strings the server neither stores nor selects
 //! by keep their own checks (a cursor must be a number, a checksum must
 //! match, `protocol_version` must be the one spoken).
+//!
+//! # Key length
+//!
+//! A string the server keys an index on may be at most [`MAX_KEY_BYTES`]
+//! bytes of UTF-8: not every store can index a longer one (a PostgreSQL
+//! B-tree entry holds about 2.7 kB, and an entity's key is its id and
+//! version together), and a request must be accepted or refused the same way
+//! whatever the store. A longer one is refused here, on every server, as
+//! [`FieldErrorKind::TooLong`] at the exact field: `device_id`; an entity's
+//! id, version and type; a relationship's id and endpoint ids. Every other
+//! string (names, content, source types, user ids, parent versions, endpoint
+//! versions, relationship types) is stored at any length.
 
 use serde_json::{Map, Value};
 
@@ -28,6 +40,12 @@ use crate::error::{FieldError, FieldErrorKind, FieldPath, PathSegment, Validatio
 use crate::timestamp::Timestamp;
 use crate::version::Version;
 use crate::wire::{SyncRequest, PROTOCOL_VERSION};
+
+/// The most bytes (UTF-8) a key string may have: an id, a version, an
+/// entity type, a relationship id or endpoint id, a device id (see the
+/// module docs). Counted in bytes, not characters: a character outside ASCII
+/// takes two to four.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 const SYNC_TYPES: &[&str] = &["full", "delta", "entities", "relationships"];
 const CHANGE_TYPES: &[&str] = &["create", "update", "delete"];
@@ -77,7 +95,7 @@ pub fn sync_request_from_value(value: Value) -> Result<SyncRequest, ValidationEr
         }]));
     };
     defaulted_string(obj, &root, "protocol_version", &mut errs);
-    req_string(obj, &root, "device_id", &mut errs);
+    req_key(obj, &root, "device_id", &mut errs);
     req_string(obj, &root, "user_id", &mut errs);
     req_choice(obj, &root, "sync_type", SYNC_TYPES, &mut errs);
     // `changes`, `vector_clock` and the lists inside a change may be left out
@@ -144,6 +162,28 @@ fn req_string(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut Ve
         )),
         Some(Value::String(s)) => nul_free(s, || at.key(key), errs),
         Some(v) => errs.push(err(at.key(key), FieldErrorKind::NotAString, v)),
+    }
+}
+
+/// A required string the server keys an index on: as [`req_string`], and at
+/// most [`MAX_KEY_BYTES`] long (one error per field: U+0000 first).
+fn req_key(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut Vec<FieldError>) {
+    match obj.get(key) {
+        Some(Value::String(s)) if !s.contains('\0') => short_key(s, || at.key(key), errs),
+        _ => req_string(obj, at, key, errs),
+    }
+}
+
+/// Refuses a key string longer than [`MAX_KEY_BYTES`] (see the module docs).
+fn short_key(s: &str, at: impl FnOnce() -> FieldPath, errs: &mut Vec<FieldError>) {
+    if s.len() > MAX_KEY_BYTES {
+        errs.push(FieldError {
+            path: at(),
+            kind: FieldErrorKind::TooLong {
+                max_bytes: MAX_KEY_BYTES,
+            },
+            input: Value::String(s.to_owned()),
+        });
     }
 }
 
@@ -287,6 +327,9 @@ fn req_version(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut V
         Some(Value::String(s)) if s.contains('\0') => {
             nul_free(s, || at.key(key), errs);
         }
+        Some(Value::String(s)) if s.len() > MAX_KEY_BYTES => {
+            short_key(s, || at.key(key), errs);
+        }
         Some(Value::String(s)) => {
             if let Err(e) = Version::new(s.as_str()).parse() {
                 errs.push(err(
@@ -348,9 +391,9 @@ fn check_entity(e: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
         errs.push(err(at.clone(), FieldErrorKind::NotAnObject, e));
         return;
     };
-    req_string(obj, at, "id", errs);
+    req_key(obj, at, "id", errs);
     req_version(obj, at, "version", errs);
-    req_string(obj, at, "entity_type", errs);
+    req_key(obj, at, "entity_type", errs);
     req_string(obj, at, "name", errs);
     dict(obj, at, "content", true, errs);
     req_string(obj, at, "source_type", errs);
@@ -381,10 +424,10 @@ fn check_relationship(r: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
         errs.push(err(at.clone(), FieldErrorKind::NotAnObject, r));
         return;
     };
-    req_string(obj, at, "id", errs);
-    req_string(obj, at, "from_entity_id", errs);
+    req_key(obj, at, "id", errs);
+    req_key(obj, at, "from_entity_id", errs);
     req_string(obj, at, "from_entity_version", errs);
-    req_string(obj, at, "to_entity_id", errs);
+    req_key(obj, at, "to_entity_id", errs);
     req_string(obj, at, "to_entity_version", errs);
     req_string(obj, at, "relationship_type", errs);
     dict(obj, at, "properties", false, errs);

@@ -1,6 +1,8 @@
 //! Request validation: each kind of bad input gives its own error at its own path, and nothing panics.
 
-use inbetweenies_proto::validate::{parse_json, parse_sync_request, sync_request_from_value};
+use inbetweenies_proto::validate::{
+    parse_json, parse_sync_request, sync_request_from_value, MAX_KEY_BYTES,
+};
 use inbetweenies_proto::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -81,6 +83,7 @@ enum K {
     Protocol,
     Empty,
     Nul,
+    TooLong,
 }
 
 fn kind(k: &FieldErrorKind) -> K {
@@ -96,6 +99,7 @@ fn kind(k: &FieldErrorKind) -> K {
         FieldErrorKind::UnsupportedProtocolVersion => K::Protocol,
         FieldErrorKind::Empty => K::Empty,
         FieldErrorKind::NulCharacter => K::Nul,
+        FieldErrorKind::TooLong { .. } => K::TooLong,
         other => panic!("a kind this test does not know: {other:?}"),
     }
 }
@@ -227,7 +231,158 @@ fn cases() -> Vec<Case> {
         (r("properties"), Some(json!({"w": {"x": "\u{0}"}})), "changes[0].relationships[0].properties.w.x", K::Nul),
         ("/filters/entity_types".into(), Some(json!(["device\u{0}"])), "filters.entity_types[0]", K::Nul),
         ("/filters/modified_by".into(), Some(json!(["alice", "\u{0}"])), "filters.modified_by[1]", K::Nul),
+        // A key string one byte past the cap, in ASCII and in three-byte characters.
+        ("/device_id".into(), Some(json!(ascii(MAX_KEY_BYTES + 1))), "device_id", K::TooLong),
+        ("/device_id".into(), Some(json!(euros(MAX_KEY_BYTES + 1))), "device_id", K::TooLong),
+        (e("id"), Some(json!(ascii(MAX_KEY_BYTES + 1))), "changes[0].entity.id", K::TooLong),
+        (e("id"), Some(json!(euros(MAX_KEY_BYTES + 1))), "changes[0].entity.id", K::TooLong),
+        (e("version"), Some(json!(long_version(MAX_KEY_BYTES + 1))), "changes[0].entity.version", K::TooLong),
+        (e("version"), Some(json!(ascii(4096))), "changes[0].entity.version", K::TooLong),
+        (e("entity_type"), Some(json!(ascii(MAX_KEY_BYTES + 1))), "changes[0].entity.entity_type", K::TooLong),
+        (e("entity_type"), Some(json!(euros(MAX_KEY_BYTES + 1))), "changes[0].entity.entity_type", K::TooLong),
+        (r("id"), Some(json!(ascii(MAX_KEY_BYTES + 1))), "changes[0].relationships[0].id", K::TooLong),
+        (r("id"), Some(json!(euros(MAX_KEY_BYTES + 1))), "changes[0].relationships[0].id", K::TooLong),
+        (r("from_entity_id"), Some(json!(ascii(MAX_KEY_BYTES + 1))), "changes[0].relationships[0].from_entity_id", K::TooLong),
+        (r("from_entity_id"), Some(json!(euros(MAX_KEY_BYTES + 1))), "changes[0].relationships[0].from_entity_id", K::TooLong),
+        (r("to_entity_id"), Some(json!(ascii(MAX_KEY_BYTES + 1))), "changes[0].relationships[0].to_entity_id", K::TooLong),
+        (r("to_entity_id"), Some(json!(euros(MAX_KEY_BYTES + 1))), "changes[0].relationships[0].to_entity_id", K::TooLong),
+        // U+0000 in an overlong key is reported once, as U+0000.
+        (e("id"), Some(json!(format!("{}\u{0}", ascii(MAX_KEY_BYTES)))), "changes[0].entity.id", K::Nul),
     ]
+}
+
+/// `len` bytes of ASCII.
+fn ascii(len: usize) -> String {
+    "k".repeat(len)
+}
+
+/// `len` bytes of UTF-8, as many of them as fit in three-byte characters
+/// (U+20AC), the rest ASCII: far fewer characters than bytes.
+fn euros(len: usize) -> String {
+    let mut s = "\u{20ac}".repeat(len / 3);
+    s.push_str(&ascii(len % 3));
+    assert_eq!(s.len(), len);
+    s
+}
+
+/// A well-formed version of exactly `len` bytes (a long user part).
+fn long_version(len: usize) -> String {
+    let head = "2026-06-15T09:41:02.581234+00:00-000417-";
+    format!("{head}{}", ascii(len - head.len()))
+}
+
+/// Every capped key field, as (pointer, a valid value of `len` bytes).
+fn key_fields(len: usize) -> Vec<(String, String)> {
+    vec![
+        ("/device_id".into(), euros(len)),
+        (e("id"), euros(len)),
+        (e("version"), long_version(len)),
+        (e("entity_type"), euros(len)),
+        (r("id"), euros(len)),
+        (r("from_entity_id"), euros(len)),
+        (r("to_entity_id"), euros(len)),
+    ]
+}
+
+#[test]
+fn the_key_length_cap_is_1024_bytes() {
+    assert_eq!(MAX_KEY_BYTES, 1024);
+}
+
+#[test]
+fn every_key_string_of_exactly_the_cap_is_accepted() {
+    for (pointer, value) in key_fields(MAX_KEY_BYTES) {
+        assert_eq!(value.len(), MAX_KEY_BYTES);
+        let body = with(&pointer, Some(json!(value)));
+        let req = sync_request_from_value(body).unwrap_or_else(|e| panic!("{pointer}: {e}"));
+        // What was sent is what is kept.
+        let (entity, rel) = (
+            req.changes[0].entity.as_ref().expect("entity"),
+            &req.changes[0].relationships[0],
+        );
+        let kept = match pointer.as_str() {
+            "/device_id" => req.device_id.clone(),
+            "/changes/0/entity/id" => entity.id.as_str().to_owned(),
+            "/changes/0/entity/version" => entity.version.as_str().to_owned(),
+            "/changes/0/entity/entity_type" => entity.entity_type.as_str().to_owned(),
+            "/changes/0/relationships/0/id" => rel.id.as_str().to_owned(),
+            "/changes/0/relationships/0/from_entity_id" => rel.from_entity_id.as_str().to_owned(),
+            "/changes/0/relationships/0/to_entity_id" => rel.to_entity_id.as_str().to_owned(),
+            other => panic!("a field this test does not know: {other}"),
+        };
+        assert_eq!(kept, value, "{pointer}");
+    }
+}
+
+#[test]
+fn a_key_string_past_the_cap_is_refused_with_the_cap_at_its_field() {
+    for (pointer, value) in key_fields(MAX_KEY_BYTES + 1) {
+        // Multi-byte characters are counted in bytes: fewer than the cap in characters.
+        assert!(value.chars().count() < MAX_KEY_BYTES || pointer.ends_with("version"));
+        let body = with(&pointer, Some(json!(value)));
+        let err = sync_request_from_value(body).expect_err(&pointer);
+        let f = err.first_field().expect("a field error");
+        assert_eq!(err.fields().len(), 1, "{pointer}: {err}");
+        assert_eq!(
+            f.kind,
+            FieldErrorKind::TooLong {
+                max_bytes: MAX_KEY_BYTES
+            },
+            "{pointer}"
+        );
+        assert_eq!(f.input, json!(value), "{pointer}: input");
+        let path = f.path.to_string();
+        assert!(
+            err.to_string()
+                .contains(&format!("{path}: must be at most 1024 bytes (UTF-8)")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn every_key_past_the_cap_in_a_batch_is_reported_at_its_own_change() {
+    let mut v = valid();
+    let change = v["changes"][0].clone();
+    let mut changes = vec![change.clone(), change.clone(), change];
+    changes[1]["entity"]["id"] = json!(ascii(MAX_KEY_BYTES + 1));
+    changes[2]["relationships"][0]["to_entity_id"] = json!(euros(2 * MAX_KEY_BYTES));
+    v["changes"] = json!(changes);
+    v["device_id"] = json!(ascii(MAX_KEY_BYTES + 1));
+    let err = sync_request_from_value(v).expect_err("refused");
+    let paths: Vec<String> = err.fields().iter().map(|f| f.path.to_string()).collect();
+    assert_eq!(
+        paths,
+        [
+            "device_id",
+            "changes[1].entity.id",
+            "changes[2].relationships[0].to_entity_id"
+        ]
+    );
+}
+
+#[test]
+fn strings_that_are_not_keys_are_accepted_at_any_length() {
+    let big = euros(64 << 10);
+    for pointer in [
+        "/user_id".to_owned(),
+        e("name"),
+        e("source_type"),
+        e("user_id"),
+        r("from_entity_version"),
+        r("to_entity_version"),
+        r("relationship_type"),
+        r("user_id"),
+    ] {
+        let body = with(&pointer, Some(json!(big)));
+        if let Err(e) = sync_request_from_value(body) {
+            panic!("{pointer}: {e}");
+        }
+    }
+    let body = with(&e("parent_versions"), Some(json!([long_version(64 << 10)])));
+    sync_request_from_value(body).expect("a long parent version");
+    let body = with(&e("content"), Some(json!({ big.clone(): big })));
+    sync_request_from_value(body).expect("long content");
 }
 
 #[test]
