@@ -92,6 +92,43 @@ pub(crate) fn field_item(f: &FieldError) -> Value {
     }
 }
 
+/// How a string a request hands the store is checked (the rules of
+/// `inbetweenies_proto::validate`, through its own functions).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Rule {
+    /// A key string: no U+0000, at most `MAX_KEY_BYTES` bytes.
+    Key,
+    /// A stored or selecting value: no U+0000 in any string or object key, at any depth.
+    NulFree,
+}
+
+/// The detail items, with `loc` starting at `source` (`"body"`, `"query"` or
+/// `"path"`), for the named values that break their [`Rule`]. A value of the
+/// wrong JSON type is left to the reader of the field to report.
+pub(crate) fn string_items<'v>(
+    source: &str,
+    values: impl IntoIterator<Item = (&'v str, &'v Value, Rule)>,
+) -> Vec<Value> {
+    let mut errs = Vec::new();
+    for (name, value, rule) in values {
+        let at = inbetweenies_proto::FieldPath::default().key(name);
+        match (rule, value) {
+            (Rule::Key, Value::String(s)) => {
+                errs.extend(inbetweenies_proto::validate::check_key(s, &at));
+            }
+            (Rule::Key, _) => {}
+            (Rule::NulFree, v) => errs.extend(inbetweenies_proto::validate::nul_characters(v, &at)),
+        }
+    }
+    errs.iter()
+        .map(|e| {
+            let mut item = field_item(e);
+            item["loc"][0] = Value::from(source);
+            item
+        })
+        .collect()
+}
+
 /// A `string_pattern_mismatch` item for a value outside `allowed`.
 pub(crate) fn pattern_item(loc: Vec<Value>, allowed: &[&str], input: Value) -> Value {
     let pattern = format!("^({})$", allowed.join("|"));

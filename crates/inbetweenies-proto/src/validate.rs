@@ -169,9 +169,21 @@ fn req_string(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut Ve
 /// most [`MAX_KEY_BYTES`] long (one error per field: U+0000 first).
 fn req_key(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut Vec<FieldError>) {
     match obj.get(key) {
-        Some(Value::String(s)) if !s.contains('\0') => short_key(s, || at.key(key), errs),
+        Some(Value::String(s)) => errs.extend(check_key(s, &at.key(key))),
         _ => req_string(obj, at, key, errs),
     }
+}
+
+/// The one error, if any, of a key string at `at`: U+0000 first, then a
+/// length past [`MAX_KEY_BYTES`] (see the module docs). For any entry point
+/// that reads a key string on its own, outside a sync request.
+pub fn check_key(s: &str, at: &FieldPath) -> Option<FieldError> {
+    let mut errs = Vec::new();
+    nul_free(s, || at.clone(), &mut errs);
+    if errs.is_empty() {
+        short_key(s, || at.clone(), &mut errs);
+    }
+    errs.pop()
 }
 
 /// Refuses a key string longer than [`MAX_KEY_BYTES`] (see the module docs).

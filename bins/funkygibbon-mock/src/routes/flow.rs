@@ -18,21 +18,32 @@ use serde_json::{json, Value};
 use crate::auth::Caller;
 use crate::body::RawBody;
 use crate::error::ApiError;
-use crate::pydantic::{body_loc, enum_item, item, item_ctx, validation_items, Fields};
+use crate::pydantic::{
+    body_loc, enum_item, item, item_ctx, string_items, validation_items, Fields, Rule,
+};
 use crate::routes::sync::{check_types, known_entity_types, parse_sync_request, superseded_acks};
 use crate::state::AppState;
 
-/// Checks the `type` tag (optional) and the required string fields, then reads the message.
+/// Checks the `type` tag (optional), the required key strings (`client_id`:
+/// present, and as a sync request's `device_id` is, free of U+0000 and within
+/// the cap) and the selecting values that may hold no U+0000, then reads the message.
 fn parse_flow<T: DeserializeOwned>(
     mut value: Value,
     tag: &str,
     required: &[&str],
+    nul_free: &[&str],
 ) -> Result<T, ApiError> {
     {
         let mut f = Fields::new(&value)?;
         for key in required {
             f.req_str(&[key], 1);
         }
+        let checked = required
+            .iter()
+            .map(|k| (*k, Rule::Key))
+            .chain(nul_free.iter().map(|k| (*k, Rule::NulFree)))
+            .filter_map(|(k, rule)| value.get(k).filter(|v| !v.is_null()).map(|v| (k, v, rule)));
+        f.errors.extend(string_items("body", checked));
         if let Some(t) = value.get("type").filter(|t| !t.is_null()) {
             if t.as_str() != Some(tag) {
                 f.errors.push(item_ctx(
@@ -72,7 +83,12 @@ pub(crate) async fn request(
     _caller: Caller,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
-    let req: FlowSyncRequest = parse_flow(body.json()?, "sync_request", &["client_id"])?;
+    let req: FlowSyncRequest = parse_flow(
+        body.json()?,
+        "sync_request",
+        &["client_id"],
+        &["entity_types"],
+    )?;
     tracing::Span::current().record("client_id", req.client_id.as_str());
     if !app.config.accept_unknown_types {
         if let Some(types) = &req.entity_types {
@@ -261,7 +277,7 @@ pub(crate) async fn push(
     caller: Caller,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
-    let req: FlowSyncPush = parse_flow(body.json()?, "sync_push", &["client_id"])?;
+    let req: FlowSyncPush = parse_flow(body.json()?, "sync_push", &["client_id"], &[])?;
     let span = tracing::Span::current();
     span.record("client_id", req.client_id.as_str());
     span.record("pushed", req.changes.len());
@@ -382,7 +398,7 @@ pub(crate) async fn ack(
     _caller: Caller,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
-    let ack: FlowSyncAck = parse_flow(body.json()?, "sync_ack", &["client_id"])?;
+    let ack: FlowSyncAck = parse_flow(body.json()?, "sync_ack", &["client_id"], &[])?;
     app.store
         .record_ack(&ack.client_id, ack.sync_completed_at)
         .await?;

@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::Caller;
 use crate::body::RawBody;
 use crate::error::ApiError;
-use crate::pydantic::{bad_query_int, enum_item, validation_items, Fields};
+use crate::pydantic::{bad_query_int, enum_item, string_items, validation_items, Fields, Rule};
 use crate::routes::sync::{known_entity_types, known_source_types};
 use crate::state::AppState;
 
@@ -51,6 +51,61 @@ fn query_usize(
             .parse::<usize>()
             .map(|n| n.min(max))
             .map_err(|_| bad_query_int(name, s)),
+    }
+}
+
+/// The named values of a body, present and not null, each with its rule.
+fn named<'v>(
+    value: &'v Value,
+    keys: &'v [&'v str],
+    nul_free: &'v [&'v str],
+) -> impl Iterator<Item = (&'v str, &'v Value, Rule)> {
+    let pick = move |names: &'v [&'v str], rule: Rule| {
+        names.iter().filter_map(move |n| {
+            value
+                .get(*n)
+                .filter(|v| !v.is_null())
+                .map(|v| (*n, v, rule))
+        })
+    };
+    pick(keys, Rule::Key).chain(pick(nul_free, Rule::NulFree))
+}
+
+/// Refuses in a body, as a sync request would be refused, a key string with
+/// U+0000 or past the cap (`keys`) and U+0000 anywhere in a value the store
+/// keeps or selects by (`nul_free`).
+fn check_body(f: &mut Fields<'_>, value: &Value, keys: &[&str], nul_free: &[&str]) {
+    f.errors
+        .extend(string_items("body", named(value, keys, nul_free)));
+}
+
+/// The same for query parameters that select: a 422 at `["query", name]`.
+fn check_query(
+    q: &HashMap<String, String>,
+    keys: &[&str],
+    nul_free: &[&str],
+) -> Result<(), ApiError> {
+    let value = Value::Object(
+        q.iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect(),
+    );
+    let items = string_items("query", named(&value, keys, nul_free));
+    if items.is_empty() {
+        Ok(())
+    } else {
+        Err(validation_items(items))
+    }
+}
+
+/// The same for an entity id in the path: a 422 at `["path", "id"]`.
+fn check_path_id(id: &str) -> Result<(), ApiError> {
+    let id = Value::from(id);
+    let items = string_items("path", [("id", &id, Rule::Key)]);
+    if items.is_empty() {
+        Ok(())
+    } else {
+        Err(validation_items(items))
     }
 }
 
@@ -131,6 +186,7 @@ async fn stored_version(
 }
 
 async fn latest_or_404(app: &AppState, id: &str) -> Result<Entity, ApiError> {
+    check_path_id(id)?;
     app.store
         .entity(&EntityId::new(id))
         .await?
@@ -157,6 +213,18 @@ pub(crate) async fn create_entity(
         .unwrap_or_else(|| caller.0.sub.clone());
     let parents = f.opt_str_list("parent_versions").unwrap_or_default();
     let id = f.opt_str(&["id"]).filter(|i| !i.trim().is_empty());
+    check_body(
+        &mut f,
+        &value,
+        &["id", "entity_type"],
+        &[
+            "name",
+            "content",
+            "source_type",
+            "user_id",
+            "parent_versions",
+        ],
+    );
     let entity_type = entity_type.map(|t| EntityType::parse(&t));
     let source_type = SourceType::parse(&source_type);
     if !app.config.accept_unknown_types {
@@ -274,6 +342,12 @@ pub(crate) async fn update_entity(
     let user_id = f
         .opt_str(&["user_id"])
         .unwrap_or_else(|| caller.0.sub.clone());
+    check_body(
+        &mut f,
+        &value,
+        &["entity_type"],
+        &["name", "content", "source_type", "user_id"],
+    );
     if !app.config.accept_unknown_types {
         if let Some(t) = entity_type.as_ref().filter(|t| !t.is_known()) {
             f.enum_error("entity_type", &known_entity_types(), t.as_str());
@@ -332,6 +406,7 @@ pub(crate) async fn list_entities(
     _caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    check_query(&q, &["entity_type"], &["name"])?;
     let entity_type = query_entity_type(&app, &q)?;
     let limit = query_usize(&q, "limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let offset = query_usize(&q, "offset", 0, usize::MAX)?;
@@ -414,6 +489,7 @@ pub(crate) async fn versions(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    check_path_id(&id)?;
     let id = EntityId::new(id);
     let history = app.store.history(&id).await?;
     if history.is_empty() {
@@ -449,6 +525,18 @@ pub(crate) async fn create_relationship(
         .opt_str(&["user_id"])
         .unwrap_or_else(|| caller.0.sub.clone());
     let id = f.opt_str(&["id"]).filter(|i| !i.trim().is_empty());
+    check_body(
+        &mut f,
+        &value,
+        &[
+            "id",
+            "source_id",
+            "from_entity_id",
+            "target_id",
+            "to_entity_id",
+        ],
+        &["relationship_type", "properties", "user_id"],
+    );
     if let Some(t) = rel_type.as_ref().filter(|t| !t.is_known()) {
         if !app.config.accept_unknown_types {
             f.enum_error("relationship_type", &known_relationship_types(), t.as_str());
@@ -517,6 +605,11 @@ pub(crate) async fn list_relationships(
     _caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    check_query(
+        &q,
+        &["from_entity_id", "source_id", "to_entity_id", "target_id"],
+        &["relationship_type"],
+    )?;
     let pick = |a: &str, b: &str| {
         q.get(a)
             .or_else(|| q.get(b))
@@ -549,6 +642,7 @@ pub(crate) async fn search(
     let limit = f
         .opt_uint("limit", MAX_LIMIT as u64)
         .map_or(50, |n| n as usize);
+    check_body(&mut f, &value, &[], &["query", "entity_types"]);
     let types: Option<Vec<EntityType>> =
         types.map(|v| v.iter().map(|s| EntityType::parse(s)).collect());
     if !app.config.accept_unknown_types {
@@ -615,6 +709,19 @@ pub(crate) async fn path(
     let from = f.req_str(&["from_id", "source_id", "from_entity_id"], 1);
     let to = f.req_str(&["to_id", "target_id", "to_entity_id"], 1);
     let depth = f.opt_uint("max_depth", 50).map_or(6, |d| d as usize);
+    check_body(
+        &mut f,
+        &value,
+        &[
+            "from_id",
+            "source_id",
+            "from_entity_id",
+            "to_id",
+            "target_id",
+            "to_entity_id",
+        ],
+        &[],
+    );
     f.finish()?;
     let (from, to) = (from.unwrap_or_default(), to.unwrap_or_default());
     latest_or_404(&app, &from).await?;
@@ -645,6 +752,7 @@ pub(crate) async fn connected(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    check_query(&q, &[], &["relationship_type"])?;
     let entity = latest_or_404(&app, &id).await?;
     let rel_type = query_relationship_type(&app, &q)?;
     let direction = match q.get("direction").map(String::as_str) {
