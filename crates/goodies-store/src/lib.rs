@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod api;
+mod detached;
 pub mod error;
 pub mod graph;
 pub mod logic;
@@ -29,6 +30,7 @@ pub mod sqlite;
 mod types;
 
 pub use api::{ClientStore, GraphRead, ServerStore};
+pub use detached::Detached;
 pub use error::{Result, StoreError};
 pub use open::{open_client_store, open_server_store};
 #[cfg(feature = "sqlite")]

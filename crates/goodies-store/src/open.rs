@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::api::{ClientStore, ServerStore};
+use crate::detached::Detached;
 use crate::error::{Result, StoreError};
 use crate::types::StoreOptions;
 
@@ -31,23 +32,29 @@ fn scheme(url: &str) -> Result<Scheme> {
 
 /// Opens the server's store: `sqlite://PATH` (created if missing), `sqlite::memory:`,
 /// a bare SQLite path, or `postgres://…` (feature `postgres`). Migrations run on connect.
+///
+/// Every call on the returned store runs to completion on its own task, whatever
+/// happens to the caller ([`crate::Detached`]).
 pub async fn open_server_store(url: &str, opts: StoreOptions) -> Result<Arc<dyn ServerStore>> {
-    match scheme(url)? {
+    let store = match scheme(url)? {
         Scheme::Sqlite => open_sqlite_server(url, opts).await,
         Scheme::Postgres => open_postgres(url, opts).await,
-    }
+    }?;
+    Ok(Arc::new(Detached(store)))
 }
 
 /// Opens a client's local store (SQLite only): a bare path, `sqlite://PATH` (created
-/// if missing) or `sqlite::memory:`. Migrations run on connect.
+/// if missing) or `sqlite::memory:`. Migrations run on connect. Every call on the
+/// returned store runs to completion on its own task ([`crate::Detached`]).
 pub async fn open_client_store(
     url_or_path: &str,
     opts: StoreOptions,
 ) -> Result<Arc<dyn ClientStore>> {
-    match scheme(url_or_path)? {
+    let store = match scheme(url_or_path)? {
         Scheme::Sqlite => open_sqlite_client(url_or_path, opts).await,
         Scheme::Postgres => Err(StoreError::UnsupportedUrl(url_or_path.to_owned())),
-    }
+    }?;
+    Ok(Arc::new(Detached(store)))
 }
 
 #[cfg(feature = "sqlite")]
