@@ -428,6 +428,18 @@ pub(crate) async fn status(
     let device_id = q
         .get("device_id")
         .ok_or_else(|| missing_query("device_id"))?;
+    // The same key rule as a sync's device_id: every backend answers alike.
+    let items = crate::pydantic::string_items(
+        "query",
+        [(
+            "device_id",
+            &Value::from(device_id.as_str()),
+            crate::pydantic::Rule::Key,
+        )],
+    );
+    if !items.is_empty() {
+        return Err(validation_items(items));
+    }
     let known = app.store.client_status(device_id).await?;
     let pending = app
         .store
