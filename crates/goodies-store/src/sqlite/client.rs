@@ -63,6 +63,43 @@ async fn insert_outbox(
     Ok(())
 }
 
+/// Runs `head` (a statement ending in `position IN (`) over `positions`, in chunks;
+/// returns the rows it touched.
+async fn for_positions(conn: &mut SqliteConnection, head: &str, positions: &[i64]) -> Result<u64> {
+    let mut touched = 0;
+    for chunk in positions.chunks(IN_CHUNK) {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(head);
+        let mut sep = qb.separated(", ");
+        for p in chunk {
+            sep.push_bind(*p);
+        }
+        qb.push(")");
+        touched += qb
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::database)?
+            .rows_affected();
+    }
+    Ok(touched)
+}
+
+/// An outbox row whose first columns are `position, change, attempts`.
+fn outbox_entry(row: &sqlx::sqlite::SqliteRow) -> Result<OutboxEntry> {
+    let change: String = row.try_get(1).map_err(StoreError::database)?;
+    Ok(OutboxEntry {
+        position: row.try_get(0).map_err(StoreError::database)?,
+        change: serde_json::from_str(&change)
+            .map_err(|e| StoreError::Corrupt(format!("bad outbox change: {e}")))?,
+        attempts: row
+            .try_get::<i64, _>(2)
+            .map_err(StoreError::database)?
+            .clamp(0, i64::from(u32::MAX)) as u32,
+    })
+}
+
+const ATTEMPTED: &str = "UPDATE outbox SET attempts = attempts + 1 WHERE position IN (";
+
 /// Ids with an outbox entry.
 async fn pending_set(conn: &mut SqliteConnection) -> Result<HashSet<String>> {
     sqlx::query_scalar::<_, String>(
@@ -171,26 +208,13 @@ impl SqliteStore {
                     }
                 }
             }
-            for (positions, sql) in [
-                (&drop_positions, "DELETE FROM outbox WHERE position IN ("),
-                (
-                    &retry_positions,
-                    "UPDATE outbox SET attempts = attempts + 1 WHERE position IN (",
-                ),
-            ] {
-                for chunk in positions.chunks(IN_CHUNK) {
-                    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(sql);
-                    let mut sep = qb.separated(", ");
-                    for p in chunk {
-                        sep.push_bind(*p);
-                    }
-                    qb.push(")");
-                    qb.build()
-                        .execute(w.conn())
-                        .await
-                        .map_err(StoreError::database)?;
-                }
-            }
+            for_positions(
+                w.conn(),
+                "DELETE FROM outbox WHERE position IN (",
+                &drop_positions,
+            )
+            .await?;
+            for_positions(w.conn(), ATTEMPTED, &retry_positions).await?;
         }
         if !acks.resolved_versions.is_empty() {
             let pending = pending_set(w.conn()).await?;
@@ -339,18 +363,7 @@ impl ClientStore for SqliteStore {
             .await
             .map_err(StoreError::database)?
             .iter()
-            .map(|row| {
-                let change: String = row.try_get(1).map_err(StoreError::database)?;
-                Ok(OutboxEntry {
-                    position: row.try_get(0).map_err(StoreError::database)?,
-                    change: serde_json::from_str(&change)
-                        .map_err(|e| StoreError::Corrupt(format!("bad outbox change: {e}")))?,
-                    attempts: row
-                        .try_get::<i64, _>(2)
-                        .map_err(StoreError::database)?
-                        .clamp(0, i64::from(u32::MAX)) as u32,
-                })
-            })
+            .map(outbox_entry)
             .collect()
     }
 
@@ -367,19 +380,7 @@ impl ClientStore for SqliteStore {
             return Ok(());
         }
         let mut w = self.writer().await?;
-        for chunk in positions.chunks(IN_CHUNK) {
-            let mut qb: QueryBuilder<'_, Sqlite> =
-                QueryBuilder::new("UPDATE outbox SET attempts = attempts + 1 WHERE position IN (");
-            let mut sep = qb.separated(", ");
-            for p in chunk {
-                sep.push_bind(*p);
-            }
-            qb.push(")");
-            qb.build()
-                .execute(w.conn())
-                .await
-                .map_err(StoreError::database)?;
-        }
+        for_positions(w.conn(), ATTEMPTED, positions).await?;
         w.commit().await
     }
 
@@ -422,17 +423,8 @@ impl ClientStore for SqliteStore {
         .map_err(StoreError::database)?
         .iter()
         .map(|row| {
-            let change: String = row.try_get(1).map_err(StoreError::database)?;
             Ok(QuarantinedEntry {
-                entry: OutboxEntry {
-                    position: row.try_get(0).map_err(StoreError::database)?,
-                    change: serde_json::from_str(&change)
-                        .map_err(|e| StoreError::Corrupt(format!("bad outbox change: {e}")))?,
-                    attempts: row
-                        .try_get::<i64, _>(2)
-                        .map_err(StoreError::database)?
-                        .clamp(0, i64::from(u32::MAX)) as u32,
-                },
+                entry: outbox_entry(row)?,
                 reason: row
                     .try_get::<Option<String>, _>(3)
                     .map_err(StoreError::database)?
@@ -445,36 +437,23 @@ impl ClientStore for SqliteStore {
 
     async fn release_quarantined(&self, positions: Option<&[i64]>) -> Result<u64> {
         let mut w = self.writer().await?;
-        let mut released = 0;
-        match positions {
-            None => {
-                released = sqlx::query(
-                    "UPDATE outbox SET quarantined_at = NULL, quarantine_reason = NULL WHERE quarantined_at IS NOT NULL",
-                )
-                .execute(w.conn())
-                .await
-                .map_err(StoreError::database)?
-                .rows_affected();
-            }
+        let released = match positions {
+            None => sqlx::query(
+                "UPDATE outbox SET quarantined_at = NULL, quarantine_reason = NULL WHERE quarantined_at IS NOT NULL",
+            )
+            .execute(w.conn())
+            .await
+            .map_err(StoreError::database)?
+            .rows_affected(),
             Some(positions) => {
-                for chunk in positions.chunks(IN_CHUNK) {
-                    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-                        "UPDATE outbox SET quarantined_at = NULL, quarantine_reason = NULL WHERE quarantined_at IS NOT NULL AND position IN (",
-                    );
-                    let mut sep = qb.separated(", ");
-                    for p in chunk {
-                        sep.push_bind(*p);
-                    }
-                    qb.push(")");
-                    released += qb
-                        .build()
-                        .execute(w.conn())
-                        .await
-                        .map_err(StoreError::database)?
-                        .rows_affected();
-                }
+                for_positions(
+                    w.conn(),
+                    "UPDATE outbox SET quarantined_at = NULL, quarantine_reason = NULL WHERE quarantined_at IS NOT NULL AND position IN (",
+                    positions,
+                )
+                .await?
             }
-        }
+        };
         w.commit().await?;
         Ok(released)
     }
