@@ -416,7 +416,40 @@ struct Stored {
 }
 
 /// Opens the store of a stopped server directly and reads it.
+/// On PostgreSQL, a killed server's session lives on until the database notices the
+/// socket closed, and may still commit what it had sent (a COMMIT already in the socket
+/// buffer). Waits (bounded) until no other session of the database is inside a
+/// transaction, so what the store holds is final.
+async fn wait_for_killed_sessions(url: &str) {
+    use sqlx::Connection as _;
+    if !url.starts_with("postgres") {
+        return;
+    }
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to inspect sessions");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("pg_stat_activity");
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} session(s) of the killed server still inside a transaction after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = conn.close().await;
+}
+
 async fn inspect_store(url: &str) -> Stored {
+    wait_for_killed_sessions(url).await;
     let store: Arc<dyn ServerStore> =
         goodies_store::open_server_store(url, StoreOptions::default())
             .await
