@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use goodies_store::{AckSet, OutboxEntry, PulledPage};
 use inbetweenies_proto::{
-    ConflictInfo, Cursor, EntityId, ErrorCode, RelationshipId, SyncFilters, SyncRequest,
-    SyncResponse, SyncType, Timestamp, Version,
+    capability, ConflictInfo, Cursor, EntityId, ErrorCode, RelationshipId, SyncFilters,
+    SyncRequest, SyncResponse, SyncType, Timestamp, Version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -881,6 +881,7 @@ impl Inner {
             });
         }
         request.cursor = cursor.map(Cursor);
+        request.capabilities = vec![capability::RELATIONSHIP_ROWS.to_owned()];
         request
     }
 

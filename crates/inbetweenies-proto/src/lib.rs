@@ -88,6 +88,6 @@ pub use model::{
 pub use timestamp::Timestamp;
 pub use version::{Version, VersionParts};
 pub use wire::{
-    ChangeType, ConflictInfo, Cursor, EntityChange, RelationshipChange, SyncChange, SyncFilters,
-    SyncRequest, SyncResponse, SyncStats, SyncType, VectorClockWire, PROTOCOL_VERSION,
+    capability, ChangeType, ConflictInfo, Cursor, EntityChange, RelationshipChange, SyncChange,
+    SyncFilters, SyncRequest, SyncResponse, SyncStats, SyncType, VectorClockWire, PROTOCOL_VERSION,
 };

@@ -118,6 +118,9 @@ pub fn sync_request_from_value(value: Value) -> Result<SyncRequest, ValidationEr
         check_vector_clock(vc, &root.key("vector_clock"), &mut errs);
     }
     opt_string(obj, &root, "cursor", &mut errs);
+    if let Some(caps) = present(obj, "capabilities") {
+        check_capabilities(caps, &root.key("capabilities"), &mut errs);
+    }
     if !errs.is_empty() {
         return Err(ValidationError::Fields(errs));
     }
@@ -137,6 +140,19 @@ pub fn sync_request_from_value(value: Value) -> Result<SyncRequest, ValidationEr
             input: Value::Null,
         }])
     })
+}
+
+/// `capabilities`: a list of strings (null is taken as absent; unknown names are ignored).
+fn check_capabilities(v: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
+    let Some(items) = v.as_array() else {
+        errs.push(err(at.clone(), FieldErrorKind::NotAList, v));
+        return;
+    };
+    for (i, c) in items.iter().enumerate() {
+        if !c.is_string() {
+            errs.push(err(at.index(i), FieldErrorKind::NotAString, c));
+        }
+    }
 }
 
 fn err(path: FieldPath, kind: FieldErrorKind, input: &Value) -> FieldError {

@@ -136,6 +136,20 @@ pub struct SyncRequest {
     /// Resume a paged pull (honoured with `sync_type: "delta"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<Cursor>,
+    /// Optional protocol features the client understands (PROTOCOL §5.12), e.g.
+    /// [`capability::RELATIONSHIP_ROWS`]. Left out, or empty, the server answers as
+    /// the reference does; names a server does not know are ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+}
+
+/// Names of the optional protocol features a request may declare in
+/// [`SyncRequest::capabilities`] and a server lists in [`SyncResponse::capabilities`]
+/// (PROTOCOL §5.12).
+pub mod capability {
+    /// The client understands relationship rows (`entity: null` changes carrying
+    /// relationships) in pulled pages, and counts them against the page size.
+    pub const RELATIONSHIP_ROWS: &str = "relationship_rows";
 }
 
 impl SyncRequest {
@@ -154,7 +168,13 @@ impl SyncRequest {
             filters: None,
             vector_clock: VectorClockWire::default(),
             cursor: None,
+            capabilities: Vec::new(),
         }
+    }
+
+    /// Whether the request declares the capability `name` ([`capability`]).
+    pub fn declares(&self, name: &str) -> bool {
+        self.capabilities.iter().any(|c| c == name)
     }
 
     /// `filters.since`, if any.
@@ -374,4 +394,9 @@ pub struct SyncResponse {
     /// Relationship ids the client may drop from its outbox.
     #[serde(default)]
     pub applied_relationships: Vec<RelationshipId>,
+    /// The optional features this server offers ([`capability`]); sent only in
+    /// answer to a request that declared capabilities, so older clients see the
+    /// reference's keys and nothing else (PROTOCOL §5.12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
 }

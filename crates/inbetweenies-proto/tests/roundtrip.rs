@@ -311,6 +311,7 @@ fn arb_sync_response() -> impl Strategy<Value = SyncResponse> {
                 server_time,
                 applied,
                 applied_relationships,
+                capabilities: None,
             },
         )
 }

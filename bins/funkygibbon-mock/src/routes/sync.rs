@@ -416,6 +416,7 @@ fn response(
         server_time: page.server_time,
         applied: outcome.applied,
         applied_relationships: outcome.applied_relationships,
+        capabilities: None,
     }
 }
 
