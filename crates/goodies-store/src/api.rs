@@ -7,6 +7,7 @@ use inbetweenies_proto::{
 };
 
 use crate::error::Result;
+use crate::snapshot::{RestoreMark, RestoreReport, StoreSnapshot, SyncEvent, SyncMetadata};
 use crate::types::*;
 
 /// Reads of the graph, shared by server and client stores.
@@ -133,6 +134,42 @@ pub trait ServerStore: GraphRead {
 
     /// Blobs of an entity.
     async fn blobs_of(&self, entity_id: &EntityId) -> Result<Vec<BlobMeta>>;
+
+    /// The whole store read in ONE read snapshot (see [`crate::snapshot`]).
+    async fn export_snapshot(&self) -> Result<StoreSnapshot>;
+
+    /// Replaces the whole store with a snapshot in ONE write transaction under the write
+    /// lock, numbering its rows after a new restore mark (see [`crate::snapshot`]). On
+    /// error nothing changes.
+    async fn restore_snapshot(&self, snapshot: StoreSnapshot) -> Result<RestoreReport>;
+
+    /// The mark of the last restore, `None` when the store was never restored.
+    async fn restore_mark(&self) -> Result<Option<RestoreMark>>;
+
+    /// Sync metadata rows in id order, at most `limit`.
+    async fn sync_metadata_list(&self, limit: usize) -> Result<Vec<SyncMetadata>>;
+
+    /// One client's sync metadata.
+    async fn sync_metadata(&self, client_id: &str) -> Result<Option<SyncMetadata>>;
+
+    /// Creates a client's row, or updates `server_url` and `auth_token` of the existing one
+    /// (same id).
+    async fn upsert_sync_metadata(
+        &self,
+        client_id: &str,
+        server_url: &str,
+        auth_token: &str,
+    ) -> Result<SyncMetadata>;
+
+    /// Records a sync event of a client; `None` when the client has no row.
+    async fn record_sync_event(
+        &self,
+        client_id: &str,
+        event: SyncEvent,
+    ) -> Result<Option<SyncMetadata>>;
+
+    /// Deletes a client's row; whether there was one.
+    async fn delete_sync_metadata(&self, client_id: &str) -> Result<bool>;
 }
 
 /// A client's local mirror: local writes with an outbox, atomic pull-apply with the pull-guard.

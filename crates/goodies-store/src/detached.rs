@@ -23,6 +23,7 @@ use inbetweenies_proto::{
 
 use crate::api::{ClientStore, GraphRead, ServerStore};
 use crate::error::{Result, StoreError};
+use crate::snapshot::{RestoreMark, RestoreReport, StoreSnapshot, SyncEvent, SyncMetadata};
 use crate::types::*;
 
 /// A store whose every call runs to completion on its own task (see the module doc).
@@ -193,6 +194,60 @@ impl<S: ServerStore + ?Sized + 'static> ServerStore for Detached<S> {
             bytes.to_vec(),
         );
         run(async move { s.put_blob(&entity_id, &content_type, &bytes).await }).await
+    }
+
+    async fn export_snapshot(&self) -> Result<StoreSnapshot> {
+        let s = self.0.clone();
+        run(async move { s.export_snapshot().await }).await
+    }
+
+    async fn restore_snapshot(&self, snapshot: StoreSnapshot) -> Result<RestoreReport> {
+        let s = self.0.clone();
+        run(async move { s.restore_snapshot(snapshot).await }).await
+    }
+
+    async fn restore_mark(&self) -> Result<Option<RestoreMark>> {
+        let s = self.0.clone();
+        run(async move { s.restore_mark().await }).await
+    }
+
+    async fn sync_metadata_list(&self, limit: usize) -> Result<Vec<SyncMetadata>> {
+        let s = self.0.clone();
+        run(async move { s.sync_metadata_list(limit).await }).await
+    }
+
+    async fn sync_metadata(&self, client_id: &str) -> Result<Option<SyncMetadata>> {
+        let (s, client_id) = (self.0.clone(), client_id.to_owned());
+        run(async move { s.sync_metadata(&client_id).await }).await
+    }
+
+    async fn upsert_sync_metadata(
+        &self,
+        client_id: &str,
+        server_url: &str,
+        auth_token: &str,
+    ) -> Result<SyncMetadata> {
+        let (s, c, u, t) = (
+            self.0.clone(),
+            client_id.to_owned(),
+            server_url.to_owned(),
+            auth_token.to_owned(),
+        );
+        run(async move { s.upsert_sync_metadata(&c, &u, &t).await }).await
+    }
+
+    async fn record_sync_event(
+        &self,
+        client_id: &str,
+        event: SyncEvent,
+    ) -> Result<Option<SyncMetadata>> {
+        let (s, client_id) = (self.0.clone(), client_id.to_owned());
+        run(async move { s.record_sync_event(&client_id, event).await }).await
+    }
+
+    async fn delete_sync_metadata(&self, client_id: &str) -> Result<bool> {
+        let (s, client_id) = (self.0.clone(), client_id.to_owned());
+        run(async move { s.delete_sync_metadata(&client_id).await }).await
     }
 
     async fn blob_meta(&self, sha256: &str) -> Result<Option<BlobMeta>> {

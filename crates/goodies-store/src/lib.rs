@@ -23,6 +23,7 @@ pub mod error;
 pub mod graph;
 pub mod logic;
 mod open;
+pub mod snapshot;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -33,6 +34,9 @@ pub use api::{ClientStore, GraphRead, ServerStore};
 pub use detached::Detached;
 pub use error::{Result, StoreError};
 pub use open::{open_client_store, open_server_store};
+pub use snapshot::{
+    RestoreMark, RestoreReport, StoreSnapshot, SyncEvent, SyncMetadata, SNAPSHOT_FORMAT,
+};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use types::*;

@@ -87,6 +87,7 @@
 //! - No sqlx type leaves this module: errors become [`StoreError`] with the
 //!   sqlx error as their source.
 
+mod backup;
 mod read;
 mod rows;
 mod write;

@@ -705,4 +705,45 @@ impl ServerStore for PgStore {
         .map_err(db)?;
         fetched.iter().map(rows::blob_meta).collect()
     }
+
+    async fn export_snapshot(&self) -> Result<crate::StoreSnapshot> {
+        self.export().await
+    }
+
+    async fn restore_snapshot(&self, snapshot: crate::StoreSnapshot) -> Result<crate::RestoreReport> {
+        self.restore(snapshot).await
+    }
+
+    async fn restore_mark(&self) -> Result<Option<crate::RestoreMark>> {
+        self.read_restore_mark().await
+    }
+
+    async fn sync_metadata_list(&self, limit: usize) -> Result<Vec<crate::SyncMetadata>> {
+        self.list_sync_metadata(limit).await
+    }
+
+    async fn sync_metadata(&self, client_id: &str) -> Result<Option<crate::SyncMetadata>> {
+        self.get_sync_metadata(client_id).await
+    }
+
+    async fn upsert_sync_metadata(
+        &self,
+        client_id: &str,
+        server_url: &str,
+        auth_token: &str,
+    ) -> Result<crate::SyncMetadata> {
+        self.put_sync_metadata(client_id, server_url, auth_token).await
+    }
+
+    async fn record_sync_event(
+        &self,
+        client_id: &str,
+        event: crate::SyncEvent,
+    ) -> Result<Option<crate::SyncMetadata>> {
+        self.sync_event(client_id, event).await
+    }
+
+    async fn delete_sync_metadata(&self, client_id: &str) -> Result<bool> {
+        self.remove_sync_metadata(client_id).await
+    }
 }

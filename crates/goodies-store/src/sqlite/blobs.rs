@@ -43,7 +43,7 @@ impl BlobDir {
         })
     }
 
-    fn path_of(&self, sha256: &str) -> Result<PathBuf> {
+    pub(crate) fn path_of(&self, sha256: &str) -> Result<PathBuf> {
         if sha256.len() != 64
             || !sha256
                 .bytes()

@@ -30,6 +30,7 @@
 //! timeout, 16 KiB pages for new databases, a 32 MiB page cache. `sqlite::memory:` uses one connection (its database lives as long
 //! as the store) and keeps blob bytes in a temporary directory.
 
+mod backup;
 mod blobs;
 mod client;
 mod feed;
