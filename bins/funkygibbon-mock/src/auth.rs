@@ -61,6 +61,17 @@ pub(crate) struct GuestGrant {
     /// Expiry, seconds since the Unix epoch.
     pub expires_at: i64,
     pub revoked: bool,
+    /// The base URL the grant's QR code names when the admin gave `custom_server`.
+    pub server_url: Option<String>,
+}
+
+/// What verifying a guest grant gives: the guest JWT, its remaining lifetime in
+/// seconds, and the grant's `custom_server` URL, if any.
+#[derive(Clone, Debug)]
+pub(crate) struct GuestLogin {
+    pub jwt: String,
+    pub expires_in: i64,
+    pub server_url: Option<String>,
 }
 
 /// Keys, the admin password hash, guest grants and login failures.
@@ -220,8 +231,8 @@ impl AuthService {
         Ok(claims)
     }
 
-    /// Makes a guest grant lasting `hours`.
-    pub fn create_guest(&self, hours: f64) -> GuestGrant {
+    /// Makes a guest grant lasting `hours`, naming `server_url` when the admin chose one.
+    pub fn create_guest(&self, hours: f64, server_url: Option<String>) -> GuestGrant {
         let bytes: [u8; 32] = rand::random();
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         let subject = format!("guest_{}", &token[..8]);
@@ -235,13 +246,14 @@ impl AuthService {
             expires,
             expires_at: expires.unix_micros() / 1_000_000,
             revoked: false,
+            server_url,
         };
         lock(&self.guests).insert(subject, grant.clone());
         grant
     }
 
-    /// Exchanges a guest grant's token for a guest JWT and its remaining lifetime.
-    pub fn verify_guest(&self, token: &str) -> Result<(String, i64), ApiError> {
+    /// Exchanges a guest grant's token for a guest JWT.
+    pub fn verify_guest(&self, token: &str) -> Result<GuestLogin, ApiError> {
         let grant = lock(&self.guests)
             .values()
             .find(|g| g.token == token)
@@ -264,7 +276,11 @@ impl AuthService {
             exp: grant.expires_at,
             iat: now,
         };
-        Ok((self.sign(&claims)?, grant.expires_at - now))
+        Ok(GuestLogin {
+            jwt: self.sign(&claims)?,
+            expires_in: grant.expires_at - now,
+            server_url: grant.server_url,
+        })
     }
 
     /// Every guest grant, oldest first.
@@ -396,14 +412,19 @@ mod tests {
     #[tokio::test]
     async fn guests_are_read_only_and_revocable() {
         let a = service().await;
-        let g = a.create_guest(1.0);
-        let (jwt, left) = a.verify_guest(&g.token).unwrap();
-        assert!((3590..=3600).contains(&left));
+        let g = a.create_guest(1.0, None);
+        let login = a.verify_guest(&g.token).unwrap();
+        assert!((3590..=3600).contains(&login.expires_in));
+        assert_eq!(login.server_url, None);
+        let jwt = login.jwt;
         let c = a.verify(&jwt).unwrap();
         assert!(!c.can_write() && !c.is_admin());
         assert!(a.revoke_guest(&g.token));
         assert!(a.verify(&jwt).is_err());
         assert!(a.verify_guest(&g.token).is_err());
+        let g = a.create_guest(1.0, Some("http://10.0.0.2:8000".into()));
+        let login = a.verify_guest(&g.token).unwrap();
+        assert_eq!(login.server_url.as_deref(), Some("http://10.0.0.2:8000"));
     }
 
     #[tokio::test]

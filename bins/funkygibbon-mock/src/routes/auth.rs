@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use crate::auth::{Caller, GUEST_PERMISSIONS};
 use crate::body::RawBody;
 use crate::error::ApiError;
-use crate::pydantic::Fields;
-use crate::qr::qr_png_base64;
+use crate::pydantic::{body_loc, item_ctx, Fields};
+use crate::qr::{parse_custom_server, qr_png_base64, GuestAddress};
 use crate::state::AppState;
 
 /// Default lifetime of a guest grant when `duration_hours` is not given.
@@ -94,35 +94,67 @@ pub(crate) async fn refresh(
     token_answer(&app, "admin")
 }
 
-/// `POST /api/v1/auth/guest/generate-qr` `{"duration_hours"?}` (admins only).
+/// `POST /api/v1/auth/guest/generate-qr` `{"duration_hours"?, "custom_server"?}` (admins only).
+///
+/// `custom_server` (`host`, `host:port` or `http(s)://host[:port]`) replaces the public
+/// host in the QR code, and its port the public port; the grant remembers the URL and
+/// verify hands it back as `server_url`.
 pub(crate) async fn guest_generate(
     State(app): State<AppState>,
     caller: Caller,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let hours = match body.json_opt()? {
-        None => DEFAULT_GUEST_HOURS,
+    let (hours, custom) = match body.json_opt()? {
+        None => (DEFAULT_GUEST_HOURS, None),
         Some(v) => {
             let mut f = Fields::new(&v)?;
             let h = f.opt_positive_f64("duration_hours");
+            let custom =
+                f.opt_str(&["custom_server"])
+                    .and_then(|s| match parse_custom_server(&s) {
+                        Ok(a) => Some(a),
+                        Err(why) => {
+                            f.errors.push(item_ctx(
+                                "value_error",
+                                body_loc(&[Value::from("custom_server")]),
+                                format!("Value error, custom_server {why}"),
+                                Value::from(s),
+                                json!({"error": why}),
+                            ));
+                            None
+                        }
+                    });
             f.finish()?;
-            h.unwrap_or(DEFAULT_GUEST_HOURS)
+            (h.unwrap_or(DEFAULT_GUEST_HOURS), custom)
         }
     };
-    let grant = app.auth.create_guest(hours);
-    let qr_data = json!({
+    let public_port = app.public_port;
+    let grant = app
+        .auth
+        .create_guest(hours, custom.as_ref().map(|a| a.url(public_port)));
+    let (server, port) = match &custom {
+        Some(a) => (a.host.clone(), a.port_or(public_port)),
+        None => (app.config.public_host.clone(), public_port),
+    };
+    let mut qr_data = json!({
         "version": "1.0",
         "type": "guest_access",
-        "server": app.config.public_host,
-        "port": app.public_port,
+        "server": server,
+        "port": port,
         "token": grant.token,
         "expires": grant.expires,
         "permissions": GUEST_PERMISSIONS,
     });
+    if let Some(GuestAddress {
+        scheme: Some(_), ..
+    }) = &custom
+    {
+        qr_data["url"] = Value::from(grant.server_url.clone());
+    }
     let qr_code = qr_png_base64(&qr_data.to_string()).map_err(|e| ApiError::internal(&e))?;
     let expires_in = grant.expires_at - Timestamp::now().unix_micros() / 1_000_000;
-    tracing::info!(subject = %grant.subject, hours, "guest grant created");
+    tracing::info!(subject = %grant.subject, hours, server = ?grant.server_url, "guest grant created");
     Ok(Json(json!({
         "qr_code": qr_code,
         "qr_data": qr_data,
@@ -139,13 +171,17 @@ pub(crate) async fn guest_verify(
     let mut f = Fields::new(&value)?;
     let token = f.req_str(&["token"], 1);
     f.finish()?;
-    let (jwt, expires_in) = app.auth.verify_guest(&token.unwrap_or_default())?;
-    Ok(Json(json!({
-        "access_token": jwt,
+    let login = app.auth.verify_guest(&token.unwrap_or_default())?;
+    let mut answer = json!({
+        "access_token": login.jwt,
         "token_type": "bearer",
-        "expires_in": expires_in,
+        "expires_in": login.expires_in,
         "role": "guest",
-    })))
+    });
+    if let Some(url) = login.server_url {
+        answer["server_url"] = Value::from(url);
+    }
+    Ok(Json(answer))
 }
 
 /// `GET /api/v1/auth/guest/list` (admins only).
@@ -169,6 +205,7 @@ pub(crate) async fn guest_list(
                 "revoked": g.revoked,
                 "active": !g.revoked && g.expires_at > now,
                 "permissions": GUEST_PERMISSIONS,
+                "server_url": g.server_url,
             })
         })
         .collect();
