@@ -77,6 +77,9 @@ pub struct ServerConfig {
     pub max_connections: Option<u32>,
     /// Directory for blob bytes (SQLite; default: beside the database file).
     pub blob_dir: Option<PathBuf>,
+    /// Directory for backups (default: `backups` beside the SQLite database file, else
+    /// `backups` in the working directory).
+    pub backup_dir: Option<PathBuf>,
     /// Shared key for message signatures (`x-inbetweenies-signature`, HMAC-SHA256):
     /// when set, request bodies must be signed and response bodies are.
     pub hmac_key: Option<String>,
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             resolver: ResolverConfig::default(),
             max_connections: None,
             blob_dir: None,
+            backup_dir: None,
             hmac_key: None,
             faults: FaultConfig::default(),
             cors_origins: Vec::new(),
@@ -134,6 +138,7 @@ impl fmt::Debug for ServerConfig {
             .field("resolver", &self.resolver.default_strategy)
             .field("max_connections", &self.max_connections)
             .field("blob_dir", &self.blob_dir)
+            .field("backup_dir", &self.backup_dir)
             .field("hmac_key", &self.hmac_key.as_ref().map(|_| "<redacted>"))
             .field("faults", &self.faults)
             .field("cors_origins", &self.cors_origins)
@@ -179,6 +184,12 @@ impl ServerConfig {
     /// Sets the JWT secret.
     pub fn with_jwt_secret(mut self, secret: impl Into<String>) -> Self {
         self.jwt_secret = Some(secret.into());
+        self
+    }
+
+    /// Sets the backup directory.
+    pub fn with_backup_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.backup_dir = Some(dir.into());
         self
     }
 
@@ -341,6 +352,9 @@ pub struct Cli {
     /// Directory for blob bytes (SQLite).
     #[arg(long, env = "FUNKYGIBBON_BLOB_DIR")]
     pub blob_dir: Option<PathBuf>,
+    /// Directory for backups (default: `backups` beside the SQLite database file, else in the working directory).
+    #[arg(long, env = "FUNKYGIBBON_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
     /// Shared key for HMAC-SHA256 message signatures (x-inbetweenies-signature); off when absent.
     #[arg(long, env = "FUNKYGIBBON_HMAC_KEY", hide_env_values = true)]
     pub hmac_key: Option<String>,
@@ -402,6 +416,7 @@ impl Cli {
             resolver: ResolverConfig::default().with_default_strategy(strategy),
             max_connections: self.max_connections,
             blob_dir: self.blob_dir.clone(),
+            backup_dir: self.backup_dir.clone(),
             hmac_key: self.hmac_key.clone(),
             cors_origins: self
                 .cors_origins

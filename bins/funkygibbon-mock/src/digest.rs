@@ -66,8 +66,17 @@ impl DigestIndex {
         if let Some(ix) = state.as_ref().filter(|ix| ix.seq == max) {
             return Ok((max, ix.digest.clone()));
         }
+        // A restore of a backup replaces rows without the feed showing what went away:
+        // an index from before the restore's mark is rebuilt.
+        let restored_after = match state.as_ref() {
+            Some(ix) => store
+                .restore_mark()
+                .await?
+                .is_some_and(|mark| mark.seq > ix.seq),
+            None => false,
+        };
         let mut ix = match state.take() {
-            Some(mut ix) if max > ix.seq && max - ix.seq <= self.rebuild_gap => {
+            Some(mut ix) if !restored_after && max > ix.seq && max - ix.seq <= self.rebuild_gap => {
                 if follow(&mut ix, store).await? {
                     ix.digest = hash(&ix.latest)?;
                 }

@@ -119,6 +119,12 @@ pub(crate) async fn request(
     if let Some(seq) = after_seq {
         crate::routes::sync::check_cursor_issued(&app, seq).await?;
     }
+    let since = if after_seq.is_none() {
+        req.last_sync
+    } else {
+        None
+    };
+    crate::routes::backup::refuse_pre_restore_position(&app, after_seq, since).await?;
     let query = ChangeQuery {
         after_seq,
         since: if after_seq.is_none() {

@@ -1,16 +1,18 @@
 //! The HTTP routes and the middleware around them.
 
 mod auth;
+pub(crate) mod backup;
 mod flow;
 mod graph;
 mod misc;
 mod sync;
+mod sync_metadata;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::compression::{CompressionLayer, CompressionLevel};
@@ -51,6 +53,7 @@ pub(crate) fn router(state: AppState) -> Router {
         // Sync (inbetweenies-v2).
         ("/api/v1/sync/", post(sync::sync)),
         ("/api/v1/sync/status", get(sync::status)),
+        ("/api/v1/sync/vocabulary", get(sync::vocabulary)),
         ("/api/v1/sync/conflicts", get(sync::conflicts)),
         ("/api/v1/sync/conflicts/{id}/resolve", post(sync::resolve)),
         // The seeds' five-step flow.
@@ -80,6 +83,47 @@ pub(crate) fn router(state: AppState) -> Router {
         ("/api/v1/graph/search", post(graph::search)),
         ("/api/v1/graph/path", post(graph::path)),
         ("/api/v1/graph/statistics", get(graph::statistics)),
+        // Per-client sync metadata (admin).
+        (
+            "/api/v1/sync-metadata/",
+            get(sync_metadata::list).post(sync_metadata::create),
+        ),
+        (
+            "/api/v1/sync-metadata/{client_id}",
+            get(sync_metadata::get).delete(sync_metadata::delete),
+        ),
+        (
+            "/api/v1/sync-metadata/{client_id}/status",
+            get(sync_metadata::status),
+        ),
+        (
+            "/api/v1/sync-metadata/{client_id}/sync-start",
+            post(sync_metadata::sync_start),
+        ),
+        (
+            "/api/v1/sync-metadata/{client_id}/sync-success",
+            post(sync_metadata::sync_success),
+        ),
+        (
+            "/api/v1/sync-metadata/{client_id}/sync-failure",
+            post(sync_metadata::sync_failure),
+        ),
+        // Backups (admin).
+        ("/api/v1/backup/create", post(backup::create)),
+        ("/api/v1/backup/list", get(backup::list)),
+        (
+            "/api/v1/backup/scheduler/status",
+            get(backup::scheduler_status),
+        ),
+        (
+            "/api/v1/backup/scheduler/trigger",
+            post(backup::scheduler_trigger),
+        ),
+        (
+            "/api/v1/backup/{id}",
+            get(backup::get).merge(delete(backup::delete)),
+        ),
+        ("/api/v1/backup/{id}/restore", post(backup::restore)),
     ];
     for (path, m) in routes {
         r = both(r, path, m);

@@ -316,6 +316,12 @@ pub(crate) async fn sync(
     if let Some(seq) = after_seq {
         check_cursor_issued(&app, seq).await?;
     }
+    // A position from before a restore of a backup (docs/SERVER.md "Backups").
+    let since_asked = match req.sync_type {
+        SyncType::Delta => req.filters.as_ref().and_then(|f| f.since),
+        _ => None,
+    };
+    crate::routes::backup::refuse_pre_restore_position(&app, after_seq, since_asked).await?;
     if !req.changes.is_empty() {
         caller.require_write()?;
     }
@@ -365,6 +371,8 @@ pub(crate) async fn sync(
         None => crate::snapshot::read(&app, &query).await?,
     };
     let (page, state_digest) = (snap.page, snap.digest);
+    // Again after the page: a restore that committed before the page was read is seen here.
+    crate::routes::backup::refuse_pre_restore_position(&app, after_seq, since_asked).await?;
     // Bookkeeping only: the push is committed already, so a failure here must not fail the answer.
     if let Err(e) = app.store.record_sync(&req.device_id).await {
         tracing::warn!(error = %crate::error::error_chain(&e), "cannot record the device's sync");
