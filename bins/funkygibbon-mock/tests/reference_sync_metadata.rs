@@ -47,7 +47,11 @@ async fn replay(backend: Backend) {
                     panic!("{}: {e}\nreference {}\nours {ours}", x.name, x.response);
                 }
                 if [3, 6, 17, 19, 20, 21].contains(&x.num) {
-                    assert!(!ours.to_string().contains("client-token"), "{}: token answered", x.name);
+                    assert!(
+                        !ours.to_string().contains("client-token"),
+                        "{}: token answered",
+                        x.name
+                    );
                 }
                 Verdict::Same
             }
@@ -64,22 +68,36 @@ async fn replay(backend: Backend) {
 
     // The default retry is in the future: 30 s then 60 s after the failure (to the second).
     let (s, _) = server
-        .post_json(&admin, "/api/v1/sync-metadata/?client_id=c&server_url=u&auth_token=t", &Value::Null)
+        .post_json(
+            &admin,
+            "/api/v1/sync-metadata/?client_id=c&server_url=u&auth_token=t",
+            &Value::Null,
+        )
         .await;
     assert_eq!(s, 200);
     let before = inbetweenies_proto::Timestamp::now();
     let (s, body) = server
-        .post_json(&admin, "/api/v1/sync-metadata/c/sync-failure?error=x", &Value::Null)
+        .post_json(
+            &admin,
+            "/api/v1/sync-metadata/c/sync-failure?error=x",
+            &Value::Null,
+        )
         .await;
     assert_eq!(s, 200, "{body}");
     let next = inbetweenies_proto::Timestamp::parse(body["next_retry"].as_str().unwrap()).unwrap();
     let ahead = next.unix_micros() - before.unix_micros();
-    assert!((28_000_000..=31_000_000).contains(&ahead), "retry {ahead} µs ahead");
+    assert!(
+        (28_000_000..=31_000_000).contains(&ahead),
+        "retry {ahead} µs ahead"
+    );
 
     // A guest may not read sync metadata.
     let guest = server.guest_token(&admin).await;
     let (s, body) = server.get_json(&guest, "/api/v1/sync-metadata/").await;
-    assert_eq!((s, body["detail"].as_str()), (403, Some("Admin access required")));
+    assert_eq!(
+        (s, body["detail"].as_str()),
+        (403, Some("Admin access required"))
+    );
 }
 
 on_both_backends!(replay);
