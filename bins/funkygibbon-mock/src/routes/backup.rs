@@ -438,7 +438,7 @@ pub(crate) async fn scheduler_trigger(
 }
 
 /// 400 `INVALID_SYNC_STATE` for a cursor or watermark issued before the last restore
-/// (PROTOCOL §6.8): the client clears both and pulls in full, keeping its pending changes.
+/// (PROTOCOL §9.2): the client clears both and pulls in full, keeping its pending changes.
 pub(crate) async fn refuse_pre_restore_position(
     app: &AppInner,
     cursor: Option<Seq>,
