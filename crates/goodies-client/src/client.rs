@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -28,7 +28,9 @@ use crate::error::ClientError;
 use crate::events::{ClientEvent, EventHub, SubscriptionHandle};
 use crate::http::Http;
 use crate::model::{Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, MANUFACTURER_KEY};
-use crate::settings::{keys, ClientStatus, DigestCheck, LastSync, RecordedConflict, Settings};
+use crate::settings::{
+    keys, ClientStatus, DigestCheck, GzipRefusals, LastSync, RecordedConflict, Settings,
+};
 use crate::sync::SyncResult;
 use crate::transport::{HyperTransport, Method, Transport};
 
@@ -383,7 +385,10 @@ impl BlowingOffClient {
     /// [`SyncResult::errors`] with everything kept pending; `Err` means the sync could not
     /// run at all (not connected, token refused or expired, local store failure).
     pub async fn sync(&self) -> Result<SyncResult, ClientError> {
-        self.inner.sync().await
+        let gzip = self.inner.gzip_before_sync().await?;
+        let outcome = self.inner.sync().await;
+        self.inner.gzip_after_sync(gzip).await;
+        outcome
     }
 
     /// A stream of every event from now on. A subscriber that falls more than
@@ -900,6 +905,92 @@ impl Inner {
         let json = serde_json::to_string(value).map_err(|e| ClientError::Invalid(e.to_string()))?;
         self.store.set_setting(key, &json).await?;
         Ok(())
+    }
+}
+
+/// The entity types containment edges place (devices in rooms, rooms in zones and homes).
+const PLACED_TYPES: [EntityType; 4] = [
+    EntityType::Device,
+    EntityType::Room,
+    EntityType::Zone,
+    EntityType::Home,
+];
+
+/// Whether an edge of this type says one entity is inside another: `located_in`,
+/// `part_of`, `contained_in`, or the reverse-named `contains`.
+fn is_containment(t: &RelationshipType) -> bool {
+    matches!(
+        t,
+        RelationshipType::LocatedIn | RelationshipType::PartOf | RelationshipType::ContainedIn
+    ) || t.as_str() == "contains"
+}
+
+/// How far out a type sits: a device is inside a room, a room inside a zone or a home, a
+/// zone inside a home.
+fn nesting(t: &EntityType) -> Option<u8> {
+    match t {
+        EntityType::Device => Some(0),
+        EntityType::Room => Some(1),
+        EntityType::Zone => Some(2),
+        EntityType::Home => Some(3),
+        _ => None,
+    }
+}
+
+/// Which room each device is in, and which zone and home each room (and zone) is in.
+#[derive(Debug, Default)]
+struct Placement {
+    room_of_device: HashMap<EntityId, EntityId>,
+    home_of_room: HashMap<EntityId, EntityId>,
+    zone_of_room: HashMap<EntityId, EntityId>,
+    home_of_zone: HashMap<EntityId, EntityId>,
+}
+
+impl Placement {
+    /// Reads containment edges in the order given (a later edge of an entity wins: the
+    /// callers sort by the edges' `updated_at`, so a move is the newest edge). An
+    /// edge's direction does not matter: the entity types say which end is inside the
+    /// other, so `room part_of home`, `home contains room` and `room located_in home`
+    /// all place the room in the home. Edges to entities not in `kinds` (deleted, or of
+    /// other types) place nothing.
+    fn from_edges(edges: &[Relationship], kinds: &HashMap<EntityId, EntityType>) -> Self {
+        let mut p = Placement::default();
+        for r in edges
+            .iter()
+            .filter(|r| is_containment(&r.relationship_type))
+        {
+            let (a, b) = (&r.from_entity_id, &r.to_entity_id);
+            let (Some(ka), Some(kb)) = (kinds.get(a), kinds.get(b)) else {
+                continue;
+            };
+            let (Some(na), Some(nb)) = (nesting(ka), nesting(kb)) else {
+                continue;
+            };
+            let ((inner, ni), (outer, no)) = if na < nb {
+                ((a, na), (b, nb))
+            } else {
+                ((b, nb), (a, na))
+            };
+            let map = match (ni, no) {
+                (0, 1) => &mut p.room_of_device,
+                (1, 2) => &mut p.zone_of_room,
+                (1, 3) => &mut p.home_of_room,
+                (2, 3) => &mut p.home_of_zone,
+                _ => continue,
+            };
+            map.insert(inner.clone(), outer.clone());
+        }
+        p
+    }
+
+    /// A room's home: the one it is placed in directly, else its zone's.
+    fn home_of(&self, room: &EntityId) -> Option<EntityId> {
+        self.home_of_room.get(room).cloned().or_else(|| {
+            self.zone_of_room
+                .get(room)
+                .and_then(|z| self.home_of_zone.get(z))
+                .cloned()
+        })
     }
 }
 

@@ -57,7 +57,10 @@ pub use config::{ClientConfig, RetryPolicy};
 pub use error::{BoxError, ClientError, SyncError, TransportError};
 pub use events::{ClientEvent, SubscriptionHandle, SyncPhase};
 pub use model::{Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, MANUFACTURER_KEY};
-pub use settings::{keys, ClientStatus, DigestCheck, LastSync, RecordedConflict, Settings};
+pub use settings::{
+    keys, ClientStatus, DigestCheck, GzipRefusals, LastSync, RecordedConflict, Settings,
+    GZIP_REFUSALS_KEPT, GZIP_RETRY_AFTER_DAYS,
+};
 pub use sync::{
     error_chain, DigestMismatch, QuarantinedChange, Repair, RepairReason, SyncResult, SyncSummary,
     SYNC_PATH,

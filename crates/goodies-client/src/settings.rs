@@ -21,6 +21,57 @@ pub mod keys {
     pub const LAST_DIGEST_CHECK: &str = "last_digest_check";
     /// Conflicts recent syncs reported (JSON list).
     pub const RECENT_CONFLICTS: &str = "recent_conflicts";
+    /// The servers that refused a gzipped request body, and when (JSON: see
+    /// [`super::GzipRefusals`]).
+    pub const GZIP_REFUSED: &str = "gzip_refused";
+}
+
+/// How long a server's refusal of gzipped request bodies is remembered: for this long
+/// the client sends that server plain bodies only, then tries gzip once more (and
+/// remembers again if it is still refused).
+pub const GZIP_RETRY_AFTER_DAYS: i64 = 7;
+
+/// How many servers' refusals are remembered (the oldest are forgotten first).
+pub const GZIP_REFUSALS_KEPT: usize = 32;
+
+/// The servers that refused a gzipped request body, by server URL, with when the
+/// refusal was last seen (local clock).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GzipRefusals(pub std::collections::BTreeMap<String, Timestamp>);
+
+impl GzipRefusals {
+    /// Whether `server_url` refused gzip less than [`GZIP_RETRY_AFTER_DAYS`] before `now`.
+    pub fn refused_recently(&self, server_url: &str, now: Timestamp) -> bool {
+        self.0.get(server_url).is_some_and(|at| {
+            let age = now.unix_micros().saturating_sub(at.unix_micros());
+            age < GZIP_RETRY_AFTER_DAYS * 86_400 * 1_000_000
+        })
+    }
+
+    /// Records a refusal by `server_url` at `now`, dropping expired entries and, past
+    /// [`GZIP_REFUSALS_KEPT`], the oldest.
+    pub fn record(&mut self, server_url: &str, now: Timestamp) {
+        self.0.insert(server_url.to_owned(), now);
+        let live: std::collections::BTreeMap<String, Timestamp> = self
+            .0
+            .iter()
+            .filter(|(url, _)| self.refused_recently(url, now))
+            .map(|(u, t)| (u.clone(), *t))
+            .collect();
+        self.0 = live;
+        while self.0.len() > GZIP_REFUSALS_KEPT {
+            let oldest = self
+                .0
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(u, _)| u.clone());
+            match oldest {
+                Some(u) => self.0.remove(&u),
+                None => break,
+            };
+        }
+    }
 }
 
 /// How many decided conflicts are kept for [`crate::BlowingOffClient::recent_conflicts`].
@@ -115,4 +166,41 @@ pub struct ClientStatus {
     pub last_sync: Option<LastSync>,
     /// The last digest comparison.
     pub last_digest_check: Option<DigestCheck>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(days: i64) -> Timestamp {
+        Timestamp::from_unix_micros(1_800_000_000_000_000 + days * 86_400 * 1_000_000).unwrap()
+    }
+
+    #[test]
+    fn gzip_refusals_expire_per_server() {
+        let mut r = GzipRefusals::default();
+        r.record("http://a:1", at(0));
+        assert!(r.refused_recently("http://a:1", at(0)));
+        assert!(r.refused_recently(
+            "http://a:1",
+            at(GZIP_RETRY_AFTER_DAYS).saturating_add_micros(-1)
+        ));
+        assert!(!r.refused_recently("http://a:1", at(GZIP_RETRY_AFTER_DAYS)));
+        assert!(!r.refused_recently("http://b:1", at(0)));
+        // A later record drops expired entries.
+        r.record("http://b:1", at(GZIP_RETRY_AFTER_DAYS + 1));
+        assert_eq!(r.0.len(), 1);
+        // At most GZIP_REFUSALS_KEPT servers; the oldest go first.
+        let mut r = GzipRefusals::default();
+        for i in 0..(GZIP_REFUSALS_KEPT as i64 + 3) {
+            r.record(&format!("http://s{i}:1"), at(0).saturating_add_micros(i));
+        }
+        assert_eq!(r.0.len(), GZIP_REFUSALS_KEPT);
+        assert!(!r.0.contains_key("http://s0:1"));
+        assert!(r
+            .0
+            .contains_key(&format!("http://s{}:1", GZIP_REFUSALS_KEPT + 2)));
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<GzipRefusals>(&json).unwrap(), r);
+    }
 }
