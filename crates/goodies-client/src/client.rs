@@ -604,33 +604,83 @@ impl BlowingOffClient {
 
     // ----- the seeds' vocabulary -----------------------------------------------------
 
-    /// `from → to` of every `located_in` edge; the last stored edge of an entity wins.
-    async fn located_in_map(&self) -> Result<HashMap<EntityId, EntityId>, ClientError> {
-        let edges = self
+    /// Where every device and room is, from the containment edges of the whole mirror
+    /// (see [`crate::model`] for the rules).
+    async fn placement(&self) -> Result<Placement, ClientError> {
+        let mut kinds = HashMap::new();
+        for t in PLACED_TYPES {
+            for e in self.entities_of_type(t.clone()).await? {
+                kinds.insert(e.id, t.clone());
+            }
+        }
+        let mut edges = self
             .inner
             .store
-            .relationships(&RelationshipQuery {
-                relationship_type: Some(RelationshipType::LocatedIn),
-                ..RelationshipQuery::default()
-            })
+            .relationships(&RelationshipQuery::default())
             .await?;
-        Ok(edges
-            .into_iter()
-            .map(|r| (r.from_entity_id, r.to_entity_id))
-            .collect())
+        edges.sort_by_key(|r| r.updated_at);
+        Ok(Placement::from_edges(&edges, &kinds))
     }
 
-    async fn container_of(&self, id: &EntityId) -> Result<Option<EntityId>, ClientError> {
-        let edges = self
-            .inner
-            .store
+    /// Where one entity is: its own containment edges and, for a room placed only in a
+    /// zone, the zone's.
+    async fn placement_of(&self, id: &EntityId) -> Result<Placement, ClientError> {
+        let mut edges = self.edges_touching(id).await?;
+        let mut kinds = self.kinds_of(&edges).await?;
+        let mut placement = Placement::from_edges(&edges, &kinds);
+        if !placement.home_of_room.contains_key(id) {
+            if let Some(zone) = placement.zone_of_room.get(id).cloned() {
+                edges.extend(self.edges_touching(&zone).await?);
+                kinds = self.kinds_of(&edges).await?;
+                placement = Placement::from_edges(&edges, &kinds);
+            }
+        }
+        Ok(placement)
+    }
+
+    /// Every edge from or to `id`, oldest `updated_at` first.
+    async fn edges_touching(&self, id: &EntityId) -> Result<Vec<Relationship>, ClientError> {
+        let store = &self.inner.store;
+        let mut edges = store
             .relationships(&RelationshipQuery {
                 from_entity_id: Some(id.clone()),
-                relationship_type: Some(RelationshipType::LocatedIn),
                 ..RelationshipQuery::default()
             })
             .await?;
-        Ok(edges.into_iter().last().map(|r| r.to_entity_id))
+        edges.extend(
+            store
+                .relationships(&RelationshipQuery {
+                    to_entity_id: Some(id.clone()),
+                    ..RelationshipQuery::default()
+                })
+                .await?,
+        );
+        edges.sort_by_key(|r| r.updated_at);
+        Ok(edges)
+    }
+
+    /// The types of the live endpoints of containment edges that can place something.
+    async fn kinds_of(
+        &self,
+        edges: &[Relationship],
+    ) -> Result<HashMap<EntityId, EntityType>, ClientError> {
+        let mut kinds = HashMap::new();
+        for r in edges
+            .iter()
+            .filter(|r| is_containment(&r.relationship_type))
+        {
+            for id in [&r.from_entity_id, &r.to_entity_id] {
+                if kinds.contains_key(id) {
+                    continue;
+                }
+                if let Some(e) = self.inner.store.entity(id).await? {
+                    if !e.is_deleted() && PLACED_TYPES.contains(&e.entity_type) {
+                        kinds.insert(e.id, e.entity_type);
+                    }
+                }
+            }
+        }
+        Ok(kinds)
     }
 
     /// The home (the first by name when there are several), if any.
@@ -678,15 +728,15 @@ impl BlowingOffClient {
         self.delete_entity(id).await.map(drop)
     }
 
-    /// Every room.
+    /// Every room, each with its home.
     pub async fn get_rooms(&self) -> Result<Vec<Room>, ClientError> {
-        let map = self.located_in_map().await?;
+        let placement = self.placement().await?;
         Ok(self
             .entities_of_type(EntityType::Room)
             .await?
             .into_iter()
             .map(|e| {
-                let home = map.get(&e.id).cloned();
+                let home = placement.home_of(&e.id);
                 Room::from_entity(e, home)
             })
             .collect())
@@ -702,7 +752,7 @@ impl BlowingOffClient {
     /// One room.
     pub async fn get_room(&self, id: &EntityId) -> Result<Room, ClientError> {
         let e = self.live(id, &EntityType::Room).await?;
-        let home = self.container_of(id).await?;
+        let home = self.placement_of(id).await?.home_of(id);
         Ok(Room::from_entity(e, home))
     }
 
@@ -747,15 +797,15 @@ impl BlowingOffClient {
         self.delete_entity(id).await.map(drop)
     }
 
-    /// Every device.
+    /// Every device, each with its room.
     pub async fn get_devices(&self) -> Result<Vec<Device>, ClientError> {
-        let map = self.located_in_map().await?;
+        let placement = self.placement().await?;
         Ok(self
             .entities_of_type(EntityType::Device)
             .await?
             .into_iter()
             .map(|e| {
-                let room = map.get(&e.id).cloned();
+                let room = placement.room_of_device.get(&e.id).cloned();
                 Device::from_entity(e, room)
             })
             .collect())
@@ -774,7 +824,7 @@ impl BlowingOffClient {
     /// One device.
     pub async fn get_device(&self, id: &EntityId) -> Result<Device, ClientError> {
         let e = self.live(id, &EntityType::Device).await?;
-        let room = self.container_of(id).await?;
+        let room = self.placement_of(id).await?.room_of_device.remove(id);
         Ok(Device::from_entity(e, room))
     }
 
@@ -849,7 +899,7 @@ impl BlowingOffClient {
     ) -> Result<Device, ClientError> {
         self.live(id, &EntityType::Device).await?;
         let e = self.merge_content(id, state).await?;
-        let room = self.container_of(id).await?;
+        let room = self.placement_of(id).await?.room_of_device.remove(id);
         Ok(Device::from_entity(e, room))
     }
 
@@ -888,6 +938,41 @@ impl Inner {
             user_id: self.user_id(),
             db_path: s.setting(keys::DB_PATH).await?.unwrap_or_default(),
         })
+    }
+
+    /// Sets whether this sync may gzip request bodies: not to a server that refused them
+    /// within [`crate::settings::GZIP_RETRY_AFTER_DAYS`] (remembered across processes).
+    /// Returns the server and whether gzip was allowed, for [`Self::gzip_after_sync`].
+    async fn gzip_before_sync(&self) -> Result<Option<(String, bool)>, ClientError> {
+        let Some(url) = non_empty(self.store.setting(keys::SERVER_URL).await?) else {
+            return Ok(None);
+        };
+        let refusals: GzipRefusals = self.get_json(keys::GZIP_REFUSED).await?.unwrap_or_default();
+        let allowed =
+            self.config.compress_requests && !refusals.refused_recently(&url, Timestamp::now());
+        self.compress.store(allowed, Ordering::Relaxed);
+        Ok(Some((url, allowed)))
+    }
+
+    /// Remembers that the server refused a gzipped body during the sync (the transport
+    /// layer cleared the flag and resent plain), so the next process does not try again.
+    async fn gzip_after_sync(&self, before: Option<(String, bool)>) {
+        let Some((url, true)) = before else {
+            return;
+        };
+        if self.compress.load(Ordering::Relaxed) {
+            return;
+        }
+        let remember = async {
+            let mut refusals: GzipRefusals =
+                self.get_json(keys::GZIP_REFUSED).await?.unwrap_or_default();
+            refusals.record(&url, Timestamp::now());
+            self.set_json(keys::GZIP_REFUSED, &refusals).await
+        };
+        match remember.await {
+            Ok(()) => tracing::info!(server = %url, "server refuses gzipped bodies; remembered"),
+            Err(e) => tracing::warn!(error = %e, "cannot remember that the server refuses gzip"),
+        }
     }
 
     pub(crate) async fn get_json<T: DeserializeOwned>(
@@ -1011,6 +1096,97 @@ mod tests {
         let t = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZG1pbiIsInJvbGUiOiJhZG1pbiIsInBlcm1pc3Npb25zIjpbInJlYWQiLCJ3cml0ZSIsImRlbGV0ZSIsImNvbmZpZ3VyZSJdLCJleHAiOjE3OTU5MDc0MzAsImlhdCI6MTc5NTMwMjYzMH0.ql1EBApsZrF1I3iA7KOyQiKNpJuwRPGda0tEyTVNByM";
         assert_eq!(token_subject(t).as_deref(), Some("admin"));
         assert_eq!(token_subject("opaque-token"), None);
+    }
+
+    fn edge(from: &str, to: &str, t: &str, at_micros: i64) -> Relationship {
+        let at = Timestamp::from_unix_micros(1_800_000_000_000_000 + at_micros).unwrap();
+        Relationship {
+            id: inbetweenies_proto::RelationshipId::new(format!("{from}-{t}-{to}")),
+            from_entity_id: EntityId::new(from),
+            from_entity_version: Version::new("v"),
+            to_entity_id: EntityId::new(to),
+            to_entity_version: Version::new("v"),
+            relationship_type: RelationshipType::parse(t),
+            properties: JsonObject::new(),
+            user_id: "u".into(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn containment_in_either_direction() {
+        let kinds: HashMap<EntityId, EntityType> = [
+            ("home", EntityType::Home),
+            ("other-home", EntityType::Home),
+            ("zone", EntityType::Zone),
+            ("kitchen", EntityType::Room),
+            ("hall", EntityType::Room),
+            ("attic", EntityType::Room),
+            ("lamp", EntityType::Device),
+            ("fan", EntityType::Device),
+            ("tv", EntityType::Device),
+            ("note", EntityType::Note),
+        ]
+        .into_iter()
+        .map(|(id, t)| (EntityId::new(id), t))
+        .collect();
+        let edges = vec![
+            // The reference: room located_in zone, zone part_of home, device located_in room.
+            edge("kitchen", "zone", "located_in", 0),
+            edge("zone", "home", "part_of", 1),
+            edge("lamp", "kitchen", "located_in", 2),
+            // Drawn the other way round.
+            edge("other-home", "hall", "contains", 3),
+            edge("hall", "fan", "contains", 4),
+            edge("attic", "tv", "part_of", 5),
+            // Not containment, or not between placeable types: ignored.
+            edge("tv", "kitchen", "monitors", 6),
+            edge("note", "kitchen", "located_in", 7),
+            edge("lamp", "ghost", "located_in", 8),
+            // A later edge moves the lamp.
+            edge("lamp", "hall", "located_in", 9),
+        ];
+        let p = Placement::from_edges(&edges, &kinds);
+        let id = |s: &str| EntityId::new(s);
+        assert_eq!(p.home_of(&id("kitchen")), Some(id("home")), "via its zone");
+        assert_eq!(p.home_of(&id("hall")), Some(id("other-home")));
+        assert_eq!(p.home_of(&id("attic")), None);
+        assert_eq!(p.room_of_device.get(&id("lamp")), Some(&id("hall")));
+        assert_eq!(p.room_of_device.get(&id("fan")), Some(&id("hall")));
+        assert_eq!(p.room_of_device.get(&id("tv")), Some(&id("attic")));
+        assert!(!p.room_of_device.contains_key(&id("note")));
+        assert!(is_containment(&RelationshipType::ContainedIn));
+        assert!(!is_containment(&RelationshipType::Monitors));
+    }
+
+    #[test]
+    fn device_type_from_either_key() {
+        let mut e = Entity {
+            id: EntityId::new("d"),
+            version: Version::new("v"),
+            entity_type: EntityType::Device,
+            name: "d".into(),
+            content: JsonObject::new(),
+            source_type: SourceType::Generated,
+            user_id: "u".into(),
+            parent_versions: vec![],
+            created_at: Timestamp::now(),
+            updated_at: Timestamp::now(),
+        };
+        assert_eq!(Device::from_entity(e.clone(), None).device_type, None);
+        e.content.insert("type".into(), Value::from("climate"));
+        assert_eq!(
+            Device::from_entity(e.clone(), None).device_type.as_deref(),
+            Some("climate")
+        );
+        e.content
+            .insert(DEVICE_TYPE_KEY.into(), Value::from("light"));
+        assert_eq!(
+            Device::from_entity(e, None).device_type.as_deref(),
+            Some("light"),
+            "device_type wins when both are there"
+        );
     }
 
     #[test]

@@ -56,7 +56,9 @@ pub use client::{json_object, BlowingOffClient, ClientBuilder, LoginInfo, LOGIN_
 pub use config::{ClientConfig, RetryPolicy};
 pub use error::{BoxError, ClientError, SyncError, TransportError};
 pub use events::{ClientEvent, SubscriptionHandle, SyncPhase};
-pub use model::{Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, MANUFACTURER_KEY};
+pub use model::{
+    Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, LEGACY_DEVICE_TYPE_KEY, MANUFACTURER_KEY,
+};
 pub use settings::{
     keys, ClientStatus, DigestCheck, GzipRefusals, LastSync, RecordedConflict, Settings,
     GZIP_REFUSALS_KEPT, GZIP_RETRY_AFTER_DAYS,

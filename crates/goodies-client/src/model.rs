@@ -1,7 +1,16 @@
 //! Typed views in the seeds' vocabulary (house/home, room, device) over graph entities.
 //!
-//! A home is a `home` entity; a room is a `room` entity `located_in` a home; a device is a
-//! `device` entity `located_in` a room, and its state is its `content`.
+//! A home is a `home` entity; a room is a `room` entity placed in a home; a device is a
+//! `device` entity placed in a room, and its state is its `content`.
+//!
+//! What this client writes is `room located_in home` and `device located_in room`. What
+//! it reads is any containment edge — `located_in`, `part_of`, `contained_in`, or
+//! `contains` — in either direction, since the types of the two ends say which is
+//! inside the other: the Python reference draws `room located_in zone`, `zone part_of
+//! home`, `room part_of home` and `device located_in room`. A room placed only in a
+//! zone is in the zone's home. When an entity has several such edges, the one with the
+//! latest `updated_at` wins. A device's type is `content.device_type`, or the
+//! reference's `content.type`.
 
 use inbetweenies_proto::{Entity, EntityId, JsonObject, Timestamp, Version};
 use serde::Serialize;
@@ -11,6 +20,9 @@ use serde_json::Value;
 pub const FLOOR_KEY: &str = "floor";
 /// Content key of a device's type (e.g. `light`).
 pub const DEVICE_TYPE_KEY: &str = "device_type";
+/// Content key the Python reference keeps a device's type under; read when
+/// [`DEVICE_TYPE_KEY`] is absent.
+pub const LEGACY_DEVICE_TYPE_KEY: &str = "type";
 /// Content key of a device's manufacturer.
 pub const MANUFACTURER_KEY: &str = "manufacturer";
 
@@ -102,7 +114,7 @@ impl Device {
     pub(crate) fn from_entity(e: Entity, room_id: Option<EntityId>) -> Self {
         let text = |k: &str| e.content.get(k).and_then(Value::as_str).map(str::to_owned);
         Device {
-            device_type: text(DEVICE_TYPE_KEY),
+            device_type: text(DEVICE_TYPE_KEY).or_else(|| text(LEGACY_DEVICE_TYPE_KEY)),
             manufacturer: text(MANUFACTURER_KEY),
             id: e.id,
             name: e.name,
