@@ -312,3 +312,43 @@ fn with_database(url: &str, db: &str) -> String {
         None => format!("{host_part}/{db}"),
     }
 }
+
+/// One HTTP/1.1 request with an optional JSON body over a plain socket, as a script or
+/// another language's client would send it: the status and the JSON answer (`Null` for
+/// an empty body).
+pub fn http_json(
+    method: &str,
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    use std::io::{Read, Write};
+    let host = base.strip_prefix("http://").context("an http URL")?;
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8(raw)?;
+    let (head, rest) = text.split_once("\r\n\r\n").context("an HTTP answer")?;
+    let status: u16 = head.split(' ').nth(1).context("a status line")?.parse()?;
+    anyhow::ensure!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "chunked answer"
+    );
+    let value = if rest.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(rest).with_context(|| format!("a JSON answer: {rest}"))?
+    };
+    Ok((status, value))
+}
