@@ -91,7 +91,8 @@ impl TestServer {
         let config = adjust(
             ServerConfig::new(db)
                 .with_admin_password(PASSWORD)
-                .with_jwt_secret("e2e-secret"),
+                .with_jwt_secret("e2e-secret")
+                .with_backup_dir(dir.path().join("backups")),
         );
         // The server runs on its own thread and runtime, as it would in its own process.
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
