@@ -4,9 +4,12 @@
 //!
 //! What a page read ahead guarantees, to the request that collects it:
 //!
-//! - **Only its own device, only its own query.** A page is kept under the `device_id`
-//!   of the request that was answered and the exact query of the next page; a request
-//!   from any other device, or with any other query, never gets it.
+//! - **Only its own device, only its own page.** A page is kept under the `device_id`
+//!   of the request that was answered and the exact spec of the next page (the query and
+//!   the capabilities the request declared, `crate::snapshot::PageSpec`); a request from
+//!   any other device, with any other query, or declaring other capabilities (a page built
+//!   for a client of the reference, without relationship rows, and one with them) never
+//!   gets it.
 //! - **Never stale.** The page is read as an exact snapshot (`crate::snapshot`): page,
 //!   `server_time` and digest are the store's state at one sequence number. It is handed
 //!   out only while the store's highest committed sequence number is still that number,
@@ -22,11 +25,11 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use goodies_store::{ChangeQuery, ServerStore, StoreError};
+use goodies_store::{ServerStore, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{PageSpec, Snapshot};
 use crate::state::AppState;
 
 /// At most this many pages are held at once (one per client paging right now)…
@@ -40,7 +43,7 @@ const KEEP: Duration = Duration::from_secs(10);
 
 struct Slot {
     device: String,
-    query: ChangeQuery,
+    spec: PageSpec,
     started: Instant,
     task: JoinHandle<Result<Snapshot, StoreError>>,
 }
@@ -75,42 +78,42 @@ impl std::fmt::Debug for ReadAhead {
 }
 
 impl ReadAhead {
-    /// Starts reading, for `device`, the page `query` asks for.
-    pub(crate) fn start(&self, app: &AppState, device: &str, query: ChangeQuery) {
+    /// Starts reading, for `device`, the page `spec` asks for.
+    pub(crate) fn start(&self, app: &AppState, device: &str, spec: PageSpec) {
         let app2 = app.clone();
-        let q = query.clone();
+        let s = spec.clone();
         let task = tokio::spawn(async move {
-            let snap = crate::snapshot::read(&app2, &q).await;
+            let snap = crate::snapshot::read(&app2, &s).await;
             app2.read_ahead.finished.send_modify(|n| *n += 1);
             snap
         });
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.retain(|s| s.started.elapsed() < KEEP && !(s.device == device && s.query == query));
-        let most = (ROWS / query.limit.max(1)).clamp(2, SLOTS);
+        slots.retain(|s| s.started.elapsed() < KEEP && !(s.device == device && s.spec == spec));
+        let most = (ROWS / spec.query.limit.max(1)).clamp(2, SLOTS);
         while slots.len() >= most {
             slots.remove(0);
         }
         slots.push(Slot {
             device: device.to_owned(),
-            query,
+            spec,
             started: Instant::now(),
             task,
         });
     }
 
-    /// The page read ahead for exactly this device and query, if there is one, it was
+    /// The page read ahead for exactly this device and spec, if there is one, it was
     /// read without error as an exact snapshot, and nothing has been written since.
     pub(crate) async fn take(
         &self,
         store: &dyn ServerStore,
         device: &str,
-        query: &ChangeQuery,
+        spec: &PageSpec,
     ) -> Option<Snapshot> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             let at = slots
                 .iter()
-                .position(|s| s.device == device && s.query == *query)?;
+                .position(|s| s.device == device && s.spec == *spec)?;
             slots.swap_remove(at)
         };
         if slot.started.elapsed() >= KEEP {
@@ -157,13 +160,14 @@ impl ReadAhead {
 
 #[cfg(test)]
 mod tests {
-    use goodies_store::{ChangeRecord, PushBatch};
+    use goodies_store::{ChangeQuery, ChangeRecord, PushBatch};
     use inbetweenies_proto::{
         ChangeType, EntityChange, EntityId, EntityType, SourceType, SyncChange, Version,
     };
 
     use super::*;
     use crate::config::ServerConfig;
+    use crate::snapshot::Capabilities;
 
     async fn app() -> AppState {
         let (_router, handle) = crate::build_app(
@@ -189,6 +193,8 @@ mod tests {
                 user_id: "tester".into(),
                 parent_versions: vec![],
                 checksum: None,
+                created_at: None,
+                updated_at: None,
             }),
             relationships: vec![],
         }
@@ -205,16 +211,20 @@ mod tests {
             .expect("push");
     }
 
-    fn query() -> ChangeQuery {
-        ChangeQuery {
-            after_seq: Some(2),
-            limit: 3,
-            ..ChangeQuery::default()
+    fn query() -> PageSpec {
+        PageSpec {
+            query: ChangeQuery {
+                after_seq: Some(2),
+                limit: 3,
+                ..ChangeQuery::default()
+            },
+            caps: Capabilities::declared(&[inbetweenies_proto::capability::RELATIONSHIP_ROWS]),
         }
     }
 
-    /// A page read ahead goes to the first request of its device with exactly its query,
-    /// once; never to another device asking the same, never to another query.
+    /// A page read ahead goes to the first request of its device with exactly its spec,
+    /// once; never to another device asking the same, never to another query, never to a
+    /// request that declared other capabilities (even with the very same query).
     #[tokio::test]
     async fn a_page_read_ahead_is_handed_out_once_to_its_device_and_query() {
         let app = app().await;
@@ -225,13 +235,24 @@ mod tests {
         .await;
         app.read_ahead.start(&app, "c", query());
         let store = app.store.as_ref();
-        let other = ChangeQuery {
-            limit: 4,
+        let other = PageSpec {
+            query: ChangeQuery {
+                limit: 4,
+                ..query().query
+            },
             ..query()
         };
         assert!(
             app.read_ahead.take(store, "c", &other).await.is_none(),
             "another query"
+        );
+        let legacy = PageSpec {
+            caps: Capabilities::NONE,
+            ..query()
+        };
+        assert!(
+            app.read_ahead.take(store, "c", &legacy).await.is_none(),
+            "the same query without the capability"
         );
         assert!(
             app.read_ahead.take(store, "b", &query()).await.is_none(),

@@ -18,8 +18,105 @@
 //! [`DigestIndex::digest_with_seq`]: crate::digest::DigestIndex::digest_with_seq
 
 use goodies_store::{ChangePage, ChangeQuery, Seq, StoreError};
+use inbetweenies_proto::{capability, SyncFilters, SyncType};
 
 use crate::state::AppInner;
+
+/// The optional features this server offers (PROTOCOL §5.12), in the order it lists them
+/// to a request that declared any. A later feature adds its name here and asks
+/// [`Capabilities::has`] where it changes an answer; pages are keyed on the whole set.
+pub(crate) const OFFERED: &[&str] = &[capability::RELATIONSHIP_ROWS];
+
+const _: () = assert!(OFFERED.len() <= 64, "one bit per offered capability");
+
+/// The offered capabilities a request declared (names this server does not offer are
+/// ignored). With none, the request is answered as the Python reference answers
+/// (PROTOCOL §12.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Capabilities(u64);
+
+impl Capabilities {
+    /// No capability: a client written for the reference.
+    pub(crate) const NONE: Capabilities = Capabilities(0);
+
+    /// The offered capabilities among `names`.
+    pub(crate) fn declared<S: AsRef<str>>(names: &[S]) -> Capabilities {
+        Capabilities(
+            names
+                .iter()
+                .filter_map(|n| OFFERED.iter().position(|o| *o == n.as_ref()))
+                .fold(0, |bits, i| bits | 1 << i),
+        )
+    }
+
+    /// Whether the offered capability `name` was declared.
+    pub(crate) fn has(self, name: &str) -> bool {
+        OFFERED
+            .iter()
+            .position(|o| *o == name)
+            .is_some_and(|i| self.0 & 1 << i != 0)
+    }
+
+    /// Whether no offered capability was declared (PROTOCOL §12.4).
+    pub(crate) fn is_none(self) -> bool {
+        self == Capabilities::NONE
+    }
+}
+
+/// What one page is read for: the change-feed query and the capabilities that shaped the
+/// answer. Two requests with equal specs get equal pages, and a page read ahead is handed
+/// only to a request with an equal spec (`crate::readahead`), so a page built for one kind
+/// of client never reaches another.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PageSpec {
+    /// The rows to read.
+    pub query: ChangeQuery,
+    /// The declared capabilities the page was built for.
+    pub caps: Capabilities,
+}
+
+impl PageSpec {
+    /// The page a `POST /api/v1/sync/` request asks for (PROTOCOL §6.4, §6.5, §12.4).
+    ///
+    /// Relationship rows only with `relationship_rows`: without it a page holds entity
+    /// rows only, counted as entities, as the reference builds it (and `relationships`,
+    /// which asks for nothing else, gets none). With delta, `since` and the cursor both
+    /// apply; `full`, `entities` and `relationships` ignore both.
+    pub(crate) fn for_sync(
+        sync_type: SyncType,
+        filters: Option<&SyncFilters>,
+        after_seq: Option<Seq>,
+        caps: Capabilities,
+        limit: usize,
+    ) -> PageSpec {
+        let filters = filters.cloned().unwrap_or_default();
+        let delta = sync_type == SyncType::Delta;
+        PageSpec {
+            query: ChangeQuery {
+                after_seq: after_seq.filter(|_| delta),
+                since: filters.since.filter(|_| delta),
+                entity_types: filters.entity_types,
+                modified_by: filters.modified_by,
+                include_entities: sync_type != SyncType::Relationships,
+                include_relationships: sync_type != SyncType::Entities
+                    && caps.has(capability::RELATIONSHIP_ROWS),
+                limit,
+            },
+            caps,
+        }
+    }
+
+    /// The same spec from past `seq` on: the next page of a paged pull.
+    pub(crate) fn after(&self, seq: Seq) -> PageSpec {
+        PageSpec {
+            query: ChangeQuery {
+                after_seq: Some(seq),
+                ..self.query.clone()
+            },
+            caps: self.caps,
+        }
+    }
+}
 
 /// Reads tried before an inexact snapshot is answered.
 const ATTEMPTS: usize = 4;
@@ -46,8 +143,8 @@ impl Snapshot {
 
 /// Reads the page `query` asks for and the digest, as of one store state when the store
 /// lets it within a few attempts.
-pub(crate) async fn read(app: &AppInner, query: &ChangeQuery) -> Result<Snapshot, StoreError> {
-    let store = app.store.as_ref();
+pub(crate) async fn read(app: &AppInner, spec: &PageSpec) -> Result<Snapshot, StoreError> {
+    let (store, query) = (app.store.as_ref(), &spec.query);
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -101,6 +198,8 @@ mod tests {
                 user_id: "tester".into(),
                 parent_versions: parent.into_iter().cloned().collect(),
                 checksum: None,
+                created_at: None,
+                updated_at: None,
             }),
             relationships: vec![],
         }
@@ -161,10 +260,13 @@ mod tests {
                 }
             })
         };
-        let whole = ChangeQuery {
-            limit: 100_000,
-            include_relationships: false,
-            ..ChangeQuery::default()
+        let whole = PageSpec {
+            query: ChangeQuery {
+                limit: 100_000,
+                include_relationships: false,
+                ..ChangeQuery::default()
+            },
+            caps: Capabilities::NONE,
         };
         let (mut exact, mut reads) = (0, 0);
         while !writer.is_finished() && reads < 5_000 {

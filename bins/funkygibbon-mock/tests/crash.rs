@@ -364,6 +364,7 @@ async fn feed_since(http: &reqwest::Client, base: &str, token: &str, since: &str
                 "protocol_version": "inbetweenies-v2", "device_id": "crash-feed", "user_id": USER,
                 "sync_type": "delta", "changes": [], "filters": {"since": since},
                 "cursor": cursor.map(|c| c.to_string()), "vector_clock": {"clocks": {}},
+                "capabilities": ["relationship_rows"],
             }),
         )
         .await;

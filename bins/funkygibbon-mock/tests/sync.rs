@@ -44,13 +44,10 @@ async fn push_pull_and_status(backend: Backend) {
     lamp["relationships"] = json!([{"id": "rel-1", "from_entity_id": "lamp-1",
         "from_entity_version": lamp["entity"]["version"], "to_entity_id": "room-1",
         "to_entity_version": room["entity"]["version"], "relationship_type": "located_in", "properties": {}}]);
-    let (status, pushed) = s
-        .post_json(
-            &token,
-            "/api/v1/sync/",
-            &sync_body("phone", "delta", json!([room, lamp])),
-        )
-        .await;
+    // A client of this protocol: it declares relationship rows (PROTOCOL §5.12).
+    let mut body = sync_body("phone", "delta", json!([room, lamp]));
+    body["capabilities"] = json!(["relationship_rows"]);
+    let (status, pushed) = s.post_json(&token, "/api/v1/sync/", &body).await;
     assert_eq!(status, 200, "{pushed}");
     assert_eq!(pushed["applied"], json!(["room-1", "lamp-1"]));
     assert_eq!(pushed["applied_relationships"], json!(["rel-1"]));
@@ -126,13 +123,9 @@ async fn push_pull_and_status(backend: Backend) {
         .expect("changes")
         .iter()
         .all(|c| !c["entity"].is_null()));
-    let (_, only_rels) = s
-        .post_json(
-            &token,
-            "/api/v1/sync/",
-            &sync_body("x", "relationships", json!([])),
-        )
-        .await;
+    let mut body = sync_body("x", "relationships", json!([]));
+    body["capabilities"] = json!(["relationship_rows"]);
+    let (_, only_rels) = s.post_json(&token, "/api/v1/sync/", &body).await;
     let rels = only_rels["changes"].as_array().expect("changes");
     assert_eq!(rels.len(), 1);
     assert!(rels[0]["entity"].is_null());
@@ -167,13 +160,10 @@ async fn cursors(backend: Backend) {
     let changes: Vec<Value> = (0..7)
         .map(|i| create_change(&format!("c-{i}"), "note", &format!("n{i}"), json!({})))
         .collect();
-    let (_, first) = s
-        .post_json(
-            &token,
-            "/api/v1/sync/",
-            &sync_body("d", "full", json!(changes)),
-        )
-        .await;
+    // Declaring a capability: the answer carries no acknowledged id past the page (§12.4).
+    let mut body = sync_body("d", "full", json!(changes));
+    body["capabilities"] = json!(["relationship_rows"]);
+    let (_, first) = s.post_json(&token, "/api/v1/sync/", &body).await;
     assert_eq!(ids_of(&first), ["c-0", "c-1", "c-2"]);
     let cursor = first["cursor"]
         .as_str()

@@ -21,7 +21,8 @@ use crate::error::ApiError;
 use crate::pydantic::{
     body_loc, enum_item, item, item_ctx, string_items, validation_items, Fields, Rule,
 };
-use crate::routes::sync::{check_types, known_entity_types, parse_sync_request, superseded_acks};
+use crate::routes::sync::{ack_rows, check_types, known_entity_types, parse_sync_request, AckRows};
+use crate::snapshot::{Capabilities, PageSpec};
 use crate::state::AppState;
 
 /// Checks the `type` tag (optional), the required key strings (`client_id`:
@@ -90,7 +91,11 @@ pub(crate) async fn request(
         &["entity_types"],
     )?;
     tracing::Span::current().record("client_id", req.client_id.as_str());
-    if !app.config.accept_unknown_types {
+    // Unknown entity types are counted and matched verbatim, or refused in strict mode.
+    if let (false, Some(types)) = (app.config.strict, &req.entity_types) {
+        app.unknown_values.record_filter(types);
+    }
+    if app.config.strict {
         if let Some(types) = &req.entity_types {
             let ets = known_entity_types();
             let items: Vec<Value> = types
@@ -138,7 +143,13 @@ pub(crate) async fn request(
         include_relationships: false,
         limit: app.config.page_size,
     };
-    let snap = crate::snapshot::read(&app, &query).await?;
+    // Entities only, counted as entities, for every client: the flow has no relationship
+    // rows and takes no capability declaration (PROTOCOL §10.1).
+    let spec = PageSpec {
+        query,
+        caps: Capabilities::NONE,
+    };
+    let snap = crate::snapshot::read(&app, &spec).await?;
     let (page, state_digest) = (snap.page, snap.digest);
     if let Err(e) = app.store.record_sync(&req.client_id).await {
         tracing::warn!(error = %crate::error::error_chain(&e), "cannot record the device's sync");
@@ -223,9 +234,9 @@ fn validate_as_sync(
         "sync_type": "delta",
         "changes": changes,
     });
-    let checked = parse_sync_request(value).and_then(|req| {
-        check_types(app, &req)?;
-        Ok(req)
+    let checked = parse_sync_request(app, value).map(|req| {
+        check_types(app, &req);
+        req
     });
     match checked {
         Ok(req) => Ok(req.changes),
@@ -314,7 +325,9 @@ pub(crate) async fn push(
         })
         .await?;
     // What an acknowledgement carries (PROTOCOL §6.7, §10.4), read after the commit.
-    let superseded = superseded_acks(app.store.as_ref(), &changes, &outcome).await?;
+    // A five-step client confirms by `applied` (its `client_sync_id`s), so only the
+    // superseded ids' rows are carried.
+    let superseded = ack_rows(app.store.as_ref(), &changes, &outcome, AckRows::Superseded).await?;
     let latest: HashMap<&EntityId, &Version> = req
         .changes
         .iter()

@@ -6,11 +6,10 @@ use std::time::Instant;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use goodies_store::{
-    ChangePage, ChangeQuery, ChangeRecord, ConflictRecord, ConflictStatus, EntityOutcome,
-    ManualResolution, PushBatch, PushOutcome, ServerStore, StoreError,
+    ChangePage, ChangeRecord, ConflictRecord, ConflictStatus, EntityOutcome, ManualResolution,
+    PushBatch, PushOutcome, ServerStore, StoreError,
 };
-use inbetweenies_proto::checksum;
-use inbetweenies_proto::validate::sync_request_from_value;
+use inbetweenies_proto::validate::{sync_request_checked, Checks};
 use inbetweenies_proto::{
     ChangeType, Cursor, Entity, EntityChange, EntityId, EntityType, RelationshipChange, SourceType,
     SyncChange, SyncRequest, SyncResponse, SyncStats, SyncType, Timestamp, VectorClockWire,
@@ -22,9 +21,10 @@ use crate::auth::Caller;
 use crate::body::RawBody;
 use crate::error::ApiError;
 use crate::pydantic::{
-    bad_query_int, body_loc, enum_item, item, item_ctx, missing_query, validation_error,
+    bad_query_int, enum_item, item, missing_query, validation_error,
     validation_items, Fields,
 };
+use crate::snapshot::{Capabilities, PageSpec, OFFERED};
 use crate::state::AppState;
 
 /// The wire strings of the known entity types.
@@ -37,10 +37,15 @@ pub(crate) fn known_source_types() -> Vec<&'static str> {
     SourceType::KNOWN.iter().map(|t| t.as_str()).collect()
 }
 
-/// Validates a sync request body (docs/PROTOCOL.md §5.10): field errors are a
-/// 422 FastAPI-style detail list; an unsupported `protocol_version` is a 400.
-pub(crate) fn parse_sync_request(value: Value) -> Result<SyncRequest, ApiError> {
-    let req = sync_request_from_value(value).map_err(|e| {
+/// Validates a sync request body (docs/PROTOCOL.md §5.10): every field problem
+/// of the request — in strict mode (§12.5) also every unknown enumeration value
+/// and every version without a timestamp — is listed in one 422 FastAPI-style
+/// detail list; an unsupported `protocol_version` alone is a 400.
+pub(crate) fn parse_sync_request(app: &AppState, value: Value) -> Result<SyncRequest, ApiError> {
+    let checks = Checks {
+        strict: app.config.strict,
+    };
+    let req = sync_request_checked(value, checks).map_err(|e| {
         if e.is_protocol_version() {
             unsupported_protocol()
         } else {
@@ -89,93 +94,60 @@ fn unsupported_protocol() -> ApiError {
     ApiError::bad_request("Unsupported protocol version").with_field("protocol_version")
 }
 
-/// Checks what field validation cannot: content checksums (a mismatch is a
-/// 422 naming the checksum, PROTOCOL §5.3), and unknown entity/source types
-/// (422 naming the field, where the reference crashed with a 500) and unknown
-/// relationship types (400, as the reference) unless the server accepts them.
-pub(crate) fn check_types(app: &AppState, req: &SyncRequest) -> Result<(), ApiError> {
-    let strict = !app.config.accept_unknown_types;
-    let (ets, sts) = (known_entity_types(), known_source_types());
-    let mut items = Vec::new();
-    for (i, c) in req.changes.iter().enumerate() {
-        let Some(e) = &c.entity else { continue };
-        let at = |field: &str| {
-            body_loc(&[
-                Value::from("changes"),
-                Value::from(i),
-                Value::from("entity"),
-                Value::from(field),
-            ])
-        };
-        if strict && !e.entity_type.is_known() {
-            items.push(enum_item(
-                at("entity_type"),
-                &ets,
-                Value::from(e.entity_type.as_str()),
-            ));
-        }
-        if strict && !e.source_type.is_known() {
-            items.push(enum_item(
-                at("source_type"),
-                &sts,
-                Value::from(e.source_type.as_str()),
-            ));
-        }
-        if let Some(sum) = &e.checksum {
-            if let Err(err) = checksum::verify_content_checksum(&e.content, sum) {
-                let why = err.to_string();
-                items.push(item_ctx(
-                    "value_error",
-                    at("checksum"),
-                    format!("Value error, {why}"),
-                    Value::from(sum.as_str()),
-                    json!({"error": why}),
-                ));
-            }
-        }
+/// Counts the values of a valid request that lie outside the known vocabulary
+/// (`crate::vocabulary`). They are stored and served unchanged; a strict server
+/// refused them already, in [`parse_sync_request`].
+pub(crate) fn check_types(app: &AppState, req: &SyncRequest) {
+    if !app.config.strict {
+        app.unknown_values.record_request(req);
     }
-    if strict {
-        if let Some(types) = req.filters.as_ref().and_then(|f| f.entity_types.as_ref()) {
-            for (i, t) in types.iter().enumerate().filter(|(_, t)| !t.is_known()) {
-                let loc = body_loc(&[
-                    Value::from("filters"),
-                    Value::from("entity_types"),
-                    Value::from(i),
-                ]);
-                items.push(enum_item(loc, &ets, Value::from(t.as_str())));
-            }
-        }
-    }
-    if !items.is_empty() {
-        return Err(validation_items(items));
-    }
-    if !strict {
-        return Ok(());
-    }
-    for (i, c) in req.changes.iter().enumerate() {
-        for (j, r) in c.relationships.iter().enumerate() {
-            if !r.relationship_type.is_known() {
-                return Err(ApiError::bad_request(format!(
-                    "Unknown relationship_type: {}",
-                    r.relationship_type
-                ))
-                .with_field(format!("changes[{i}].relationships[{j}].relationship_type")));
-            }
-        }
-    }
-    Ok(())
 }
 
-/// The server's latest row of every acknowledged id whose latest is not the version the
-/// push carried for it (the last one in request order), in `applied` order (PROTOCOL §6.7).
+/// `GET /api/v1/sync/vocabulary`: the known values of each open enumeration, whether
+/// the server is strict, and how many values outside them it accepted since it
+/// started, per field and value (docs/SERVER.md).
+pub(crate) async fn vocabulary(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
+    Json(json!({
+        "strict": app.config.strict,
+        "known": crate::vocabulary::known_json(),
+        "unknown": app.unknown_values.to_json(),
+    }))
+}
+
+/// Which acknowledged ids an answer carries the server's latest row of (PROTOCOL §6.7, §12.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AckRows {
+    /// Those whose latest is not the version the push carried for it: a client of this
+    /// protocol drops what `applied` names and then holds the server's latest of each.
+    Superseded,
+    /// Every acknowledged id: a client of the reference confirms a pushed change by
+    /// finding its id in `changes`, wherever the page would end.
+    Every,
+}
+
+impl AckRows {
+    /// What a sync request that declared `caps` is carried.
+    pub(crate) fn for_caps(caps: Capabilities) -> AckRows {
+        if caps.is_none() {
+            AckRows::Every
+        } else {
+            AckRows::Superseded
+        }
+    }
+}
+
+/// The server's latest row of the acknowledged ids `which` names, in `applied` order
+/// (PROTOCOL §6.7); an id the server holds no row of (a delete of an id it never held)
+/// has none.
 ///
-/// Read after the push committed. Only ids where that can be are looked up: one pushed
-/// more than once, or with an outcome other than stored as latest (re-sent, lost,
-/// merged, queued, a delete of a deleted or unknown id).
-pub(crate) async fn superseded_acks(
+/// Read after the push committed. With [`AckRows::Superseded`] only ids where the latest
+/// can differ are looked up: one pushed more than once, or with an outcome other than
+/// stored as latest (re-sent, lost, merged, queued, a delete of a deleted or unknown id).
+pub(crate) async fn ack_rows(
     store: &dyn ServerStore,
     changes: &[SyncChange],
     outcome: &PushOutcome,
+    which: AckRows,
 ) -> Result<Vec<Entity>, StoreError> {
     let mut pushed: HashMap<&EntityId, (&Version, usize)> = HashMap::new();
     for e in changes.iter().filter_map(|c| c.entity.as_ref()) {
@@ -193,7 +165,8 @@ pub(crate) async fn superseded_acks(
         .iter()
         .filter_map(|id| {
             let (version, times) = pushed.get(id)?;
-            (times > &1 || unsure.contains(id)).then_some((id, *version))
+            let maybe_superseded = *times > 1 || unsure.contains(id);
+            (which == AckRows::Every || maybe_superseded).then_some((id, *version))
         })
         .collect();
     if look.is_empty() {
@@ -208,7 +181,11 @@ pub(crate) async fn superseded_acks(
         .collect();
     Ok(look
         .iter()
-        .filter_map(|(id, pushed)| latest.remove(*id).filter(|e| e.version != **pushed))
+        .filter_map(|(id, pushed)| {
+            latest
+                .remove(*id)
+                .filter(|e| which == AckRows::Every || e.version != **pushed)
+        })
         .collect())
 }
 
@@ -249,6 +226,8 @@ pub(crate) fn wire_entity(e: Entity) -> SyncChange {
             user_id: e.user_id,
             parent_versions: e.parent_versions,
             checksum: None,
+            created_at: None,
+            updated_at: None,
         }),
         relationships: Vec::new(),
     }
@@ -302,11 +281,11 @@ pub(crate) async fn sync(
     let started = Instant::now();
     let span = tracing::Span::current();
     span.record("user", caller.0.sub.as_str());
-    let req = parse_sync_request(body.json()?)?;
+    let req = parse_sync_request(&app, body.json()?)?;
     span.record("device_id", req.device_id.as_str());
     span.record("sync_type", req.sync_type.as_str());
     span.record("pushed", req.changes.len());
-    check_types(&app, &req)?;
+    check_types(&app, &req);
     // The cursor is honoured with delta only (PROTOCOL §6.4); `full` ignores
     // it as the reference does, so old clients behave the same.
     let after_seq = match (&req.cursor, req.sync_type) {
@@ -336,39 +315,40 @@ pub(crate) async fn sync(
             })
             .await?
     };
-    // What an acknowledgement carries (PROTOCOL §6.7): read after the push committed,
-    // before the page, so a newer row in the page comes after it.
-    let acks = superseded_acks(app.store.as_ref(), &req.changes, &outcome).await?;
+    // What the answer holds depends on the capabilities declared (PROTOCOL §5.12, §12.4).
+    let caps = Capabilities::declared(&req.capabilities);
+    // What an acknowledgement carries (PROTOCOL §6.7, §12.4): read after the push
+    // committed, before the page, so a newer row in the page comes after it.
+    let acks = ack_rows(
+        app.store.as_ref(),
+        &req.changes,
+        &outcome,
+        AckRows::for_caps(caps),
+    )
+    .await?;
     span.record("applied", outcome.applied.len());
     span.record("conflicts", outcome.conflicts.len());
-    let filters = req.filters.clone().unwrap_or_default();
     // With delta, `since` and the cursor both apply (PROTOCOL §6.4, §12.3).
-    let since = match req.sync_type {
-        SyncType::Delta => filters.since,
-        _ => None,
-    };
-    let query = ChangeQuery {
+    let spec = PageSpec::for_sync(
+        req.sync_type,
+        req.filters.as_ref(),
         after_seq,
-        since,
-        entity_types: filters.entity_types,
-        modified_by: filters.modified_by,
-        include_entities: req.sync_type != SyncType::Relationships,
-        include_relationships: req.sync_type != SyncType::Entities,
-        limit: app.config.page_size,
-    };
+        caps,
+        app.config.page_size,
+    );
     // A pull page this device asks for next may have been read ahead while the last one
     // went out; it is used only when nothing was written since (crate::readahead).
     let ahead = match req.changes.is_empty() {
         true => {
             app.read_ahead
-                .take(app.store.as_ref(), &req.device_id, &query)
+                .take(app.store.as_ref(), &req.device_id, &spec)
                 .await
         }
         false => None,
     };
     let snap = match ahead {
         Some(snap) => snap,
-        None => crate::snapshot::read(&app, &query).await?,
+        None => crate::snapshot::read(&app, &spec).await?,
     };
     let (page, state_digest) = (snap.page, snap.digest);
     // Again after the page: a restore that committed before the page was read is seen here.
@@ -381,14 +361,7 @@ pub(crate) async fn sync(
     if let (true, SyncType::Delta, Some(next)) =
         (req.changes.is_empty(), req.sync_type, page.next_after_seq)
     {
-        app.read_ahead.start(
-            &app,
-            &req.device_id,
-            ChangeQuery {
-                after_seq: Some(next),
-                ..query
-            },
-        );
+        app.read_ahead.start(&app, &req.device_id, spec.after(next));
     }
     span.record("pulled", page.records.len());
     let clock = app
@@ -424,7 +397,10 @@ fn response(
         server_time: page.server_time,
         applied: outcome.applied,
         applied_relationships: outcome.applied_relationships,
-        capabilities: None,
+        // Only to a request that declared any (PROTOCOL §5.12): older clients see the
+        // reference's keys and nothing else.
+        capabilities: (!req.capabilities.is_empty())
+            .then(|| OFFERED.iter().map(|c| (*c).to_owned()).collect()),
     }
 }
 
