@@ -136,6 +136,8 @@ async fn seed(handle: &funkygibbon_mock::AppHandle, n: usize) -> anyhow::Result<
                     user_id: "seed".into(),
                     parent_versions: vec![],
                     checksum: None,
+                    created_at: None,
+                    updated_at: None,
                 }),
                 relationships: vec![],
             })

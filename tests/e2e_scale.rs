@@ -35,6 +35,8 @@ async fn pagination_across_ten_thousand_entities_with_relationships() -> anyhow:
                     user_id: "seed".into(),
                     parent_versions: vec![],
                     checksum: None,
+                    created_at: None,
+                    updated_at: None,
                 }),
                 relationships: vec![],
             })

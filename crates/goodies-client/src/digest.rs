@@ -212,6 +212,8 @@ mod tests {
                 user_id: "server-user".into(),
                 parent_versions: parents,
                 checksum: None,
+                created_at: None,
+                updated_at: None,
             }),
             relationships: vec![],
         }

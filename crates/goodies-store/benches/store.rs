@@ -103,6 +103,8 @@ fn batch(n: usize, with_relationships: bool) -> PushBatch {
                 user_id: "bench".into(),
                 parent_versions: vec![],
                 checksum: None,
+                created_at: None,
+                updated_at: None,
             }),
             relationships: vec![],
         };

@@ -761,8 +761,12 @@ impl<'b, 's> Planner<'b, 's> {
                 Some(_) => {}
             }
         }
-        let updated_at = ec.version.timestamp().unwrap_or(self.now);
-        let created_at = current.as_ref().map_or(updated_at, Current::created_at);
+        // The edit time (PROTOCOL §3.3): the version's timestamp, else the
+        // `updated_at` the change carries, else the receipt time.
+        let updated_at = ec.edit_time(self.now);
+        let created_at = current
+            .as_ref()
+            .map_or_else(|| ec.first_created_at(updated_at), Current::created_at);
         let content = if is_delete && !is_tombstone(&ec.content) {
             let mut c = ec.content.clone();
             c.insert(DELETED_KEY.to_owned(), serde_json::Value::Bool(true));
@@ -1053,6 +1057,8 @@ mod tests {
                 user_id: "u".into(),
                 parent_versions: parents.iter().map(|p| Version::new(*p)).collect(),
                 checksum: None,
+                created_at: None,
+                updated_at: None,
             }),
             relationships: vec![],
         }

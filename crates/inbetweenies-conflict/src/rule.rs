@@ -69,7 +69,9 @@ pub enum Reason {
     NewerOnServer,
     /// The client's edit is newer by at least 1 s (`newer_on_client`).
     NewerOnClient,
-    /// The edits are within 1 s; the lexically greater version won (`tiebreak_version`).
+    /// The edits are within 1 s and neither is a lone tombstone: the only
+    /// version carrying a timestamp won, or (both or neither carrying one) the
+    /// lexically greater (`tiebreak_version`).
     TiebreakVersion,
     /// Exactly one side is a tombstone and it won (`delete_wins`): within 1 s
     /// under the rule, or at any distance under a three-way merge, which never
@@ -204,9 +206,17 @@ pub fn is_fast_forward(parent: &Entity, child: &Entity) -> bool {
 ///    already superseded);
 /// 2. both edit times are clamped to `now + skew_allowance`;
 /// 3. if they differ by less than 1 s ([`TIEBREAK_WINDOW_MICROS`]): a lone
-///    tombstone wins (`delete_wins`), else the lexically greater `version`
-///    wins (`tiebreak_version`);
+///    tombstone wins (`delete_wins`); else, if exactly one `version` carries
+///    the timestamp form ([`is_timestamped`]), it wins; else (both or
+///    neither do) the lexically greater `version` wins (`tiebreak_version`);
 /// 4. otherwise the newer edit wins (`newer_on_server` / `newer_on_client`).
+///
+/// An edit time is the entity's `updated_at`: the timestamp inside its
+/// version, or for an opaque version (one written by another client, e.g.
+/// `v-1796118705966`) the `updated_at` its change carried, else the server's
+/// receipt time (see `EntityChange::edit_time`). So an opaque version is
+/// ordered by when it was made or received, never merely because its string
+/// sorts after a timestamped one.
 ///
 /// Swapping the arguments only swaps the labels (see [`Decision::swapped`]):
 /// the same entity wins either way. Two identical version strings name the
@@ -237,8 +247,18 @@ pub fn decide(
         };
     }
     let (winner, reason) = decide_times(
-        (ts, server.is_deleted(), server.version.as_str()),
-        (tc, client.is_deleted(), client.version.as_str()),
+        EditSide {
+            time: ts,
+            deleted: server.is_deleted(),
+            timestamped: is_timestamped(server),
+            version: server.version.as_str(),
+        },
+        EditSide {
+            time: tc,
+            deleted: client.is_deleted(),
+            timestamped: is_timestamped(client),
+            version: client.version.as_str(),
+        },
     );
     Decision {
         winner,
@@ -247,14 +267,40 @@ pub fn decide(
     }
 }
 
-/// The time part of the rule over `(ordering time, is tombstone, version)` triples.
-pub(crate) fn decide_times(server: (i64, bool, &str), client: (i64, bool, &str)) -> (Side, Reason) {
-    let (ts, ds, vs) = server;
-    let (tc, dc, vc) = client;
+/// Whether an entity's version carries the timestamp form (PROTOCOL §3.3);
+/// a version that does not is *opaque*.
+pub fn is_timestamped(e: &Entity) -> bool {
+    e.version.parse().is_ok()
+}
+
+/// One side of the time part of the rule.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EditSide<'a> {
+    /// The ordering time (clamped edit time), in microseconds.
+    pub(crate) time: i64,
+    /// Whether the version is a tombstone.
+    pub(crate) deleted: bool,
+    /// Whether the version carries the timestamp form.
+    pub(crate) timestamped: bool,
+    /// The version string.
+    pub(crate) version: &'a str,
+}
+
+/// The time part of the rule.
+pub(crate) fn decide_times(server: EditSide<'_>, client: EditSide<'_>) -> (Side, Reason) {
+    let (ts, ds, vs) = (server.time, server.deleted, server.version);
+    let (tc, dc, vc) = (client.time, client.deleted, client.version);
     if ts.abs_diff(tc) < TIEBREAK_WINDOW_MICROS as u64 {
         if ds != dc {
             let winner = if ds { Side::Server } else { Side::Client };
             (winner, Reason::DeleteWins)
+        } else if server.timestamped != client.timestamped {
+            let winner = if client.timestamped {
+                Side::Client
+            } else {
+                Side::Server
+            };
+            (winner, Reason::TiebreakVersion)
         } else if vc > vs {
             (Side::Client, Reason::TiebreakVersion)
         } else {
@@ -290,4 +336,171 @@ pub fn rule_wording(winner: Side, reason: Reason) -> Option<&'static str> {
         (Reason::Custom, Side::Client) => "custom resolver chose remote",
         (Reason::FastForward, _) => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The ordering rule for every combination of timestamped and opaque
+    //! versions, edit time sent or not, inside and outside the 1-second
+    //! window, and tombstones (PROTOCOL §8.2).
+
+    use inbetweenies_proto::{EntityChange, EntityType, JsonObject, SourceType, Version};
+    use serde_json::Value;
+
+    use super::*;
+
+    /// How a side's version names its edit time.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Kind {
+        /// Our timestamp form: the edit time is inside the version.
+        Stamped,
+        /// Opaque, with `updated_at` sent on the change.
+        OpaqueSent,
+        /// Opaque, no `updated_at`: the edit time is the receipt time.
+        OpaqueReceived,
+    }
+
+    const KINDS: [Kind; 3] = [Kind::Stamped, Kind::OpaqueSent, Kind::OpaqueReceived];
+
+    fn at(micros: i64) -> Timestamp {
+        Timestamp::from_unix_micros(micros).expect("in range")
+    }
+
+    /// 2026-06-15T09:41:02+00:00.
+    const T0: i64 = 1_781_516_462_000_000;
+
+    /// One side's stored form, made as a server makes it from the wire.
+    fn side(kind: Kind, edit: i64, deleted: bool, tag: &str) -> Entity {
+        let mut content = JsonObject::new();
+        if deleted {
+            content.insert("deleted".into(), Value::Bool(true));
+        }
+        let (version, updated_at, receipt) = match kind {
+            Kind::Stamped => (
+                Version::generate(at(edit), tag),
+                None,
+                at(edit - 3_600_000_000),
+            ),
+            Kind::OpaqueSent => (
+                Version::new(format!("v-{tag}")),
+                Some(at(edit)),
+                at(edit - 3_600_000_000),
+            ),
+            Kind::OpaqueReceived => (Version::new(format!("v-{tag}")), None, at(edit)),
+        };
+        let change = EntityChange {
+            id: "e".into(),
+            version,
+            entity_type: EntityType::Device,
+            name: "lamp".into(),
+            content,
+            source_type: SourceType::Manual,
+            user_id: "u".into(),
+            parent_versions: Vec::new(),
+            checksum: None,
+            created_at: None,
+            updated_at,
+        };
+        let e = change.to_entity(None, receipt);
+        assert_eq!(e.updated_at, at(edit), "{kind:?}: the edit time's source");
+        e
+    }
+
+    #[test]
+    fn every_combination_orders_as_documented() {
+        let now = at(T0 + 10_000_000);
+        let mut checked = 0;
+        for sk in KINDS {
+            for ck in KINDS {
+                // (client edit - server edit) in µs: inside the window either
+                // way, and outside it either way.
+                for gap in [300_000_i64, -300_000, 5_000_000, -5_000_000] {
+                    for (sd, cd) in [(false, false), (true, false), (false, true), (true, true)] {
+                        // The client's tag sorts after the server's unless the
+                        // gap is negative, so both lexical orders are seen.
+                        let (stag, ctag) = if gap > 0 { ("a", "b") } else { ("b", "a") };
+                        let server = side(sk, T0, sd, stag);
+                        let client = side(ck, T0 + gap, cd, ctag);
+                        let d = decide(&server, &client, now, DEFAULT_SKEW_ALLOWANCE);
+                        let within = gap.abs() < TIEBREAK_WINDOW_MICROS;
+                        let (winner, reason) = if !within {
+                            if gap > 0 {
+                                (Side::Client, Reason::NewerOnClient)
+                            } else {
+                                (Side::Server, Reason::NewerOnServer)
+                            }
+                        } else if sd != cd {
+                            (
+                                if sd { Side::Server } else { Side::Client },
+                                Reason::DeleteWins,
+                            )
+                        } else if (sk == Kind::Stamped) != (ck == Kind::Stamped) {
+                            let w = if ck == Kind::Stamped {
+                                Side::Client
+                            } else {
+                                Side::Server
+                            };
+                            (w, Reason::TiebreakVersion)
+                        } else if client.version > server.version {
+                            (Side::Client, Reason::TiebreakVersion)
+                        } else {
+                            (Side::Server, Reason::TiebreakVersion)
+                        };
+                        let case = format!("{sk:?} vs {ck:?}, gap {gap}, deleted {sd}/{cd}");
+                        assert_eq!((d.winner, d.reason), (winner, reason), "{case}");
+                        // Swapping the sides only swaps the labels.
+                        let back = decide(&client, &server, now, DEFAULT_SKEW_ALLOWANCE);
+                        assert_eq!(back, d.swapped(), "{case} (swapped)");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 3 * 3 * 4 * 4);
+    }
+
+    #[test]
+    fn an_opaque_version_never_wins_by_sorting_after_a_timestamped_one() {
+        // "nope" and "v-…" sort after every "2026-…" version; inside the window
+        // the timestamped side wins all the same, whichever side it is on.
+        let now = at(T0 + 1_000_000);
+        let stamped = side(Kind::Stamped, T0, false, "alice");
+        for opaque in [
+            side(Kind::OpaqueReceived, T0 + 400_000, false, "1796118705966"),
+            side(Kind::OpaqueSent, T0 + 400_000, false, "1796118705966"),
+        ] {
+            assert!(opaque.version > stamped.version);
+            let d = decide(&stamped, &opaque, now, DEFAULT_SKEW_ALLOWANCE);
+            assert_eq!(
+                (d.winner, d.reason),
+                (Side::Server, Reason::TiebreakVersion)
+            );
+            let d = decide(&opaque, &stamped, now, DEFAULT_SKEW_ALLOWANCE);
+            assert_eq!(
+                (d.winner, d.reason),
+                (Side::Client, Reason::TiebreakVersion)
+            );
+        }
+        let mut nope = side(Kind::OpaqueReceived, T0 + 200_000, false, "x");
+        nope.version = Version::new("nope");
+        let d = decide(&stamped, &nope, now, DEFAULT_SKEW_ALLOWANCE);
+        assert_eq!(d.winner, Side::Server);
+        // Outside the window the newer edit time wins, opaque or not.
+        let late = side(Kind::OpaqueReceived, T0 + 2_000_000, false, "late");
+        let d = decide(&stamped, &late, at(T0 + 3_000_000), DEFAULT_SKEW_ALLOWANCE);
+        assert_eq!((d.winner, d.reason), (Side::Client, Reason::NewerOnClient));
+    }
+
+    #[test]
+    fn an_opaque_edit_time_from_the_future_is_clamped() {
+        let now = at(T0);
+        let stamped = side(Kind::Stamped, T0, false, "alice");
+        // Sent an hour ahead: clamped to now + 5 min, so it still wins, but
+        // flagged; a stamped edit at the clamp limit would tie in the window.
+        let ahead = side(Kind::OpaqueSent, T0 + 3_600_000_000, false, "ahead");
+        let d = decide(&stamped, &ahead, now, DEFAULT_SKEW_ALLOWANCE);
+        assert_eq!(d.winner, Side::Client);
+        assert!(d.clamped.client && !d.clamped.server);
+        assert!(is_timestamped(&stamped) && !is_timestamped(&ahead));
+    }
 }

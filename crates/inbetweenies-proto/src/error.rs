@@ -127,6 +127,15 @@ pub enum FieldErrorKind {
     },
     /// A string that must not be empty.
     Empty,
+    /// A value of an open enumeration (`entity_type`, `source_type`,
+    /// `relationship_type`, a filter's entity type) that is not one of the
+    /// known values; refused only in strict mode (PROTOCOL §12.5).
+    UnknownValue {
+        /// The known values.
+        allowed: &'static [&'static str],
+    },
+    /// A `checksum` that does not match its `content` (PROTOCOL §4.6).
+    BadChecksum(String),
 }
 
 /// One invalid field of a request body.
@@ -163,6 +172,10 @@ impl fmt::Display for FieldError {
                 write!(f, "{p}: must be at most {max_bytes} bytes (UTF-8)")
             }
             FieldErrorKind::Empty => write!(f, "{p}: must not be empty"),
+            FieldErrorKind::UnknownValue { allowed } => {
+                write!(f, "{p}: unknown value (known: {})", allowed.join(", "))
+            }
+            FieldErrorKind::BadChecksum(why) => write!(f, "{p}: {why}"),
         }
     }
 }

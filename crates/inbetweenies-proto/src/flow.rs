@@ -140,6 +140,8 @@ impl FlowPushChange {
             user_id: self.data.user_id.clone(),
             parent_versions: self.data.parent_versions.clone(),
             checksum: None,
+            created_at: None,
+            updated_at: self.data.updated_at,
         }
     }
 }

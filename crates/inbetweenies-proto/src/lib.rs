@@ -34,6 +34,8 @@
 //!     user_id: "alice".into(),
 //!     parent_versions: vec![],
 //!     checksum: None,
+//!     created_at: None,
+//!     updated_at: None,
 //! };
 //! let mut request = SyncRequest::new("phone-1", "alice", SyncType::Delta);
 //! request.changes.push(SyncChange {

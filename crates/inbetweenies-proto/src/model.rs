@@ -30,6 +30,9 @@ macro_rules! open_enum {
             /// Every known value, in declaration order.
             pub const KNOWN: &'static [$name] = &[$($name::$variant),+];
 
+            /// The wire strings of every known value, in declaration order.
+            pub const KNOWN_STRS: &'static [&'static str] = &[$($wire),+];
+
             /// The wire string.
             pub fn as_str(&self) -> &str {
                 match self {
@@ -162,6 +165,10 @@ open_enum!(
         Monitors = "monitors",
         /// Automates another entity.
         Automates = "automates",
+        /// An entity (a device, an automation) is controlled by an app.
+        ControlledByApp = "controlled_by_app",
+        /// An entity has a blob (a photo, a PDF manual) attached.
+        HasBlob = "has_blob",
     }
 );
 
@@ -242,5 +249,54 @@ mod tests {
         let r: RelationshipType = serde_json::from_str("\"located_in\"").unwrap();
         assert_eq!(r, RelationshipType::LocatedIn);
         assert!(!SourceType::parse("MANUAL").is_known());
+    }
+
+    #[test]
+    fn the_reference_vocabulary_is_known() {
+        let rels: Vec<&str> = RelationshipType::KNOWN.iter().map(|r| r.as_str()).collect();
+        assert_eq!(rels, RelationshipType::KNOWN_STRS);
+        assert_eq!(
+            RelationshipType::KNOWN_STRS,
+            [
+                "located_in",
+                "controls",
+                "connects_to",
+                "part_of",
+                "manages",
+                "documented_by",
+                "procedure_for",
+                "triggered_by",
+                "depends_on",
+                "contained_in",
+                "monitors",
+                "automates",
+                "controlled_by_app",
+                "has_blob",
+            ]
+        );
+        assert_eq!(
+            EntityType::KNOWN_STRS,
+            [
+                "home",
+                "room",
+                "device",
+                "zone",
+                "door",
+                "window",
+                "procedure",
+                "manual",
+                "note",
+                "schedule",
+                "automation",
+                "app",
+            ]
+        );
+        assert_eq!(
+            SourceType::KNOWN_STRS,
+            ["homekit", "matter", "manual", "imported", "generated"]
+        );
+        for r in ["controlled_by_app", "has_blob"] {
+            assert!(RelationshipType::parse(r).is_known(), "{r}");
+        }
     }
 }

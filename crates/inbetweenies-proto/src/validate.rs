@@ -36,7 +36,9 @@
 
 use serde_json::{Map, Value};
 
+use crate::checksum::verify_content_checksum;
 use crate::error::{FieldError, FieldErrorKind, FieldPath, PathSegment, ValidationError};
+use crate::model::{EntityType, RelationshipType, SourceType};
 use crate::timestamp::Timestamp;
 use crate::version::Version;
 use crate::wire::{SyncRequest, PROTOCOL_VERSION};
@@ -50,7 +52,30 @@ pub const MAX_KEY_BYTES: usize = 1024;
 const SYNC_TYPES: &[&str] = &["full", "delta", "entities", "relationships"];
 const CHANGE_TYPES: &[&str] = &["create", "update", "delete"];
 
-/// Parses and validates a `SyncRequest` body.
+/// How strictly a request is checked.
+///
+/// By default (`strict: false`) the values of the open enumerations
+/// (`entity_type`, `source_type`, `relationship_type`, a filter's entity
+/// types) may be any string, and an entity `version` any non-empty string:
+/// they are data, stored and sent back unchanged (PROTOCOL §3.3, §4.2). In
+/// strict mode (PROTOCOL §12.5) an unknown enumeration value is a
+/// [`FieldErrorKind::UnknownValue`] and a version that does not carry the
+/// timestamp form a [`FieldErrorKind::BadVersion`], each at its field, listed
+/// with every other problem of the request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Checks {
+    /// Refuse unknown enumeration values and versions without a timestamp.
+    pub strict: bool,
+}
+
+impl Checks {
+    /// The default: unknown values and opaque versions are accepted.
+    pub const LENIENT: Checks = Checks { strict: false };
+    /// Strict mode.
+    pub const STRICT: Checks = Checks { strict: true };
+}
+
+/// Parses and validates a `SyncRequest` body (leniently, see [`Checks`]).
 pub fn parse_sync_request(body: &[u8]) -> Result<SyncRequest, ValidationError> {
     let value = parse_json(body)?;
     sync_request_from_value(value)
@@ -83,8 +108,14 @@ fn byte_offset(body: &[u8], line: usize, column: usize) -> usize {
     body.len()
 }
 
-/// Validates a JSON value as a `SyncRequest`.
+/// Validates a JSON value as a `SyncRequest` (leniently, see [`Checks`]).
 pub fn sync_request_from_value(value: Value) -> Result<SyncRequest, ValidationError> {
+    sync_request_checked(value, Checks::LENIENT)
+}
+
+/// Validates a JSON value as a `SyncRequest` with the given [`Checks`]; every
+/// problem of the request is listed at once, in field order.
+pub fn sync_request_checked(value: Value, checks: Checks) -> Result<SyncRequest, ValidationError> {
     let mut errs = Vec::new();
     let root = FieldPath::default();
     let Some(obj) = value.as_object() else {
@@ -105,14 +136,14 @@ pub fn sync_request_from_value(value: Value) -> Result<SyncRequest, ValidationEr
         match changes.as_array() {
             Some(items) => {
                 for (i, c) in items.iter().enumerate() {
-                    check_change(c, &p.index(i), &mut errs);
+                    check_change(c, &p.index(i), checks, &mut errs);
                 }
             }
             None => errs.push(err(p, FieldErrorKind::NotAList, changes)),
         }
     }
     if let Some(f) = present(obj, "filters") {
-        check_filters(f, &root.key("filters"), &mut errs);
+        check_filters(f, &root.key("filters"), checks, &mut errs);
     }
     if let Some(vc) = obj.get("vector_clock") {
         check_vector_clock(vc, &root.key("vector_clock"), &mut errs);
@@ -345,7 +376,15 @@ fn opt_string_list(
     }
 }
 
-fn req_version(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut Vec<FieldError>) {
+/// An entity version: any non-empty string within the key cap (PROTOCOL §3.3);
+/// in strict mode it must also carry the timestamp form.
+fn req_version(
+    obj: &Map<String, Value>,
+    at: &FieldPath,
+    key: &str,
+    checks: Checks,
+    errs: &mut Vec<FieldError>,
+) {
     match obj.get(key) {
         None => errs.push(err(
             at.key(key),
@@ -358,8 +397,15 @@ fn req_version(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut V
         Some(Value::String(s)) if s.len() > MAX_KEY_BYTES => {
             short_key(s, || at.key(key), errs);
         }
+        Some(Value::String(s)) if s.is_empty() => {
+            errs.push(err(
+                at.key(key),
+                FieldErrorKind::Empty,
+                &Value::String(s.clone()),
+            ));
+        }
         Some(Value::String(s)) => {
-            if let Err(e) = Version::new(s.as_str()).parse() {
+            if let (true, Err(e)) = (checks.strict, Version::new(s.as_str()).parse()) {
                 errs.push(err(
                     at.key(key),
                     FieldErrorKind::BadVersion(e.reason),
@@ -392,21 +438,41 @@ fn dict(
     }
 }
 
-fn check_change(c: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
+/// In strict mode, an unknown value of an open enumeration at `key`.
+fn known_value(
+    obj: &Map<String, Value>,
+    at: &FieldPath,
+    key: &str,
+    allowed: &'static [&'static str],
+    checks: Checks,
+    errs: &mut Vec<FieldError>,
+) {
+    if let (true, Some(v @ Value::String(s))) = (checks.strict, obj.get(key)) {
+        if !allowed.contains(&s.as_str()) {
+            errs.push(err(
+                at.key(key),
+                FieldErrorKind::UnknownValue { allowed },
+                v,
+            ));
+        }
+    }
+}
+
+fn check_change(c: &Value, at: &FieldPath, checks: Checks, errs: &mut Vec<FieldError>) {
     let Some(obj) = c.as_object() else {
         errs.push(err(at.clone(), FieldErrorKind::NotAnObject, c));
         return;
     };
     req_choice(obj, at, "change_type", CHANGE_TYPES, errs);
     if let Some(e) = present(obj, "entity") {
-        check_entity(e, &at.key("entity"), errs);
+        check_entity(e, &at.key("entity"), checks, errs);
     }
     if let Some(rels) = obj.get("relationships") {
         let p = at.key("relationships");
         match rels.as_array() {
             Some(items) => {
                 for (i, r) in items.iter().enumerate() {
-                    check_relationship(r, &p.index(i), errs);
+                    check_relationship(r, &p.index(i), checks, errs);
                 }
             }
             None => errs.push(err(p, FieldErrorKind::NotAList, rels)),
@@ -414,17 +480,19 @@ fn check_change(c: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
     }
 }
 
-fn check_entity(e: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
+fn check_entity(e: &Value, at: &FieldPath, checks: Checks, errs: &mut Vec<FieldError>) {
     let Some(obj) = e.as_object() else {
         errs.push(err(at.clone(), FieldErrorKind::NotAnObject, e));
         return;
     };
     req_key(obj, at, "id", errs);
-    req_version(obj, at, "version", errs);
+    req_version(obj, at, "version", checks, errs);
     req_key(obj, at, "entity_type", errs);
+    known_value(obj, at, "entity_type", EntityType::KNOWN_STRS, checks, errs);
     req_string(obj, at, "name", errs);
     dict(obj, at, "content", true, errs);
     req_string(obj, at, "source_type", errs);
+    known_value(obj, at, "source_type", SourceType::KNOWN_STRS, checks, errs);
     req_string(obj, at, "user_id", errs);
     if obj.get("parent_versions") == Some(&Value::Null) {
         errs.push(err(
@@ -436,6 +504,24 @@ fn check_entity(e: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
         opt_string_list(obj, at, "parent_versions", errs);
     }
     opt_string(obj, at, "checksum", errs);
+    if let (Some(Value::String(sum)), Some(Value::Object(content))) =
+        (obj.get("checksum"), obj.get("content"))
+    {
+        if let Err(e) = verify_content_checksum(content, sum) {
+            errs.push(err(
+                at.key("checksum"),
+                FieldErrorKind::BadChecksum(e.to_string()),
+                &Value::String(sum.clone()),
+            ));
+        }
+    }
+    // A timestamp that does not read is ignored by default (the edit time
+    // then falls back to the receipt time), refused in strict mode.
+    if checks.strict {
+        for key in ["created_at", "updated_at"] {
+            check_timestamp(obj, at, key, errs);
+        }
+    }
     if let Some(Value::String(id)) = obj.get("id") {
         if id.trim().is_empty() {
             errs.push(err(
@@ -447,7 +533,7 @@ fn check_entity(e: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
     }
 }
 
-fn check_relationship(r: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
+fn check_relationship(r: &Value, at: &FieldPath, checks: Checks, errs: &mut Vec<FieldError>) {
     let Some(obj) = r.as_object() else {
         errs.push(err(at.clone(), FieldErrorKind::NotAnObject, r));
         return;
@@ -458,6 +544,14 @@ fn check_relationship(r: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
     req_key(obj, at, "to_entity_id", errs);
     req_string(obj, at, "to_entity_version", errs);
     req_string(obj, at, "relationship_type", errs);
+    known_value(
+        obj,
+        at,
+        "relationship_type",
+        RelationshipType::KNOWN_STRS,
+        checks,
+        errs,
+    );
     dict(obj, at, "properties", false, errs);
     opt_string(obj, at, "user_id", errs);
     if let Some(Value::String(user)) = obj.get("user_id") {
@@ -506,12 +600,25 @@ fn check_timestamp(
     }
 }
 
-fn check_filters(f: &Value, at: &FieldPath, errs: &mut Vec<FieldError>) {
+fn check_filters(f: &Value, at: &FieldPath, checks: Checks, errs: &mut Vec<FieldError>) {
     let Some(obj) = f.as_object() else {
         errs.push(err(at.clone(), FieldErrorKind::NotADict, f));
         return;
     };
     opt_string_list(obj, at, "entity_types", errs);
+    if let (true, Some(Value::Array(types))) = (checks.strict, present(obj, "entity_types")) {
+        for (i, v) in types.iter().enumerate() {
+            if matches!(v, Value::String(t) if !EntityType::KNOWN_STRS.contains(&t.as_str())) {
+                errs.push(err(
+                    at.key("entity_types").index(i),
+                    FieldErrorKind::UnknownValue {
+                        allowed: EntityType::KNOWN_STRS,
+                    },
+                    v,
+                ));
+            }
+        }
+    }
     check_timestamp(obj, at, "since", errs);
     opt_string_list(obj, at, "modified_by", errs);
 }

@@ -198,8 +198,11 @@ pub struct SyncChange {
 
 /// An entity version on the wire.
 ///
-/// `created_at`/`updated_at` are not carried: a version's edit time is the
-/// timestamp inside its version string.
+/// A version's edit time is the timestamp inside its version string. A
+/// version written by another client may be any non-empty string (PROTOCOL
+/// §3.3); its edit time is then the `updated_at` the change carries, or the
+/// server's receipt time ([`EntityChange::edit_time`]). Servers send neither
+/// `created_at` nor `updated_at`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntityChange {
     /// Stable id.
@@ -222,6 +225,32 @@ pub struct EntityChange {
     /// Optional content checksum (see [`crate::checksum`]); servers send null.
     #[serde(default)]
     pub checksum: Option<String>,
+    /// When the entity was first created, as the sending client says (optional
+    /// input; read only for a version that carries no timestamp, PROTOCOL §3.3).
+    /// A value that does not read as a timestamp is taken as absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_timestamp"
+    )]
+    pub created_at: Option<Timestamp>,
+    /// When this version was made, as the sending client says (optional input;
+    /// the edit time of a version that carries no timestamp, PROTOCOL §3.3).
+    /// A value that does not read as a timestamp is taken as absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_timestamp"
+    )]
+    pub updated_at: Option<Timestamp>,
+}
+
+/// An optional timestamp that is `None` when absent, null or unreadable.
+fn lenient_timestamp<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Timestamp>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.and_then(|v| serde_json::from_value::<Timestamp>(v).ok()))
 }
 
 impl EntityChange {
@@ -242,14 +271,38 @@ impl EntityChange {
             user_id: e.user_id.clone(),
             parent_versions: e.parent_versions.clone(),
             checksum: None,
+            created_at: None,
+            updated_at: None,
         }
     }
 
-    /// Builds the stored form. `updated_at` is the version's timestamp (or
-    /// `fallback` when the version does not parse); `created_at` is given by
-    /// the caller, who knows whether the id existed before.
+    /// The version's edit time (PROTOCOL §3.3): the timestamp inside the
+    /// version string; for a version that carries none (an opaque version
+    /// written by another client), the `updated_at` the change carries; else
+    /// `receipt`, the time the server (or client) received it.
+    pub fn edit_time(&self, receipt: Timestamp) -> Timestamp {
+        self.version
+            .timestamp()
+            .ok()
+            .or(self.updated_at)
+            .unwrap_or(receipt)
+    }
+
+    /// The `created_at` of this version when it is its id's first: the
+    /// `created_at` the change carries for a version without a timestamp (read
+    /// as [`Self::edit_time`] reads `updated_at`), else `edit_time`.
+    pub fn first_created_at(&self, edit_time: Timestamp) -> Timestamp {
+        match self.version.timestamp() {
+            Ok(_) => edit_time,
+            Err(_) => self.created_at.unwrap_or(edit_time),
+        }
+    }
+
+    /// Builds the stored form. `updated_at` is the [edit time](Self::edit_time)
+    /// (`fallback` is the receipt time); `created_at` is given by the caller,
+    /// who knows whether the id existed before.
     pub fn to_entity(&self, created_at: Option<Timestamp>, fallback: Timestamp) -> Entity {
-        let updated_at = self.version.timestamp().unwrap_or(fallback);
+        let updated_at = self.edit_time(fallback);
         Entity {
             id: self.id.clone(),
             version: self.version.clone(),
@@ -259,7 +312,7 @@ impl EntityChange {
             source_type: self.source_type.clone(),
             user_id: self.user_id.clone(),
             parent_versions: self.parent_versions.clone(),
-            created_at: created_at.unwrap_or(updated_at),
+            created_at: created_at.unwrap_or_else(|| self.first_created_at(updated_at)),
             updated_at,
         }
     }

@@ -129,6 +129,8 @@ fn arb_entity_change() -> impl Strategy<Value = EntityChange> {
     )
         .prop_map(
             |(id, version, entity_type, name, content, source_type, user_id, parents, checksum)| {
+                // A checksum, when sent, matches its content (a mismatch is refused).
+                let checksum = checksum.map(|_: String| checksum::content_checksum(&content));
                 EntityChange {
                     id,
                     version,
@@ -139,6 +141,8 @@ fn arb_entity_change() -> impl Strategy<Value = EntityChange> {
                     user_id,
                     parent_versions: parents,
                     checksum,
+                    created_at: None,
+                    updated_at: None,
                 }
             },
         )

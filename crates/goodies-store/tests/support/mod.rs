@@ -328,6 +328,8 @@ pub fn ent(
         user_id: user,
         parent_versions: parents.iter().map(|v| (*v).clone()).collect(),
         checksum: None,
+        created_at: None,
+        updated_at: None,
     }
 }
 
