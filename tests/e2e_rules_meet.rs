@@ -309,7 +309,7 @@ async fn a_change_too_large_alone_is_quarantined_and_the_rest_goes_on() -> anyho
 async fn an_invalid_change_is_quarantined_and_the_rest_goes_on() -> anyhow::Result<()> {
     for backend in BACKENDS {
         let Some(server) =
-            TestServer::start_on(backend, |c| c.with_accept_unknown_types(false)).await?
+            TestServer::start_on(backend, |c| c.with_strict(true)).await?
         else {
             continue;
         };
@@ -527,6 +527,8 @@ async fn a_digest_mismatch_is_repaired_and_reported() -> anyhow::Result<()> {
                     user_id: "elsewhere".into(),
                     parent_versions: parents,
                     checksum: None,
+                    created_at: None,
+                    updated_at: None,
                 }),
                 relationships: vec![],
             }

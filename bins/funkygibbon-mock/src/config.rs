@@ -59,8 +59,10 @@ pub struct ServerConfig {
     pub jwt_secret: Option<String>,
     /// Lifetime of admin tokens.
     pub admin_token_ttl: Duration,
-    /// Store and serve unknown entity, source and relationship types instead of rejecting them.
-    pub accept_unknown_types: bool,
+    /// Strict mode (PROTOCOL §12.5): refuse unknown entity, source and relationship
+    /// types and entity versions without a timestamp (422, every problem listed).
+    /// Off by default: they are stored and served back unchanged.
+    pub strict: bool,
     /// Failed logins from one client address before it is locked out.
     pub login_max_failures: u32,
     /// The window over which failed logins are counted (and the lockout length).
@@ -99,7 +101,7 @@ impl Default for ServerConfig {
             admin_password: None,
             jwt_secret: None,
             admin_token_ttl: DEFAULT_ADMIN_TOKEN_TTL,
-            accept_unknown_types: false,
+            strict: false,
             login_max_failures: 5,
             login_window: Duration::from_secs(300),
             demo_data: false,
@@ -129,7 +131,7 @@ impl fmt::Debug for ServerConfig {
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("admin_token_ttl", &self.admin_token_ttl)
-            .field("accept_unknown_types", &self.accept_unknown_types)
+            .field("strict", &self.strict)
             .field("login_max_failures", &self.login_max_failures)
             .field("login_window", &self.login_window)
             .field("demo_data", &self.demo_data)
@@ -205,9 +207,15 @@ impl ServerConfig {
         self
     }
 
-    /// Accepts (or rejects) unknown entity, source and relationship types.
-    pub fn with_accept_unknown_types(mut self, accept: bool) -> Self {
-        self.accept_unknown_types = accept;
+    /// Turns strict mode (PROTOCOL §12.5) on or off.
+    pub fn with_strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// Deprecated, changes nothing: unknown types are accepted unless the server is
+    /// strict ([`Self::with_strict`]). Kept so existing callers still build.
+    pub fn with_accept_unknown_types(self, _accept: bool) -> Self {
         self
     }
 
@@ -318,7 +326,13 @@ pub struct Cli {
     /// Lifetime of admin tokens, in seconds.
     #[arg(long, env = "FUNKYGIBBON_TOKEN_TTL_SECS", default_value_t = 604_800)]
     pub token_ttl_secs: u64,
-    /// Store unknown entity/source/relationship types instead of answering 422/400.
+    /// Strict mode: refuse unknown entity/source/relationship types and versions
+    /// without a timestamp with one 422 listing every problem (default: store them).
+    #[arg(long, env = "FUNKYGIBBON_STRICT",
+          value_parser = clap::builder::FalseyValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub strict: bool,
+    /// Deprecated, changes nothing: unknown types are accepted unless `--strict`.
+    /// Still read so existing scripts keep working.
     #[arg(long, env = "FUNKYGIBBON_ACCEPT_UNKNOWN_TYPES",
           value_parser = clap::builder::FalseyValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub accept_unknown_types: bool,
@@ -407,7 +421,7 @@ impl Cli {
             admin_password,
             jwt_secret: self.jwt_secret.clone(),
             admin_token_ttl: Duration::from_secs(self.token_ttl_secs),
-            accept_unknown_types: self.accept_unknown_types,
+            strict: self.strict,
             login_max_failures: self.login_max_failures,
             login_window: Duration::from_secs(self.login_window_secs),
             demo_data: self.demo_data,
@@ -447,7 +461,7 @@ mod tests {
         assert_eq!(c.database_url, "sqlite://funkygibbon.db");
         assert_eq!(c.page_size, 500);
         assert_eq!(c.body_limit, 16 * 1024 * 1024);
-        assert!(!c.accept_unknown_types);
+        assert!(!c.strict);
         assert!(matches!(c.admin_password, Some(AdminPassword::Plain(p)) if p.len() == 24));
     }
 
@@ -458,6 +472,7 @@ mod tests {
             "--page-size",
             "7",
             "--accept-unknown-types",
+            "--strict",
             "--admin-password",
             "pw",
             "--conflict-strategy",
@@ -466,7 +481,10 @@ mod tests {
         .unwrap();
         let c = cli.to_config();
         assert_eq!(c.page_size, 7);
-        assert!(c.accept_unknown_types);
+        assert!(c.strict);
+        // The deprecated flag is still read, and changes nothing.
+        let old = Cli::try_parse_from(["funkygibbon-mock", "--accept-unknown-types"]).unwrap();
+        assert!(old.accept_unknown_types && !old.to_config().strict);
         assert_eq!(c.admin_password, Some(AdminPassword::Plain("pw".into())));
         assert_eq!(c.resolver.default_strategy, Strategy::Manual);
         assert!(Cli::try_parse_from(["funkygibbon-mock", "--page-size", "0"]).is_err());

@@ -82,6 +82,8 @@ impl Builder {
                 user_id: USER.to_owned(),
                 parent_versions: Vec::new(),
                 checksum: None,
+                created_at: None,
+                updated_at: None,
             }),
             relationships: Vec::new(),
         });

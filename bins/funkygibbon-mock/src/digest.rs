@@ -180,6 +180,8 @@ mod tests {
                 user_id: "tester".into(),
                 parent_versions: parents.iter().map(|v| (*v).clone()).collect(),
                 checksum: None,
+                created_at: None,
+                updated_at: None,
             }),
             relationships: vec![],
         }

@@ -45,6 +45,7 @@ mod readahead;
 mod routes;
 mod snapshot;
 mod state;
+mod vocabulary;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -183,6 +184,7 @@ async fn build_with_port(
         digest: digest::DigestIndex::default(),
         read_ahead: readahead::ReadAhead::default(),
         clock: clock::ServerClock::default(),
+        unknown_values: vocabulary::UnknownValues::default(),
     }));
     let router = routes::router(state.clone());
     Ok((router, AppHandle { state }))

@@ -51,6 +51,8 @@ pub(crate) fn field_item(f: &FieldError) -> Value {
             input,
         ),
         FieldErrorKind::NotAllowed { allowed } => pattern_item(loc, allowed, input),
+        // A value outside an open enumeration, refused in strict mode (PROTOCOL §12.5).
+        FieldErrorKind::UnknownValue { allowed } => enum_item(loc, allowed, input),
         FieldErrorKind::BadTimestamp(why) => item_ctx(
             "datetime_from_date_parsing",
             loc,

@@ -30,6 +30,8 @@ pub(crate) struct AppInner {
     pub read_ahead: crate::readahead::ReadAhead,
     /// The server's vector clock, bounded (`crate::clock`).
     pub clock: crate::clock::ServerClock,
+    /// Counts of accepted values outside the known vocabulary (`crate::vocabulary`).
+    pub unknown_values: crate::vocabulary::UnknownValues,
 }
 
 impl AppInner {

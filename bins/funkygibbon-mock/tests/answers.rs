@@ -258,9 +258,11 @@ const INVALID: &[Invalid] = &[
 ];
 
 /// Every invalid change `POST /api/v1/sync/` refuses is refused by `/api/v1/sync/push`
-/// with the same status and error code, and nothing is stored by either.
+/// with the same status and error code, and nothing is stored by either. The server is
+/// strict (PROTOCOL §12.5), so unknown types and versions without a timestamp are
+/// among the refused changes.
 async fn five_step_push_validates_as_sync_does(backend: Backend) {
-    let Some(s) = TestServer::start(backend).await else {
+    let Some(s) = TestServer::start_with(backend, |c| c.with_strict(true)).await else {
         return;
     };
     let token = s.login().await;

@@ -505,7 +505,7 @@ fn chosen(v: &Value, fields: &[&str]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_api_and_five_step_flow_refuse_long_or_nul_key_strings_alike_and_keep_keys_at_the_cap(
 ) {
-    let tweak = |c: funkygibbon_mock::ServerConfig| c.with_accept_unknown_types(true);
+    let tweak = |c: funkygibbon_mock::ServerConfig| c.with_strict(false);
     let Some(sqlite) = TestServer::start_with(Backend::Sqlite, tweak).await else {
         return;
     };

@@ -285,8 +285,8 @@ async fn unknown_paths_and_methods(backend: Backend) {
     s.shutdown().await.expect("shutdown");
 }
 
-async fn unknown_types_rejected_by_default(backend: Backend) {
-    let Some(s) = TestServer::start(backend).await else {
+async fn unknown_types_refused_in_strict_mode(backend: Backend) {
+    let Some(s) = TestServer::start_with(backend, |c| c.with_strict(true)).await else {
         return;
     };
     let token = s.login().await;
@@ -311,7 +311,7 @@ async fn unknown_types_rejected_by_default(backend: Backend) {
         body["detail"][1]["loc"],
         json!(["body", "changes", 1, "entity", "source_type"])
     );
-    // An unknown relationship type: 400 for the whole request, as the reference.
+    // An unknown relationship type: a 422 like every other problem (the reference: 400).
     let mut with_rel = good.clone();
     with_rel["relationships"] = json!([{"id": "r1", "from_entity_id": "ok-1",
         "from_entity_version": good["entity"]["version"], "to_entity_id": "ok-1",
@@ -323,8 +323,20 @@ async fn unknown_types_rejected_by_default(backend: Backend) {
             &sync_body("d", "delta", json!([with_rel])),
         )
         .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["detail"], "Unknown relationship_type: teleports_to");
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["detail"][0]["type"], "enum");
+    assert_eq!(
+        body["detail"][0]["loc"],
+        json!([
+            "body",
+            "changes",
+            0,
+            "relationships",
+            0,
+            "relationship_type"
+        ])
+    );
+    assert_eq!(body["detail"].as_array().map(Vec::len), Some(1), "{body}");
     let (status, _) = s
         .post_json(
             &token,
@@ -347,9 +359,8 @@ async fn unknown_types_rejected_by_default(backend: Backend) {
     s.shutdown().await.expect("shutdown");
 }
 
-async fn unknown_types_round_trip_when_accepted(backend: Backend) {
-    let Some(s) = TestServer::start_with(backend, |c| c.with_accept_unknown_types(true)).await
-    else {
+async fn unknown_types_round_trip_by_default(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
         return;
     };
     let token = s.login().await;
@@ -372,6 +383,7 @@ async fn unknown_types_round_trip_when_accepted(backend: Backend) {
     assert_eq!(body["applied_relationships"], json!(["odd-rel"]));
     let mut filter = sync_body("d", "full", json!([]));
     filter["filters"] = json!({"entity_types": ["spaceship"]});
+    filter["capabilities"] = json!(["relationship_rows"]);
     let (status, body) = s.post_json(&token, "/api/v1/sync/", &filter).await;
     assert_eq!(status, 200);
     let changes = body["changes"].as_array().expect("changes");
@@ -613,8 +625,8 @@ on_both_backends!(
     malformed_bodies_write_nothing,
     oversized_bodies_get_413,
     unknown_paths_and_methods,
-    unknown_types_rejected_by_default,
-    unknown_types_round_trip_when_accepted,
+    unknown_types_refused_in_strict_mode,
+    unknown_types_round_trip_by_default,
     gzip_both_ways,
     signed_messages,
 );

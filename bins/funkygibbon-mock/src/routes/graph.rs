@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::pydantic::{bad_query_int, enum_item, string_items, validation_items, Fields, Rule};
 use crate::routes::sync::{known_entity_types, known_source_types};
 use crate::state::AppState;
+use crate::vocabulary::field::{ENTITY_TYPE, FILTER_ENTITY_TYPE, RELATIONSHIP_TYPE, SOURCE_TYPE};
 
 /// The device id recorded for writes made through this API.
 const GRAPH_DEVICE: &str = "graph-api";
@@ -125,9 +126,10 @@ fn query_entity_type(
         return Ok(None);
     };
     let t = EntityType::parse(s);
-    if !t.is_known() && !app.config.accept_unknown_types {
+    if !t.is_known() && app.config.strict {
         return Err(query_enum_error("entity_type", &known_entity_types(), s));
     }
+    note_unknown(app, FILTER_ENTITY_TYPE, t.is_known(), s);
     Ok(Some(t))
 }
 
@@ -139,7 +141,8 @@ fn query_relationship_type(
         return Ok(None);
     };
     let t = RelationshipType::parse(s);
-    if !t.is_known() && !app.config.accept_unknown_types {
+    note_unknown(app, RELATIONSHIP_TYPE, t.is_known(), s);
+    if !t.is_known() && app.config.strict {
         return Err(query_enum_error(
             "relationship_type",
             &known_relationship_types(),
@@ -147,6 +150,14 @@ fn query_relationship_type(
         ));
     }
     Ok(Some(t))
+}
+
+/// Counts an accepted value outside the known vocabulary (`crate::vocabulary`);
+/// a strict server refuses it instead.
+fn note_unknown(app: &AppState, field: &'static str, known: bool, value: &str) {
+    if !known && !app.config.strict {
+        app.unknown_values.record(field, value, 1);
+    }
 }
 
 fn query_bool(q: &HashMap<String, String>, name: &str) -> bool {
@@ -227,7 +238,7 @@ pub(crate) async fn create_entity(
     );
     let entity_type = entity_type.map(|t| EntityType::parse(&t));
     let source_type = SourceType::parse(&source_type);
-    if !app.config.accept_unknown_types {
+    if app.config.strict {
         if let Some(t) = entity_type.as_ref().filter(|t| !t.is_known()) {
             f.enum_error("entity_type", &known_entity_types(), t.as_str());
         }
@@ -236,6 +247,15 @@ pub(crate) async fn create_entity(
         }
     }
     f.finish()?;
+    if let Some(t) = &entity_type {
+        note_unknown(&app, ENTITY_TYPE, t.is_known(), t.as_str());
+    }
+    note_unknown(
+        &app,
+        SOURCE_TYPE,
+        source_type.is_known(),
+        source_type.as_str(),
+    );
     caller.require_write()?;
     let (Some(entity_type), Some(name)) = (entity_type, name) else {
         return Err(ApiError::bad_request("entity_type and name are required"));
@@ -256,6 +276,8 @@ pub(crate) async fn create_entity(
         user_id: user_id.clone(),
         parent_versions: parents.into_iter().map(Version::new).collect(),
         checksum: None,
+        created_at: None,
+        updated_at: None,
     };
     let change_type = if deleted {
         ChangeType::Delete
@@ -348,7 +370,7 @@ pub(crate) async fn update_entity(
         &["entity_type"],
         &["name", "content", "source_type", "user_id"],
     );
-    if !app.config.accept_unknown_types {
+    if app.config.strict {
         if let Some(t) = entity_type.as_ref().filter(|t| !t.is_known()) {
             f.enum_error("entity_type", &known_entity_types(), t.as_str());
         }
@@ -357,6 +379,12 @@ pub(crate) async fn update_entity(
         }
     }
     f.finish()?;
+    if let Some(t) = &entity_type {
+        note_unknown(&app, ENTITY_TYPE, t.is_known(), t.as_str());
+    }
+    if let Some(t) = &source_type {
+        note_unknown(&app, SOURCE_TYPE, t.is_known(), t.as_str());
+    }
     new_version(
         &app,
         &caller,
@@ -538,11 +566,14 @@ pub(crate) async fn create_relationship(
         &["relationship_type", "properties", "user_id"],
     );
     if let Some(t) = rel_type.as_ref().filter(|t| !t.is_known()) {
-        if !app.config.accept_unknown_types {
+        if app.config.strict {
             f.enum_error("relationship_type", &known_relationship_types(), t.as_str());
         }
     }
     f.finish()?;
+    if let Some(t) = &rel_type {
+        note_unknown(&app, RELATIONSHIP_TYPE, t.is_known(), t.as_str());
+    }
     caller.require_write()?;
     let (Some(source), Some(target), Some(rel_type)) = (source, target, rel_type) else {
         return Err(ApiError::bad_request(
@@ -645,7 +676,12 @@ pub(crate) async fn search(
     check_body(&mut f, &value, &[], &["query", "entity_types"]);
     let types: Option<Vec<EntityType>> =
         types.map(|v| v.iter().map(|s| EntityType::parse(s)).collect());
-    if !app.config.accept_unknown_types {
+    if let (false, Some(ts)) = (app.config.strict, &types) {
+        for t in ts {
+            note_unknown(&app, FILTER_ENTITY_TYPE, t.is_known(), t.as_str());
+        }
+    }
+    if app.config.strict {
         if let Some(ts) = &types {
             let ets = known_entity_types();
             for (i, t) in ts.iter().enumerate().filter(|(_, t)| !t.is_known()) {

@@ -21,8 +21,7 @@ use crate::auth::Caller;
 use crate::body::RawBody;
 use crate::error::ApiError;
 use crate::pydantic::{
-    bad_query_int, enum_item, item, missing_query, validation_error,
-    validation_items, Fields,
+    bad_query_int, enum_item, item, missing_query, validation_error, validation_items, Fields,
 };
 use crate::snapshot::{Capabilities, PageSpec, OFFERED};
 use crate::state::AppState;
