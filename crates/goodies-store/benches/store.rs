@@ -162,6 +162,8 @@ fn adversarial_parents() -> (PushBatch, usize) {
             user_id: "bench".into(),
             parent_versions: parents,
             checksum: None,
+            created_at: None,
+            updated_at: None,
         }),
         relationships: vec![],
     };

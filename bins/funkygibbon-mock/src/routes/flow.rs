@@ -234,10 +234,7 @@ fn validate_as_sync(
         "sync_type": "delta",
         "changes": changes,
     });
-    let checked = parse_sync_request(app, value).map(|req| {
-        check_types(app, &req);
-        req
-    });
+    let checked = parse_sync_request(app, value).inspect(|req| check_types(app, req));
     match checked {
         Ok(req) => Ok(req.changes),
         Err(e) if e.status == axum::http::StatusCode::UNPROCESSABLE_ENTITY => {
