@@ -6,38 +6,17 @@
 //! (`tests/vectors/reference-graph/sample_graph.json` holds the graph and those answers).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
 
 use anyhow::Context;
 use goodies_client::{EntityId, EntityType};
-use goodies_e2e::{quiet_sync, Backend, TestServer, PASSWORD};
+use goodies_e2e::{http_json, quiet_sync, Backend, TestServer, PASSWORD};
 use serde_json::{json, Value};
 
 const SAMPLE: &str = include_str!("vectors/reference-graph/sample_graph.json");
 
 /// One HTTP/1.1 POST of a JSON body over a plain socket; the status and the JSON answer.
 fn post(base: &str, path: &str, token: Option<&str>, body: &Value) -> anyhow::Result<(u16, Value)> {
-    let host = base.strip_prefix("http://").context("an http URL")?;
-    let mut stream = std::net::TcpStream::connect(host)?;
-    let body = body.to_string();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8(raw)?;
-    let (head, rest) = text.split_once("\r\n\r\n").context("an HTTP answer")?;
-    let status: u16 = head.split(' ').nth(1).context("a status line")?.parse()?;
-    anyhow::ensure!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "chunked answer"
-    );
-    Ok((status, serde_json::from_str(rest)?))
+    http_json("POST", base, path, token, Some(body))
 }
 
 /// The sample graph as one reference-shaped push: each edge rides on the change of its
