@@ -585,6 +585,7 @@ async fn pull_all(server: &TestServer, token: &str) -> Pulled {
         let body = json!({
             "protocol_version": "inbetweenies-v2", "device_id": "parity-reader",
             "user_id": "tester", "sync_type": "delta", "changes": [], "cursor": cursor,
+            "capabilities": ["relationship_rows"],
         });
         let res = server
             .http
