@@ -162,6 +162,20 @@ async fn unknown_values_round_trip_on_every_entry_point(backend: Backend) {
                     edge("r-upper", &py, &ts_room, "LOCATED_IN"),
                 ])
             ),
+            // Endpoint versions null, as the Python client may send them: any version
+            // of an endpoint that exists (here: pushed in this batch); else not acked.
+            change(
+                "update",
+                Value::Null,
+                json!([
+                    {"id": "r-null", "from_entity_id": "ts-1", "from_entity_version": null,
+                     "to_entity_id": "py-1", "to_entity_version": null,
+                     "relationship_type": "located_in", "properties": {}},
+                    {"id": "r-ghost", "from_entity_id": "ts-1", "from_entity_version": null,
+                     "to_entity_id": "ghost", "to_entity_version": null,
+                     "relationship_type": "located_in", "properties": {}},
+                ])
+            ),
             // The reference client's delete without an entity: accepted, not acknowledged.
             change("delete", Value::Null, json!([])),
         ]),
@@ -172,7 +186,7 @@ async fn unknown_values_round_trip_on_every_entry_point(backend: Backend) {
     assert_eq!(answer["applied"], json!(["py-1", "ts-room", "ts-1"]));
     assert_eq!(
         answer["applied_relationships"],
-        json!(["r-lights", "r-app", "r-blob", "r-upper"])
+        json!(["r-lights", "r-app", "r-blob", "r-upper", "r-null"])
     );
     assert!(answer.get("capabilities").is_none(), "{answer}");
     // The no-slash form.
@@ -265,6 +279,26 @@ async fn unknown_values_round_trip_on_every_entry_point(backend: Backend) {
         assert_eq!(rels[id]["relationship_type"], t, "{id}");
     }
     assert_eq!(rels["r-lights"]["from_entity_version"], ts["version"]);
+    assert_eq!(rels["r-null"]["from_entity_version"], Value::Null);
+    assert_eq!(rels["r-null"]["to_entity_version"], Value::Null);
+    assert!(!rels.contains_key("r-ghost"));
+    // A null endpoint version naming an id stored earlier is acknowledged too.
+    let later = legacy_body(
+        "legacy",
+        "delta",
+        json!([change(
+            "update",
+            Value::Null,
+            json!([
+                {"id": "r-null-2", "from_entity_id": "py-1", "from_entity_version": null,
+                 "to_entity_id": "ts-room", "to_entity_version": ts_room["version"],
+                 "relationship_type": "has_blob", "properties": {}},
+            ])
+        )]),
+    );
+    let (status, answer) = s.post_json(&token, "/api/v1/sync/", &later).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied_relationships"], json!(["r-null-2"]));
     // Filters match unknown values verbatim, on v2 and the five-step request.
     let mut filtered = legacy_body("legacy", "full", json!([]));
     filtered["filters"] = json!({"entity_types": ["DEVICE"]});

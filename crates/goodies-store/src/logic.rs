@@ -246,7 +246,13 @@ pub fn push_lookups(batch: &PushBatch) -> PushLookups<'_> {
                 (&r.from_entity_id, &r.from_entity_version),
                 (&r.to_entity_id, &r.to_entity_version),
             ] {
-                if keys.insert((id.as_str(), v.as_str())) {
+                // An empty (null) endpoint version names any version of the id:
+                // its latest row says whether the id exists.
+                if v.as_str().is_empty() {
+                    if ids.insert(id.as_str()) {
+                        out.entity_ids.push(id);
+                    }
+                } else if keys.insert((id.as_str(), v.as_str())) {
                     out.entity_keys.push((id, v));
                 }
             }
@@ -944,7 +950,12 @@ impl<'b, 's> Planner<'b, 's> {
         let mut planned_rels: FastSet<&'b str> = FastSet::new();
         let mut acked_rels: FastSet<&'b str> = FastSet::new();
         let (planned_keys, made_keys) = (&self.planned_keys, &self.made_keys);
+        // Ids with a version stored or planned in this batch (for null endpoint versions).
+        let planned_ids: FastSet<&str> = planned_keys.keys().map(|(id, _)| *id).collect();
         let key_exists = |id: &EntityId, v: &Version| {
+            if v.as_str().is_empty() {
+                return state.latest.contains_key(id) || planned_ids.contains(id.as_str());
+            }
             let key = KeyRef(id.as_str(), v.as_str());
             state.existing_keys.contains(&key)
                 || planned_keys.contains_key(&(key.0, key.1))

@@ -540,9 +540,9 @@ fn check_relationship(r: &Value, at: &FieldPath, checks: Checks, errs: &mut Vec<
     };
     req_key(obj, at, "id", errs);
     req_key(obj, at, "from_entity_id", errs);
-    req_string(obj, at, "from_entity_version", errs);
+    endpoint_version(obj, at, "from_entity_version", errs);
     req_key(obj, at, "to_entity_id", errs);
-    req_string(obj, at, "to_entity_version", errs);
+    endpoint_version(obj, at, "to_entity_version", errs);
     req_string(obj, at, "relationship_type", errs);
     known_value(
         obj,
@@ -559,6 +559,19 @@ fn check_relationship(r: &Value, at: &FieldPath, checks: Checks, errs: &mut Vec<
     }
     for key in ["created_at", "updated_at"] {
         check_timestamp(obj, at, key, errs);
+    }
+}
+
+/// A relationship endpoint version: a string, or null (any version of the
+/// endpoint, PROTOCOL §5.4), as the reference client may send it; required.
+fn endpoint_version(
+    obj: &Map<String, Value>,
+    at: &FieldPath,
+    key: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    if obj.get(key) != Some(&Value::Null) {
+        req_string(obj, at, key, errs);
     }
 }
 

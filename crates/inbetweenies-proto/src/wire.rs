@@ -245,6 +245,27 @@ pub struct EntityChange {
     pub updated_at: Option<Timestamp>,
 }
 
+/// A relationship endpoint version that may be null on the wire: null is read as
+/// the empty version, and the empty version is written as null (PROTOCOL §5.4).
+mod nullable_version {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::version::Version;
+
+    pub(super) fn serialize<S: Serializer>(v: &Version, s: S) -> Result<S::Ok, S::Error> {
+        match v.as_str() {
+            "" => s.serialize_none(),
+            v => s.serialize_str(v),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Version, D::Error> {
+        Ok(Version::new(
+            Option::<String>::deserialize(d)?.unwrap_or_default(),
+        ))
+    }
+}
+
 /// An optional timestamp that is `None` when absent, null or unreadable.
 fn lenient_timestamp<'de, D: serde::Deserializer<'de>>(
     d: D,
@@ -325,11 +346,15 @@ pub struct RelationshipChange {
     pub id: RelationshipId,
     /// Source entity.
     pub from_entity_id: EntityId,
-    /// The source's version.
+    /// The source's version. Null on the wire (as the reference client may send
+    /// it) is read as, and kept as, the empty version: "any version of the
+    /// source" (PROTOCOL §5.4); it is written back as null.
+    #[serde(with = "nullable_version")]
     pub from_entity_version: Version,
     /// Target entity.
     pub to_entity_id: EntityId,
-    /// The target's version.
+    /// The target's version; null as for [`Self::from_entity_version`].
+    #[serde(with = "nullable_version")]
     pub to_entity_version: Version,
     /// What the edge means.
     pub relationship_type: RelationshipType,
