@@ -5,6 +5,11 @@
 //! newly inserted rows ever become latest (goodies-store `SEMANTICS.md`), so every change of
 //! an id's latest version shows up in the feed after the position the index covers. Writes
 //! made by other server processes on the same database are followed the same way.
+//!
+//! The digest is one value for every client, whatever capabilities its request declared
+//! (PROTOCOL §5.12): it covers entity ids and versions only, which every kind of page
+//! carries, so unlike pages read ahead (`crate::readahead`) it needs no key beyond the
+//! store position.
 
 use std::collections::BTreeMap;
 

@@ -205,6 +205,32 @@ mod tests {
         }
     }
 
+    /// Only offered names count; unknown ones are ignored, and none is the reference's answer.
+    #[test]
+    fn capabilities_keep_only_the_offered_names() {
+        let rows = capability::RELATIONSHIP_ROWS;
+        assert!(Capabilities::declared::<&str>(&[]).is_none());
+        assert!(Capabilities::declared(&["some_later_feature"]).is_none());
+        let both = Capabilities::declared(&["some_later_feature", rows]);
+        assert!(both.has(rows) && !both.is_none());
+        assert_eq!(both, Capabilities::declared(&[rows, rows]));
+        assert!(!both.has("some_later_feature"));
+        assert!(!Capabilities::NONE.has(rows));
+        let spec = |caps| {
+            PageSpec::for_sync(SyncType::Full, None, Some(7), caps, 500)
+                .query
+                .include_relationships
+        };
+        assert!(spec(both), "relationship rows with the capability");
+        assert!(!spec(Capabilities::NONE), "entity rows only without it");
+        let rels = PageSpec::for_sync(SyncType::Relationships, None, None, Capabilities::NONE, 9);
+        assert!(!rels.query.include_entities && !rels.query.include_relationships);
+        let full = PageSpec::for_sync(SyncType::Full, None, Some(7), both, 500);
+        assert_eq!(full.query.after_seq, None, "full ignores the cursor");
+        assert_eq!(full.after(9).query.after_seq, Some(9));
+        assert_eq!(full.after(9).caps, both);
+    }
+
     /// The digest of every id's latest version in a page that holds the whole state.
     fn digest_of(page: &ChangePage) -> String {
         let mut latest: Vec<(&str, &str)> = page
