@@ -827,7 +827,57 @@ async fn a_reference_graph_copies_with_nothing_dropped(backend: Backend) {
     s.shutdown().await.expect("shutdown");
 }
 
+/// The client library over opaque versions others wrote: its mirror takes them, its
+/// pull-guard keeps a pending local edit over a newer opaque version until the server
+/// decides, and its digest agrees with the server's.
+async fn the_client_library_keeps_working_over_opaque_versions(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let token = s.login().await;
+    let hour_ago = Timestamp::now().saturating_add_micros(-3_600_000_000);
+    let mut first = entity("pg", "v-1796118705966", "DEVICE", "MANUAL");
+    first["updated_at"] = json!(hour_ago);
+    push_v2(&s, &token, &first).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = BlowingOffClient::builder(dir.path().join("client.db"))
+        .config(ClientConfig::default().with_retry(RetryPolicy::immediate(3)))
+        .open()
+        .await
+        .expect("open client");
+    client
+        .connect(&s.base, Some(&token))
+        .await
+        .expect("connect");
+    let result = client.sync().await.expect("sync");
+    assert!(result.errors.is_empty(), "{:?}", result.errors);
+    let id = inbetweenies_proto::EntityId::new("pg");
+    let mirrored = client.entity(&id).await.expect("read").expect("mirrored");
+    assert_eq!(mirrored.version.as_str(), "v-1796118705966");
+    assert_eq!(mirrored.entity_type.as_str(), "DEVICE");
+    // A local edit, pending; meanwhile the TypeScript client writes an older opaque edit.
+    let mine = client
+        .update_entity(&id, Some("mine"), None)
+        .await
+        .expect("edit");
+    let mut theirs = entity("pg", "v-1796118709999", "DEVICE", "MANUAL");
+    theirs["parent_versions"] = json!(["v-1796118705966"]);
+    theirs["updated_at"] = json!(hour_ago.saturating_add_micros(60_000_000));
+    push_v2(&s, &token, &theirs).await;
+    assert_eq!(latest(&s, "pg").await, "v-1796118709999");
+    let result = client.sync().await.expect("sync");
+    assert!(result.errors.is_empty(), "{:?}", result.errors);
+    // The server decided: the client's edit is newer than the opaque one's updated_at.
+    assert_eq!(latest(&s, "pg").await, mine.version.as_str());
+    let local = client.entity(&id).await.expect("read").expect("row");
+    assert_eq!(local.version, mine.version);
+    let check = result.digest.as_ref().expect("a digest check");
+    assert_eq!(check.local, check.server);
+    s.shutdown().await.expect("shutdown");
+}
+
 on_both_backends!(
+    the_client_library_keeps_working_over_opaque_versions,
     unknown_values_round_trip_on_every_entry_point,
     strict_mode_lists_every_problem_in_one_422,
     opaque_versions_are_ordered_by_edit_time,
