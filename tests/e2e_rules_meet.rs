@@ -308,9 +308,7 @@ async fn a_change_too_large_alone_is_quarantined_and_the_rest_goes_on() -> anyho
 #[tokio::test]
 async fn an_invalid_change_is_quarantined_and_the_rest_goes_on() -> anyhow::Result<()> {
     for backend in BACKENDS {
-        let Some(server) =
-            TestServer::start_on(backend, |c| c.with_strict(true)).await?
-        else {
+        let Some(server) = TestServer::start_on(backend, |c| c.with_strict(true)).await? else {
             continue;
         };
         let a = server.client("a").await?;

@@ -23,9 +23,9 @@ pub mod error;
 pub mod graph;
 pub mod logic;
 mod open;
-pub mod snapshot;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod snapshot;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod types;

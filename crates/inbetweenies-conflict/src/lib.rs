@@ -90,7 +90,7 @@ pub use resolve::{
     ManualChoice, Resolution, Resolver, ResolverConfig, Strategy,
 };
 pub use rule::{
-    decide, is_fast_forward, is_timestamped, ordering_time, rule_wording, Clamped, Decision, Reason, Side,
-    DEFAULT_SKEW_ALLOWANCE, TIEBREAK_WINDOW_MICROS,
+    decide, is_fast_forward, is_timestamped, ordering_time, rule_wording, Clamped, Decision,
+    Reason, Side, DEFAULT_SKEW_ALLOWANCE, TIEBREAK_WINDOW_MICROS,
 };
 pub use vclock::{ClockOrdering, VectorClock};

@@ -710,7 +710,10 @@ impl ServerStore for PgStore {
         self.export().await
     }
 
-    async fn restore_snapshot(&self, snapshot: crate::StoreSnapshot) -> Result<crate::RestoreReport> {
+    async fn restore_snapshot(
+        &self,
+        snapshot: crate::StoreSnapshot,
+    ) -> Result<crate::RestoreReport> {
         self.restore(snapshot).await
     }
 
@@ -732,7 +735,8 @@ impl ServerStore for PgStore {
         server_url: &str,
         auth_token: &str,
     ) -> Result<crate::SyncMetadata> {
-        self.put_sync_metadata(client_id, server_url, auth_token).await
+        self.put_sync_metadata(client_id, server_url, auth_token)
+            .await
     }
 
     async fn record_sync_event(

@@ -273,7 +273,10 @@ impl ServerStore for SqliteStore {
         self.export().await
     }
 
-    async fn restore_snapshot(&self, snapshot: crate::StoreSnapshot) -> Result<crate::RestoreReport> {
+    async fn restore_snapshot(
+        &self,
+        snapshot: crate::StoreSnapshot,
+    ) -> Result<crate::RestoreReport> {
         self.restore(snapshot).await
     }
 
@@ -295,7 +298,8 @@ impl ServerStore for SqliteStore {
         server_url: &str,
         auth_token: &str,
     ) -> Result<crate::SyncMetadata> {
-        self.put_sync_metadata(client_id, server_url, auth_token).await
+        self.put_sync_metadata(client_id, server_url, auth_token)
+            .await
     }
 
     async fn record_sync_event(
