@@ -103,12 +103,15 @@ impl Cursor {
         Cursor(seq.to_string())
     }
 
-    /// The server sequence number the cursor names.
+    /// The server sequence number the cursor names: ASCII digits only, as the
+    /// server writes them. Spaces, signs and anything else make it malformed
+    /// (`" 5"` and `"+5"` are not cursors this server issued).
     pub fn seq(&self) -> Result<u64, CursorError> {
-        self.0
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| CursorError(self.0.clone()))
+        let s = self.0.as_str();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CursorError(self.0.clone()));
+        }
+        s.parse::<u64>().map_err(|_| CursorError(self.0.clone()))
     }
 }
 
@@ -477,4 +480,33 @@ pub struct SyncResponse {
     /// reference's keys and nothing else (PROTOCOL §5.12).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Vec<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn cursors_are_plain_digits() {
+        assert_eq!(Cursor::from_seq(5).seq().unwrap(), 5);
+        assert_eq!(Cursor("0".into()).seq().unwrap(), 0);
+        assert_eq!(Cursor("007".into()).seq().unwrap(), 7);
+        for bad in [
+            "",
+            " 5",
+            "5 ",
+            "\t5",
+            "5\n",
+            "+5",
+            "-5",
+            "5.0",
+            "abc",
+            "1e3",
+            "٥",
+            "18446744073709551616",
+        ] {
+            let err = Cursor(bad.into()).seq().unwrap_err();
+            assert_eq!(err.0, bad, "{bad:?} must be refused as given");
+        }
+    }
 }
