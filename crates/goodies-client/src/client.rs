@@ -29,7 +29,8 @@ use crate::events::{ClientEvent, EventHub, SubscriptionHandle};
 use crate::http::Http;
 use crate::model::{Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, MANUFACTURER_KEY};
 use crate::settings::{
-    keys, ClientStatus, DigestCheck, GzipRefusals, LastSync, RecordedConflict, Settings,
+    keys, normalize_server_url, ClientStatus, DigestCheck, GzipRefusals, LastSync,
+    RecordedConflict, Settings,
 };
 use crate::sync::SyncResult;
 use crate::transport::{HyperTransport, Method, Transport};
@@ -250,12 +251,8 @@ impl BlowingOffClient {
         server_url: &str,
         auth_token: Option<&str>,
     ) -> Result<(), ClientError> {
-        let url = server_url.trim().trim_end_matches('/');
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 8 {
-            return Err(ClientError::Invalid(format!(
-                "server url {server_url:?} must start with http:// or https://"
-            )));
-        }
+        let url = normalize_server_url(server_url)?;
+        let url = url.as_str();
         let store = &self.inner.store;
         let previous = non_empty(store.setting(keys::SERVER_URL).await?);
         if previous.as_deref().is_some_and(|p| p != url) {
@@ -274,7 +271,7 @@ impl BlowingOffClient {
     /// Logs in with the admin password (`POST /api/v1/auth/admin/login`), then stores the
     /// server URL and the token, and makes the token's user the user edits are made by.
     pub async fn login(&self, server_url: &str, password: &str) -> Result<LoginInfo, ClientError> {
-        let url = server_url.trim().trim_end_matches('/').to_owned();
+        let url = normalize_server_url(server_url)?;
         let http = Http {
             transport: self.inner.transport.as_ref(),
             base_url: &url,

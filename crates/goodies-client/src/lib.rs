@@ -60,8 +60,8 @@ pub use model::{
     Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, LEGACY_DEVICE_TYPE_KEY, MANUFACTURER_KEY,
 };
 pub use settings::{
-    keys, ClientStatus, DigestCheck, GzipRefusals, LastSync, RecordedConflict, Settings,
-    GZIP_REFUSALS_KEPT, GZIP_RETRY_AFTER_DAYS,
+    keys, normalize_server_url, ClientStatus, DigestCheck, GzipRefusals, LastSync,
+    RecordedConflict, Settings, GZIP_REFUSALS_KEPT, GZIP_RETRY_AFTER_DAYS,
 };
 pub use sync::{
     error_chain, DigestMismatch, QuarantinedChange, Repair, RepairReason, SyncResult, SyncSummary,

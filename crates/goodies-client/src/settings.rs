@@ -1,6 +1,8 @@
 //! Connection settings and sync records persisted in the local store's settings table.
 
 use inbetweenies_proto::{ConflictInfo, Timestamp};
+
+use crate::ClientError;
 use serde::{Deserialize, Serialize};
 
 /// Setting keys.
@@ -168,9 +170,122 @@ pub struct ClientStatus {
     pub last_digest_check: Option<DigestCheck>,
 }
 
+/// Checks a server URL and returns it in the form the client stores: trimmed, without a
+/// trailing `/`, with a lower-case scheme. The rule: `http://` or `https://`, a host (a
+/// name, an IPv4 address, or an IPv6 address in brackets), an optional port 1-65535, an
+/// optional path; no spaces, credentials (`user@`), query or fragment. A URL that breaks
+/// it is [`ClientError::Invalid`] at once, before any request is tried (`localhost:8000`
+/// would otherwise only fail after every retry).
+pub fn normalize_server_url(server_url: &str) -> Result<String, ClientError> {
+    let bad = |why: &str| {
+        ClientError::Invalid(format!(
+            "server url {server_url:?} {why} (expected e.g. http://127.0.0.1:8000)"
+        ))
+    };
+    let url = server_url.trim().trim_end_matches('/');
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("must start with http:// or https://"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(bad("must start with http:// or https://"));
+    }
+    if let Some(c) = rest
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '@' | '\\'))
+    {
+        return Err(bad(&format!("must not contain {c:?}")));
+    }
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (addr, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("has an unclosed '[' in its host"))?;
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("has an invalid IPv6 address"));
+        }
+        match after {
+            "" => (authority, None),
+            p => (
+                authority,
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| bad("has text after its host"))?,
+                ),
+            ),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if !host.starts_with('[')
+        && (!host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+            || host.starts_with(['.', '-'])
+            || host.contains(".."))
+    {
+        return Err(bad("has an invalid host"));
+    }
+    if let Some(p) = port {
+        if !p.bytes().all(|b| b.is_ascii_digit()) || !matches!(p.parse::<u32>(), Ok(1..=65535)) {
+            return Err(bad("has an invalid port (1-65535)"));
+        }
+    }
+    Ok(format!("{scheme}://{authority}{path}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_urls_are_checked_and_normalized() {
+        for (given, stored) in [
+            ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+            ("  HTTP://Example.org:80/ ", "http://Example.org:80"),
+            ("https://goodies.local/api/", "https://goodies.local/api"),
+            ("http://[::1]:8000", "http://[::1]:8000"),
+            ("http://[::1]", "http://[::1]"),
+            ("http://home_hub", "http://home_hub"),
+        ] {
+            assert_eq!(normalize_server_url(given).unwrap(), stored, "{given}");
+        }
+        for bad in [
+            "",
+            "localhost:8000",
+            "127.0.0.1:8000",
+            "ftp://host",
+            "http://",
+            "http:///path",
+            "http://:8000",
+            "http://host:0",
+            "http://host:65536",
+            "http://host:80x",
+            "http://host:",
+            "http://ho st",
+            "http://host?x=1",
+            "http://host#top",
+            "http://user:pw@host",
+            "http://[::1",
+            "http://[nope]:1",
+            "http://[::1]x",
+            "http://.host",
+            "http://a..b",
+            "http:/host",
+        ] {
+            let err = normalize_server_url(bad).unwrap_err();
+            assert!(
+                matches!(&err, ClientError::Invalid(m) if m.contains("server url")),
+                "{bad:?}: {err}"
+            );
+        }
+    }
 
     fn at(days: i64) -> Timestamp {
         Timestamp::from_unix_micros(1_800_000_000_000_000 + days * 86_400 * 1_000_000).unwrap()
