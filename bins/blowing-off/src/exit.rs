@@ -17,6 +17,15 @@ pub enum Exit {
     Unreachable = 4,
     /// 5: a sync ran but finished with errors (everything unsent stays queued).
     SyncErrors = 5,
+    /// 141 (128 + SIGPIPE, what a shell shows for a command a closed pipe stopped):
+    /// stdout or stderr was closed while the command wrote to it (`… | head -1`).
+    ClosedPipe = 141,
+}
+
+/// Ends the process at once, silently, because stdout or stderr was closed (the reader
+/// went away). Callable from any thread; nothing more is written.
+pub fn closed_pipe() -> ! {
+    std::process::exit(Exit::ClosedPipe as i32)
 }
 
 impl From<Exit> for std::process::ExitCode {
@@ -62,15 +71,13 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
 
 /// Prints `error: <message>` and its causes to stderr; returns the exit code.
 pub fn report(err: &anyhow::Error) -> Exit {
-    eprintln!("error: {err}");
+    errln!("error: {err}");
     for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        errln!("  caused by: {cause}");
     }
     let code = code_for(err);
     if code == Exit::NotConnected {
-        eprintln!(
-            "hint: run `blowing-off connect --server-url URL --password PASSWORD` (or `login`)"
-        );
+        errln!("hint: run `blowing-off connect --server-url URL --password PASSWORD` (or `login`)");
     }
     code
 }

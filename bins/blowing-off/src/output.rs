@@ -1,4 +1,8 @@
-//! Printing: tables (tabled) or JSON (`--json`), to stdout.
+//! Printing: tables (tabled) or JSON (`--json`), to stdout; messages to stderr. Every
+//! write goes through [`write_out`] or [`write_err`] (via `outln!`/`errln!`): a closed
+//! pipe ends the process quietly with [`crate::exit::Exit::ClosedPipe`], never a panic.
+
+use std::io::{self, Write};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -15,18 +19,18 @@ pub struct Out {
 impl Out {
     /// Prints a value as pretty JSON.
     pub fn json<T: Serialize + ?Sized>(&self, value: &T) -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        outln!("{}", serde_json::to_string_pretty(value)?);
         Ok(())
     }
 
     /// Prints rows as a table (or `empty` when there are none).
     pub fn table<R: Tabled>(&self, rows: Vec<R>, empty: &str) {
         if rows.is_empty() {
-            println!("{empty}");
+            outln!("{empty}");
         } else {
             let mut t = Table::new(rows);
             t.with(Style::sharp());
-            println!("{t}");
+            outln!("{t}");
         }
     }
 
@@ -41,7 +45,7 @@ impl Out {
             .collect();
         let mut t = Table::new(rows);
         t.with(Style::sharp());
-        println!("{t}");
+        outln!("{t}");
     }
 }
 
@@ -65,4 +69,82 @@ pub fn compact(v: &serde_json::Map<String, Value>, max: usize) -> String {
 /// An optional value as text (`-` when absent).
 pub fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// Which standard stream a line goes to.
+#[derive(Clone, Copy, Debug)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// Writes formatted text to stdout (see [`write_to`]).
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    write_to(Stream::Out, args);
+}
+
+/// Writes formatted text to stderr (see [`write_to`]).
+pub fn write_err(args: std::fmt::Arguments<'_>) {
+    write_to(Stream::Err, args);
+}
+
+/// Writes and flushes. A closed pipe (the reader went away, as with `| head -1`) ends
+/// the process at once with exit status 141, silently; any other failure to write
+/// stdout ends it with an error on stderr (exit 1); stderr's other failures are ignored.
+fn write_to(stream: Stream, args: std::fmt::Arguments<'_>) {
+    let result = match stream {
+        Stream::Out => {
+            let mut w = io::stdout().lock();
+            w.write_fmt(args).and_then(|()| w.flush())
+        }
+        Stream::Err => {
+            let mut w = io::stderr().lock();
+            w.write_fmt(args).and_then(|()| w.flush())
+        }
+    };
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => crate::exit::closed_pipe(),
+        Err(e) => {
+            if matches!(stream, Stream::Out) {
+                write_err(format_args!("error: cannot write to stdout: {e}\n"));
+                std::process::exit(crate::exit::Exit::Error as i32);
+            }
+        }
+    }
+}
+
+/// Where log lines (tracing, `-v`) go: stderr, through [`LogWriter`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogOutput;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogOutput {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogWriter
+    }
+}
+
+/// Writes one log line to stderr from any thread (database workers log too): a closed
+/// pipe ends the process with exit status 141 like any other write; other failures drop
+/// the line. It never returns an error, so the log layer never reports (and panics on)
+/// a failed write.
+#[derive(Debug)]
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match io::stderr().lock().write_all(buf) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => crate::exit::closed_pipe(),
+            _ => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match io::stderr().lock().flush() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => crate::exit::closed_pipe(),
+            _ => Ok(()),
+        }
+    }
 }

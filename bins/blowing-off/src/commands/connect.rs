@@ -43,7 +43,7 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
             "role": role,
         }))?;
     } else {
-        println!(
+        outln!(
             "connected to {} as {} (client {})",
             s.server_url.as_deref().unwrap_or("-"),
             s.user_id,

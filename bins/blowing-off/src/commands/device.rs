@@ -94,7 +94,7 @@ fn print_device(out: Out, verb: &str, d: &Device) -> anyhow::Result<()> {
     if out.json {
         out.json(d)
     } else {
-        println!(
+        outln!(
             "{verb} device {} ({}): {}",
             d.name,
             d.id,
@@ -134,7 +134,7 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
             if out.json {
                 out.json(&state)?;
             } else {
-                println!("{}", serde_json::to_string_pretty(&state)?);
+                outln!("{}", serde_json::to_string_pretty(&state)?);
             }
         }
         DeviceCommand::SetState { id: device, state } => {
@@ -164,7 +164,7 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
             if out.json {
                 out.json(&serde_json::json!({"deleted": device}))?;
             } else {
-                println!("deleted device {device}");
+                outln!("deleted device {device}");
             }
         }
     }

@@ -147,7 +147,7 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
                     } else {
                         ("<-", &n.relationship.from_entity_id)
                     };
-                    println!(
+                    outln!(
                         "{arrow} {} {} ({} {})",
                         n.relationship.relationship_type,
                         other,

@@ -67,7 +67,7 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
             if out.json {
                 out.json(&h)?;
             } else {
-                println!("created home {} ({})", h.name, h.id);
+                outln!("created home {} ({})", h.name, h.id);
             }
         }
     }

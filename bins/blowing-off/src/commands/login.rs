@@ -30,7 +30,7 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
     if out.json {
         out.json(&info)?;
     } else {
-        println!("logged in to {url} as {}", info.user_id);
+        outln!("logged in to {url} as {}", info.user_id);
     }
     Ok(Exit::Ok)
 }

@@ -43,7 +43,7 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
                 out.json(&json!({"pending": pending, "quarantined": list}))?;
                 return Ok(Exit::Ok);
             }
-            println!(
+            outln!(
                 "{pending} change(s) pending, {} refused by the server",
                 list.len()
             );
@@ -69,7 +69,7 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
             if out.json {
                 out.json(&json!({"released": released}))?;
             } else {
-                println!("{released} refused change(s) will be sent again on the next sync");
+                outln!("{released} refused change(s) will be sent again on the next sync");
             }
             Ok(Exit::Ok)
         }

@@ -79,7 +79,7 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
             if out.json {
                 out.json(&r)?;
             } else {
-                println!("created room {} ({})", r.name, r.id);
+                outln!("created room {} ({})", r.name, r.id);
             }
         }
     }

@@ -75,7 +75,7 @@ fn exit_of(r: &SyncResult) -> Exit {
 
 fn print_problems(r: &SyncResult) {
     for e in &r.errors {
-        eprintln!("error: {}", error_chain(e));
+        errln!("error: {}", error_chain(e));
     }
     for q in &r.quarantined {
         let what = match (&q.entity_id, &q.relationship_id) {
@@ -83,13 +83,13 @@ fn print_problems(r: &SyncResult) {
             (_, Some(rel)) => format!("relationship {rel}"),
             _ => format!("outbox entry {}", q.position),
         };
-        eprintln!(
+        errln!(
             "error: the server refused the change to {what}; kept aside (see `blowing-off outbox`): {}",
             q.reason
         );
     }
     if let Some(rep) = &r.repair {
-        eprintln!(
+        errln!(
             "note: repaired the local mirror ({}): full pull made {} version(s) latest, gave back {} change(s), dropped {} unknown tombstone(s){}",
             match rep.reason {
                 goodies_client::RepairReason::InvalidSyncState => "the server did not know our sync position",
@@ -102,9 +102,10 @@ fn print_problems(r: &SyncResult) {
         );
     }
     if let Some(m) = &r.digest_mismatch {
-        eprintln!(
+        errln!(
             "error: state digest mismatch after sync (server {}, local {})",
-            m.server, m.local
+            m.server,
+            m.local
         );
     }
 }
@@ -115,7 +116,7 @@ pub async fn run_once(client: &BlowingOffClient, out: Out) -> anyhow::Result<Exi
     if out.json {
         out.json(&result_json(&r))?;
     } else {
-        println!("{}", summary_line(&r));
+        outln!("{}", summary_line(&r));
     }
     print_problems(&r);
     Ok(exit_of(&r))
@@ -137,14 +138,14 @@ pub async fn run_daemon(
     let _printer = client.on_change(move |e| match e {
         ClientEvent::SyncFinished(s) => {
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     json!({"event": "sync_finished", "ok": s.ok, "synced_entities": s.synced_entities,
                            "conflicts_resolved": s.conflicts_resolved, "pending": s.pending,
                            "errors": s.errors, "duration_ms": s.duration.as_secs_f64() * 1000.0})
                 );
             } else {
-                println!(
+                outln!(
                     "sync: {} entities, {} conflict(s), {} error(s), {} pending, {:.0} ms",
                     s.synced_entities,
                     s.conflicts_resolved,
@@ -153,19 +154,19 @@ pub async fn run_daemon(
                     s.duration.as_secs_f64() * 1000.0
                 );
                 for err in &s.errors {
-                    eprintln!("error: {err}");
+                    errln!("error: {err}");
                 }
             }
         }
-        ClientEvent::SyncFailed { message } => eprintln!("error: sync failed: {message}"),
+        ClientEvent::SyncFailed { message } => errln!("error: sync failed: {message}"),
         ClientEvent::DigestMismatch { server, local } => {
-            eprintln!("error: state digest mismatch (server {server}, local {local})")
+            errln!("error: state digest mismatch (server {server}, local {local})")
         }
-        ClientEvent::ChangeQuarantined(q) => eprintln!(
+        ClientEvent::ChangeQuarantined(q) => errln!(
             "error: the server refused a change (outbox position {}); kept aside: {}",
             q.position, q.reason
         ),
-        ClientEvent::Repaired(r) => eprintln!(
+        ClientEvent::Repaired(r) => errln!(
             "note: repaired the local mirror: {} version(s) pulled, {} given back, {} dropped",
             r.pulled_entities, r.requeued, r.forgotten
         ),
@@ -187,7 +188,7 @@ pub async fn run_daemon(
         }
     };
     if !json_out {
-        println!("{} sync(s), {} with errors", stats.runs, stats.failures);
+        outln!("{} sync(s), {} with errors", stats.runs, stats.failures);
     }
     Ok(if stats.failures > 0 {
         Exit::SyncErrors
