@@ -17,6 +17,15 @@ pub const DEFAULT_PAGE_SIZE: usize = 500;
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// The lifetime of admin tokens, as the reference issues them (7 days).
 pub const DEFAULT_ADMIN_TOKEN_TTL: Duration = Duration::from_secs(604_800);
+/// The default time a connection has to send a whole request head, counted from
+/// when it starts waiting for one (accepted, or the previous answer sent).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default time a handler waits for a whole request body.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default time a connection may stay silent while waiting for a request.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// The default cap on client connections open at once; more wait to be accepted.
+pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 512;
 
 /// How the admin password is given.
 #[derive(Clone, PartialEq, Eq)]
@@ -89,6 +98,17 @@ pub struct ServerConfig {
     pub faults: FaultConfig,
     /// Origins browsers may call from (CORS); `*` for any; empty: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Time a connection has to send a whole request head, counted from when it
+    /// starts waiting for one (accepted, or the previous answer sent); then it is closed.
+    pub header_read_timeout: Duration,
+    /// Time a handler waits for a whole request body; then 408 and the connection is closed.
+    pub body_read_timeout: Duration,
+    /// Time a connection may send nothing while waiting for a request (a new one, or
+    /// a kept-alive one after an answer); then it is closed.
+    pub idle_timeout: Duration,
+    /// Client connections served at once; further ones wait in the listen queue
+    /// until one closes.
+    pub max_client_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +134,10 @@ impl Default for ServerConfig {
             hmac_key: None,
             faults: FaultConfig::default(),
             cors_origins: Vec::new(),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
         }
     }
 }
@@ -144,6 +168,10 @@ impl fmt::Debug for ServerConfig {
             .field("hmac_key", &self.hmac_key.as_ref().map(|_| "<redacted>"))
             .field("faults", &self.faults)
             .field("cors_origins", &self.cors_origins)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_client_connections", &self.max_client_connections)
             .finish()
     }
 }
@@ -252,6 +280,22 @@ impl ServerConfig {
         self
     }
 
+    /// Sets the connection limits: header read, body read and idle timeouts, and the
+    /// number of client connections served at once.
+    pub fn with_connection_limits(
+        mut self,
+        header_read: Duration,
+        body_read: Duration,
+        idle: Duration,
+        max_client_connections: usize,
+    ) -> Self {
+        self.header_read_timeout = header_read;
+        self.body_read_timeout = body_read;
+        self.idle_timeout = idle;
+        self.max_client_connections = max_client_connections;
+        self
+    }
+
     /// Sets the login rate limit.
     pub fn with_login_limit(mut self, max_failures: u32, window: Duration) -> Self {
         self.login_max_failures = max_failures;
@@ -264,6 +308,15 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
         _ => Err(format!("{s:?} is not a share between 0 and 1")),
+    }
+}
+
+fn parse_client_connections(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a connection count between 1 and 1000000"
+        )),
     }
 }
 
@@ -391,6 +444,24 @@ pub struct Cli {
     /// Fault injection: seed of the fault decisions (same seed, same faults).
     #[arg(long, env = "FUNKYGIBBON_FAULT_SEED", default_value_t = 0)]
     pub fault_seed: u64,
+    /// Seconds a connection has to send a whole request head, counted from when it
+    /// starts waiting for one (accepted, or the previous answer sent).
+    #[arg(long, env = "FUNKYGIBBON_HEADER_READ_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request may take to send its whole body (then 408, connection closed).
+    #[arg(long, env = "FUNKYGIBBON_BODY_READ_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_secs: u64,
+    /// Seconds a connection may stay silent while waiting for a request (then closed).
+    #[arg(long, env = "FUNKYGIBBON_IDLE_TIMEOUT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+    /// Client connections served at once; further ones wait to be accepted.
+    #[arg(long, env = "FUNKYGIBBON_MAX_CLIENT_CONNECTIONS",
+          default_value_t = DEFAULT_MAX_CLIENT_CONNECTIONS,
+          value_parser = parse_client_connections)]
+    pub max_client_connections: usize,
 }
 
 impl Cli {
@@ -444,6 +515,10 @@ impl Cli {
                 drop_rate: self.fault_drop_rate,
                 seed: self.fault_seed,
             },
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_client_connections: self.max_client_connections,
         }
     }
 }
@@ -462,6 +537,10 @@ mod tests {
         assert_eq!(c.page_size, 500);
         assert_eq!(c.body_limit, 16 * 1024 * 1024);
         assert!(!c.strict);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(60));
+        assert_eq!(c.idle_timeout, Duration::from_secs(15));
+        assert_eq!(c.max_client_connections, 512);
         assert!(matches!(c.admin_password, Some(AdminPassword::Plain(p)) if p.len() == 24));
     }
 
@@ -505,6 +584,29 @@ mod tests {
         assert_eq!(faulty.faults.drop_rate, 1.0);
         assert_eq!(faulty.faults.latency, Duration::from_millis(20));
         assert!(Cli::try_parse_from(["funkygibbon-mock", "--fault-drop-rate", "1.5"]).is_err());
+        let limits = Cli::try_parse_from([
+            "funkygibbon-mock",
+            "--header-read-timeout-secs",
+            "3",
+            "--body-read-timeout-secs",
+            "4",
+            "--idle-timeout-secs",
+            "5",
+            "--max-client-connections",
+            "50",
+            "--admin-password",
+            "pw",
+        ])
+        .unwrap()
+        .to_config();
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(limits.body_read_timeout, Duration::from_secs(4));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(limits.max_client_connections, 50);
+        assert!(
+            Cli::try_parse_from(["funkygibbon-mock", "--max-client-connections", "0"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["funkygibbon-mock", "--idle-timeout-secs", "0"]).is_err());
     }
 
     #[test]

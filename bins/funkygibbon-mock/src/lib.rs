@@ -35,6 +35,7 @@ mod auth;
 mod body;
 mod clock;
 mod config;
+mod conn;
 mod demo;
 mod digest;
 mod error;
@@ -48,7 +49,6 @@ mod state;
 mod vocabulary;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use goodies_store::{ServerStore, StoreOptions};
@@ -57,7 +57,8 @@ use tokio::sync::watch;
 pub use auth::{Claims, ADMIN_PERMISSIONS, GUEST_PERMISSIONS};
 pub use config::{
     AdminPassword, Cli, ConflictStrategyArg, ServerConfig, DEFAULT_ADMIN_TOKEN_TTL,
-    DEFAULT_BODY_LIMIT, DEFAULT_PAGE_SIZE,
+    DEFAULT_BODY_LIMIT, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_PAGE_SIZE,
 };
 pub use error::ServerError;
 pub use faults::FaultConfig;
@@ -231,8 +232,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let port = listener.local_addr()?.port();
+    let limits = conn_limits(&config);
     let (router, _handle) = build_with_port(config, port).await?;
-    serve_router(listener, router, shutdown).await
+    serve_router(listener, router, limits, shutdown).await
 }
 
 /// Like [`serve`], also handing back the [`AppHandle`] once the server is built
@@ -244,24 +246,32 @@ pub async fn serve_with_handle(
     ready: tokio::sync::oneshot::Sender<AppHandle>,
 ) -> Result<(), ServerError> {
     let port = listener.local_addr()?.port();
+    let limits = conn_limits(&config);
     let (router, handle) = build_with_port(config, port).await?;
     let _ = ready.send(handle);
-    serve_router(listener, router, shutdown).await
+    serve_router(listener, router, limits, shutdown).await
 }
 
+fn conn_limits(config: &ServerConfig) -> conn::ConnLimits {
+    conn::ConnLimits {
+        max_connections: config.max_client_connections,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+    }
+}
+
+/// Serves with the connection limits of docs/SERVER.md: at most
+/// `max_client_connections` at once (more wait to be accepted), header read and
+/// idle timeouts, and the JSON error body on answers to requests that do not parse.
 async fn serve_router(
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    limits: conn::ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "funkygibbon listening");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    tracing::info!(%addr, ?limits, "funkygibbon listening");
+    conn::serve(listener, router, limits, shutdown).await?;
     tracing::info!("funkygibbon stopped");
     Ok(())
 }
