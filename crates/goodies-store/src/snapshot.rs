@@ -243,17 +243,16 @@ pub fn default_retry(now: Timestamp, previous_failures: i64) -> Timestamp {
     Timestamp::from_unix_micros(whole.saturating_add(backoff)).unwrap_or(now)
 }
 
-/// The new `(seq, received_at)` of every snapshot row, in original sequence order:
-/// entities then relationships as two lists aligned with the snapshot's.
+/// The snapshot's rows renumbered for a restore, each list in the snapshot's order.
 pub(crate) struct Renumbered {
-    pub entities: Vec<(i64, i64)>,
-    pub relationships: Vec<(i64, i64)>,
+    pub entities: Vec<SnapshotEntity>,
+    pub relationships: Vec<SnapshotRelationship>,
     /// The last sequence number and receipt time used.
     pub last_seq: i64,
     pub last_received: i64,
 }
 
-/// Numbers the snapshot's rows after `mark` (in their original sequence order), with
+/// The snapshot's rows numbered after `mark` (in their original sequence order), with
 /// receipt times from `first_received` on, one µs apart.
 pub(crate) fn renumber(snap: &StoreSnapshot, mark: i64, first_received: i64) -> Renumbered {
     let mut order: Vec<(i64, bool, usize)> = snap
@@ -269,16 +268,16 @@ pub(crate) fn renumber(snap: &StoreSnapshot, mark: i64, first_received: i64) -> 
         )
         .collect();
     order.sort_unstable();
-    let mut entities = vec![(0, 0); snap.entities.len()];
-    let mut relationships = vec![(0, 0); snap.relationships.len()];
+    let mut entities = snap.entities.clone();
+    let mut relationships = snap.relationships.clone();
     let (mut seq, mut received) = (mark, first_received - 1);
     for (_, is_entity, i) in order {
         seq += 1;
         received += 1;
         if is_entity {
-            entities[i] = (seq, received);
+            (entities[i].seq, entities[i].received_at) = (seq, received);
         } else {
-            relationships[i] = (seq, received);
+            (relationships[i].seq, relationships[i].received_at) = (seq, received);
         }
     }
     Renumbered {

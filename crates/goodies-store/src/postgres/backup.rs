@@ -212,16 +212,7 @@ impl PgStore {
         .execute(&mut *w.tx)
         .await
         .map_err(db)?;
-        let entities: Vec<SnapshotEntity> = snap
-            .entities
-            .iter()
-            .zip(&numbers.entities)
-            .map(|(e, &(seq, received_at))| SnapshotEntity {
-                seq,
-                received_at,
-                ..e.clone()
-            })
-            .collect();
+        let entities = &numbers.entities;
         insert_json(
             &mut w.tx,
             "entities",
@@ -243,19 +234,10 @@ impl PgStore {
                 ("became_latest", "boolean"),
                 ("is_deleted", "boolean"),
             ],
-            &entities,
+            entities,
         )
         .await?;
-        let relationships: Vec<SnapshotRelationship> = snap
-            .relationships
-            .iter()
-            .zip(&numbers.relationships)
-            .map(|(r, &(seq, received_at))| SnapshotRelationship {
-                seq,
-                received_at,
-                ..r.clone()
-            })
-            .collect();
+        let relationships = &numbers.relationships;
         insert_json(
             &mut w.tx,
             "relationships",
@@ -274,7 +256,7 @@ impl PgStore {
                 ("seq", "bigint"),
                 ("received_at", "bigint"),
             ],
-            &relationships,
+            relationships,
         )
         .await?;
         insert_json(

@@ -231,16 +231,7 @@ impl SqliteStore {
                 .await
                 .map_err(StoreError::database)?;
         }
-        let entities: Vec<SnapshotEntity> = snap
-            .entities
-            .iter()
-            .zip(&numbers.entities)
-            .map(|(e, &(seq, received_at))| SnapshotEntity {
-                seq,
-                received_at,
-                ..e.clone()
-            })
-            .collect();
+        let entities = &numbers.entities;
         let keyed: Vec<Keyed<'_, SnapshotEntity>> = entities
             .iter()
             .map(|row| Keyed {
@@ -274,16 +265,7 @@ impl SqliteStore {
             &keyed,
         )
         .await?;
-        let relationships: Vec<SnapshotRelationship> = snap
-            .relationships
-            .iter()
-            .zip(&numbers.relationships)
-            .map(|(r, &(seq, received_at))| SnapshotRelationship {
-                seq,
-                received_at,
-                ..r.clone()
-            })
-            .collect();
+        let relationships = &numbers.relationships;
         let keyed: Vec<Keyed<'_, SnapshotRelationship>> = relationships
             .iter()
             .map(|row| Keyed {
