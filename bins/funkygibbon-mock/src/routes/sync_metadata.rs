@@ -174,14 +174,7 @@ pub(crate) async fn sync_start(
     caller: Caller,
     Path(client_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    app.store
-        .record_sync_event(&client_id, SyncEvent::Start)
-        .await?
-        .ok_or_else(not_found)?;
-    Ok(Json(
-        json!({"status": "sync_started", "client_id": client_id}),
-    ))
+    record_event(&app, &caller, client_id, SyncEvent::Start, "sync_started").await
 }
 
 /// `POST /api/v1/sync-metadata/{client_id}/sync-success`.
@@ -190,14 +183,23 @@ pub(crate) async fn sync_success(
     caller: Caller,
     Path(client_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    record_event(&app, &caller, client_id, SyncEvent::Success, "sync_success").await
+}
+
+/// Records `event` for a known client (404 otherwise) and answers `{status, client_id}`.
+async fn record_event(
+    app: &AppState,
+    caller: &Caller,
+    client_id: String,
+    event: SyncEvent,
+    status: &str,
+) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     app.store
-        .record_sync_event(&client_id, SyncEvent::Success)
+        .record_sync_event(&client_id, event)
         .await?
         .ok_or_else(not_found)?;
-    Ok(Json(
-        json!({"status": "sync_success", "client_id": client_id}),
-    ))
+    Ok(Json(json!({"status": status, "client_id": client_id})))
 }
 
 /// `POST /api/v1/sync-metadata/{client_id}/sync-failure?error=&next_retry=`: an unparseable
