@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod account;
 mod background;
 mod client;
 mod config;
@@ -51,6 +52,7 @@ mod settings;
 mod sync;
 mod transport;
 
+pub use account::{token_expires_at, TokenInfo, ME_PATH, REFRESH_PATH};
 pub use background::{BackgroundStats, BackgroundSync};
 pub use client::{json_object, BlowingOffClient, ClientBuilder, LoginInfo, LOGIN_PATH};
 pub use config::{ClientConfig, RetryPolicy};
