@@ -83,7 +83,8 @@ pub use digest::{state_digest, DigestBuilder, EMPTY_DIGEST};
 pub use error::{CompareError, DigestError, MerkleError, VectorClockError};
 pub use merge::{merge_version, three_way_merge, MergeOutcome};
 pub use merkle::{
-    diff_rows, diff_trees, differing_leaves, MerkleTree, NodeHash, NodeId, DEFAULT_DEPTH, FANOUT,
+    diff_rows, diff_trees, differing_leaves, empty_hash, hash_children, hash_leaf, leaf_of,
+    MerkleTree, NodeHash, NodeId, DEFAULT_DEPTH, FANOUT,
 };
 pub use resolve::{
     conflict_info, resolve, resolve_manual, CustomChoice, CustomInput, CustomResolver, Fallback,

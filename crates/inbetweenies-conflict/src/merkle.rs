@@ -215,6 +215,44 @@ fn node_hash(children: &[NodeHash]) -> NodeHash {
     NodeHash(h.finalize().into())
 }
 
+/// The leaf an id belongs to in a tree of `depth` (1..=[`MAX_DEPTH`]; larger
+/// depths are clamped): what a store keeping its tree in tables buckets by.
+pub fn leaf_of(id: &str, depth: u8) -> NodeId {
+    let depth = depth.clamp(1, MAX_DEPTH);
+    NodeId {
+        level: depth,
+        index: leaf_index(id, depth),
+    }
+}
+
+/// A leaf's hash over its rows, which must come sorted by id (byte order),
+/// each id once: SHA-256 over `{id}\x1f{version}\x1e` per row.
+pub fn hash_leaf<'a, I>(rows: I) -> NodeHash
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut h = Sha256::new();
+    for (id, version) in rows {
+        feed_row(&mut h, id, version);
+    }
+    NodeHash(h.finalize().into())
+}
+
+/// An inner node's hash over its 16 children's hashes, in order.
+pub fn hash_children(children: &[NodeHash]) -> NodeHash {
+    node_hash(children)
+}
+
+/// The hash of an empty subtree whose root is `height` levels above the
+/// leaves (0: an empty leaf).
+pub fn empty_hash(height: u8) -> NodeHash {
+    let mut h = hash_leaf(std::iter::empty());
+    for _ in 0..height {
+        h = node_hash(&[h; FANOUT]);
+    }
+    h
+}
+
 /// A Merkle tree over `(id, version)` rows (the latest version of each id).
 #[derive(Clone, Debug)]
 pub struct MerkleTree {
@@ -543,4 +581,35 @@ where
         push(row.0);
     }
     out
+}
+
+#[cfg(test)]
+mod table_helpers {
+    use super::*;
+
+    /// The helpers a store uses to keep the tree in tables give the tree's own hashes.
+    #[test]
+    fn helpers_rebuild_the_same_tree() {
+        let rows: Vec<(String, String)> = (0..500)
+            .map(|i| (format!("id-{i}"), format!("v{}", i % 7)))
+            .collect();
+        let tree = MerkleTree::from_rows(rows.clone(), 2).expect("depth 2");
+        let mut leaves: Vec<Vec<(&str, &str)>> = vec![Vec::new(); 256];
+        for (id, v) in &rows {
+            let leaf = leaf_of(id, 2);
+            assert_eq!(leaf, tree.leaf_for(id));
+            leaves[leaf.index() as usize].push((id, v));
+        }
+        let mut hashes = Vec::new();
+        for (i, leaf) in leaves.iter_mut().enumerate() {
+            leaf.sort_unstable();
+            let h = hash_leaf(leaf.iter().copied());
+            assert_eq!(Some(h), tree.node(NodeId::new(2, i as u32).expect("leaf")));
+            hashes.push(h);
+        }
+        let level1: Vec<NodeHash> = hashes.chunks(FANOUT).map(hash_children).collect();
+        assert_eq!(hash_children(&level1), tree.root());
+        assert_eq!(MerkleTree::new(3).expect("depth 3").root(), empty_hash(3));
+        assert_ne!(empty_hash(2), empty_hash(3));
+    }
 }
