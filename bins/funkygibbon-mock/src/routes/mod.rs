@@ -4,6 +4,7 @@ mod auth;
 pub(crate) mod backup;
 mod flow;
 mod graph;
+mod mcp;
 mod misc;
 mod sync;
 mod sync_metadata;
@@ -83,6 +84,9 @@ pub(crate) fn router(state: AppState) -> Router {
         ("/api/v1/graph/search", post(graph::search)),
         ("/api/v1/graph/path", post(graph::path)),
         ("/api/v1/graph/statistics", get(graph::statistics)),
+        // Assistant tools.
+        ("/api/v1/mcp/tools", get(mcp::list)),
+        ("/api/v1/mcp/tools/{name}", get(mcp::describe).post(mcp::execute)),
         // Per-client sync metadata (admin).
         (
             "/api/v1/sync-metadata/",
