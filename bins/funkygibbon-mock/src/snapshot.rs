@@ -25,7 +25,11 @@ use crate::state::AppInner;
 /// The optional features this server offers (PROTOCOL §5.12), in the order it lists them
 /// to a request that declared any. A later feature adds its name here and asks
 /// [`Capabilities::has`] where it changes an answer; pages are keyed on the whole set.
-pub(crate) const OFFERED: &[&str] = &[capability::RELATIONSHIP_ROWS];
+pub(crate) const OFFERED: &[&str] = &[
+    capability::RELATIONSHIP_ROWS,
+    capability::MERKLE,
+    capability::AS_OF,
+];
 
 const _: () = assert!(OFFERED.len() <= 64, "one bit per offered capability");
 

@@ -69,7 +69,7 @@ pub trait GraphRead: Send + Sync + std::fmt::Debug {
 
 /// The server's store: applies pushes, serves the change feed, keeps conflicts and blobs.
 #[async_trait]
-pub trait ServerStore: GraphRead {
+pub trait ServerStore: GraphRead + crate::notify::CommitFeed {
     /// Applies a pushed batch in ONE transaction: entities before relationships, parents
     /// before children, each contested id decided by the conflict crate. On error nothing
     /// is applied.
@@ -170,6 +170,14 @@ pub trait ServerStore: GraphRead {
 
     /// Deletes a client's row; whether there was one.
     async fn delete_sync_metadata(&self, client_id: &str) -> Result<bool>;
+
+    /// Nodes of the Merkle tree over the latest rows ([`crate::merkle`]), all of `level`,
+    /// read in one snapshot. The first call builds the tree; every write keeps it current.
+    async fn merkle_nodes(
+        &self,
+        level: u8,
+        nodes: &[inbetweenies_conflict::NodeId],
+    ) -> Result<Vec<crate::merkle::MerkleNode>>;
 }
 
 /// A client's local mirror: local writes with an outbox, atomic pull-apply with the pull-guard.

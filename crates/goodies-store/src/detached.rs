@@ -121,6 +121,14 @@ impl<S: GraphRead + ?Sized + 'static> GraphRead for Detached<S> {
 }
 
 #[async_trait]
+impl<S: crate::notify::CommitFeed + ?Sized + 'static> crate::notify::CommitFeed for Detached<S> {
+    async fn subscribe_commits(&self) -> Result<crate::notify::CommitSubscription> {
+        let s = self.0.clone();
+        run(async move { s.subscribe_commits().await }).await
+    }
+}
+
+#[async_trait]
 impl<S: ServerStore + ?Sized + 'static> ServerStore for Detached<S> {
     async fn apply_push(&self, batch: PushBatch) -> Result<PushOutcome> {
         let s = self.0.clone();
@@ -248,6 +256,15 @@ impl<S: ServerStore + ?Sized + 'static> ServerStore for Detached<S> {
     async fn delete_sync_metadata(&self, client_id: &str) -> Result<bool> {
         let (s, client_id) = (self.0.clone(), client_id.to_owned());
         run(async move { s.delete_sync_metadata(&client_id).await }).await
+    }
+
+    async fn merkle_nodes(
+        &self,
+        level: u8,
+        nodes: &[inbetweenies_conflict::NodeId],
+    ) -> Result<Vec<crate::merkle::MerkleNode>> {
+        let (s, nodes) = (self.0.clone(), nodes.to_vec());
+        run(async move { s.merkle_nodes(level, &nodes).await }).await
     }
 
     async fn blob_meta(&self, sha256: &str) -> Result<Option<BlobMeta>> {

@@ -22,6 +22,8 @@ mod detached;
 pub mod error;
 pub mod graph;
 pub mod logic;
+pub mod merkle;
+pub mod notify;
 mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -32,6 +34,7 @@ mod types;
 
 pub use api::{ClientStore, GraphRead, ServerStore};
 pub use detached::Detached;
+pub use notify::{CommitFeed, CommitGap, CommitNotice, CommitSubscription};
 pub use error::{Result, StoreError};
 pub use open::{open_client_store, open_server_store};
 pub use snapshot::{

@@ -153,6 +153,11 @@ pub mod capability {
     /// The client understands relationship rows (`entity: null` changes carrying
     /// relationships) in pulled pages, and counts them against the page size.
     pub const RELATIONSHIP_ROWS: &str = "relationship_rows";
+    /// The server answers `GET /api/v1/sync/merkle`: nodes of a Merkle tree over the
+    /// latest `(id, version)` rows, to find which ids differ from a client's mirror.
+    pub const MERKLE: &str = "merkle";
+    /// The graph REST API answers `?at=T`: the graph as it was at time T.
+    pub const AS_OF: &str = "as_of";
 }
 
 impl SyncRequest {

@@ -1,9 +1,12 @@
 //! The HTTP routes and the middleware around them.
 
+mod admin;
 mod auth;
 pub(crate) mod backup;
+pub(crate) mod events;
 mod flow;
 mod graph;
+mod merkle;
 mod mcp;
 mod misc;
 mod sync;
@@ -43,6 +46,12 @@ pub(crate) fn router(state: AppState) -> Router {
     let mut r = Router::new().route("/", get(misc::root));
     let routes: Vec<(&str, MethodRouter<AppState>)> = vec![
         ("/health", get(misc::health)),
+        ("/metrics", get(crate::metrics::serve)),
+        // Operations (admin).
+        (
+            "/api/v1/admin/faults",
+            get(admin::get_faults).put(admin::put_faults),
+        ),
         // Auth.
         ("/api/v1/auth/admin/login", post(auth::login)),
         ("/api/v1/auth/me", get(auth::me)),
@@ -55,6 +64,8 @@ pub(crate) fn router(state: AppState) -> Router {
         ("/api/v1/sync/", post(sync::sync)),
         ("/api/v1/sync/status", get(sync::status)),
         ("/api/v1/sync/vocabulary", get(sync::vocabulary)),
+        ("/api/v1/sync/merkle", get(merkle::nodes)),
+        ("/api/v1/sync/events", get(events::events)),
         ("/api/v1/sync/conflicts", get(sync::conflicts)),
         ("/api/v1/sync/conflicts/{id}/resolve", post(sync::resolve)),
         // The seeds' five-step flow.
@@ -139,10 +150,26 @@ pub(crate) fn router(state: AppState) -> Router {
         .quality(CompressionLevel::Fastest)
         .compress_when(DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE)));
     let cors = cors_layer(&state.config.cors_origins);
-    r.fallback(misc::not_found)
-        .layer(DefaultBodyLimit::disable())
-        .layer(RequestDecompressionLayer::new().gzip(true))
-        .layer(middleware::map_response(json_errors))
+    r.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::metrics::track,
+    ))
+    .fallback(misc::not_found)
+    .layer(DefaultBodyLimit::disable())
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::faults::skew_server_time,
+    ))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::signing::verify_requests,
+    ))
+    .layer(RequestDecompressionLayer::new().gzip(true))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::ratelimit::limit,
+    ))
+    .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             sign_responses,
@@ -158,8 +185,8 @@ pub(crate) fn router(state: AppState) -> Router {
         ))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .layer(tower::util::option_layer(cors))
         .with_state(state)
@@ -189,6 +216,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::RETRY_AFTER,
                 header::WWW_AUTHENTICATE,
                 header::HeaderName::from_static(inbetweenies_proto::codec::SIGNATURE_HEADER),
+                header::HeaderName::from_static(crate::signing::TIMESTAMP_HEADER),
             ]),
     )
 }
@@ -208,26 +236,41 @@ async fn count_in_flight(State(state): State<AppState>, req: Request, next: Next
     next.run(req).await
 }
 
-/// Signs response bodies (before compression) when a shared key is configured (PROTOCOL §2.4).
+/// Signs answers (before compression) when a shared key is configured (PROTOCOL §2.6).
 async fn sign_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let nonce = match state.config.hmac_key {
+        Some(_) => crate::signing::request_nonce(req.headers()),
+        None => String::new(),
+    };
     let res = next.run(req).await;
     let Some(key) = state.config.hmac_key.clone() else {
         return res;
     };
+    if is_streamed(&res) {
+        return res;
+    }
     let (mut parts, body) = res.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
         Err(e) => return ApiError::internal(&e).into_response(),
     };
-    if !bytes.is_empty() {
-        let sig = inbetweenies_proto::codec::sign(key.as_bytes(), &bytes);
-        if let Ok(v) = HeaderValue::from_str(&sig) {
-            parts
-                .headers
-                .insert(inbetweenies_proto::codec::SIGNATURE_HEADER, v);
-        }
-    }
+    let (sig, ts) = crate::signing::sign_response(&key, parts.status.as_u16(), &nonce, &bytes);
+    parts
+        .headers
+        .insert(inbetweenies_proto::codec::SIGNATURE_HEADER, sig);
+    parts.headers.insert(crate::signing::TIMESTAMP_HEADER, ts);
     Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// Whether an answer is streamed rather than held whole: event streams and blob
+/// bytes are not signed (PROTOCOL §2.4), so they never wait for their whole body.
+fn is_streamed(res: &Response) -> bool {
+    res.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.starts_with("text/event-stream") || v.starts_with("application/octet-stream")
+        })
 }
 
 /// Turns any error answer that is not JSON (405 from routing, 415 from

@@ -88,6 +88,8 @@
 //!   sqlx error as their source.
 
 mod backup;
+mod merkle;
+mod notify;
 mod read;
 mod rows;
 mod write;
@@ -130,6 +132,8 @@ pub struct PgStore {
     opts: StoreOptions,
     /// The last computed state digest and the highest sequence number it covers.
     digest: tokio::sync::Mutex<Option<(Seq, String)>>,
+    /// The LISTEN task forwarding commit notices, started by the first subscriber.
+    listening: tokio::sync::Mutex<Option<notify::Listening>>,
 }
 
 /// Wraps a sqlx error as a database error (sqlx stays the source, never the type).
@@ -165,6 +169,7 @@ impl PgStore {
             pool,
             opts,
             digest: tokio::sync::Mutex::new(None),
+            listening: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -203,6 +208,7 @@ impl PgStore {
             last_seq,
             base_received,
             used: 0,
+            summary: crate::notify::ChangeSummary::default(),
         })
     }
 }
@@ -217,6 +223,8 @@ struct WriteTxn {
     base_received: i64,
     /// Rows numbered so far.
     used: i64,
+    /// What the transaction wrote, for its commit notice.
+    summary: crate::notify::ChangeSummary,
 }
 
 impl WriteTxn {
@@ -236,6 +244,7 @@ impl WriteTxn {
 
     /// Stores the counters, runs the test hook and commits.
     async fn commit(mut self, opts: &StoreOptions) -> Result<()> {
+        merkle::apply_dirty(&mut self.tx).await?;
         if self.used > 0 {
             sqlx::query("UPDATE goodies_meta SET last_seq = $1, last_received_at = $2")
                 .bind(self.last_seq + self.used)
@@ -243,6 +252,8 @@ impl WriteTxn {
                 .execute(&mut *self.tx)
                 .await
                 .map_err(db)?;
+            let notice = self.summary.notice(rows::seq(self.last_seq + self.used)?);
+            notify::notify_in(&mut self.tx, notice).await?;
         }
         opts.run_before_commit().await?;
         self.tx.commit().await.map_err(db)

@@ -310,6 +310,7 @@ impl PgStore {
         plan: &PushPlan<'_>,
         device_id: &str,
     ) -> Result<()> {
+        w.summary.plan(plan);
         let superseded: Vec<&str> = plan.superseded.iter().map(EntityId::as_str).collect();
         supersede(&mut w.tx, &superseded).await?;
         if !plan.entities.is_empty() {
@@ -749,5 +750,13 @@ impl ServerStore for PgStore {
 
     async fn delete_sync_metadata(&self, client_id: &str) -> Result<bool> {
         self.remove_sync_metadata(client_id).await
+    }
+
+    async fn merkle_nodes(
+        &self,
+        level: u8,
+        nodes: &[inbetweenies_conflict::NodeId],
+    ) -> Result<Vec<crate::merkle::MerkleNode>> {
+        self.read_merkle(level, nodes).await
     }
 }

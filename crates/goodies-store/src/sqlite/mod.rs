@@ -34,6 +34,8 @@ mod backup;
 mod blobs;
 mod client;
 mod feed;
+mod merkle;
+mod notify;
 mod push;
 mod rows;
 mod server;
@@ -67,10 +69,21 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 const PAGE_SIZE: u32 = 16_384;
 
 /// State shared by every store opened on one database file in this process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     /// Write transactions hold the write guard; `changes()` holds a read guard.
     lock: RwLock<()>,
+    /// Commit notices of writes through any store on this file (`notify`).
+    commits: tokio::sync::broadcast::Sender<crate::notify::CommitNotice>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            lock: RwLock::new(()),
+            commits: notify::channel(),
+        }
+    }
 }
 
 fn shared_for(path: Option<&Path>) -> Arc<Shared> {
@@ -224,9 +237,11 @@ impl SqliteStore {
             _guard: guard,
             store: self,
             now,
+            first_seq: last_seq,
             last_seq,
             last_received,
             graph_changed: false,
+            summary: crate::notify::ChangeSummary::default(),
         })
     }
 }
@@ -255,9 +270,13 @@ struct Writer<'a> {
     store: &'a SqliteStore,
     /// The clock when the transaction started (the receipt time).
     now: Timestamp,
+    /// The highest sequence number before this transaction.
+    first_seq: i64,
     last_seq: i64,
     last_received: i64,
     graph_changed: bool,
+    /// What the transaction wrote, for its commit notice.
+    summary: crate::notify::ChangeSummary,
 }
 
 impl Writer<'_> {
@@ -280,6 +299,7 @@ impl Writer<'_> {
 
     /// Stores the sequence state, runs the test hook, commits.
     async fn commit(mut self) -> Result<()> {
+        merkle::apply_dirty(&mut self.tx).await?;
         sqlx::query(
             "UPDATE store_meta SET last_seq = ?, last_received_at = ?, write_generation = write_generation + 1, graph_generation = graph_generation + ? WHERE one = 1",
         )
@@ -291,6 +311,11 @@ impl Writer<'_> {
         .map_err(StoreError::database)?;
         self.store.opts.run_before_commit().await?;
         self.tx.commit().await.map_err(StoreError::database)?;
+        if self.last_seq > self.first_seq {
+            // Still under the write guard: notices go out in commit order.
+            let notice = self.summary.notice(self.last_seq as Seq);
+            notify::publish(&self.store.shared.commits, notice);
+        }
         Ok(())
     }
 }

@@ -313,4 +313,12 @@ impl ServerStore for SqliteStore {
     async fn delete_sync_metadata(&self, client_id: &str) -> Result<bool> {
         self.remove_sync_metadata(client_id).await
     }
+
+    async fn merkle_nodes(
+        &self,
+        level: u8,
+        nodes: &[inbetweenies_conflict::NodeId],
+    ) -> Result<Vec<crate::merkle::MerkleNode>> {
+        self.read_merkle(level, nodes).await
+    }
 }
