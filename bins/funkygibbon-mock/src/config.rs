@@ -26,6 +26,12 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The default cap on client connections open at once; more wait to be accepted.
 pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 512;
+/// The default time between change-feed heartbeats on a quiet event stream.
+pub const DEFAULT_FEED_HEARTBEAT: Duration = Duration::from_secs(15);
+/// The default number of commit notices a change-feed listener may fall behind.
+pub const DEFAULT_FEED_BUFFER: usize = 256;
+/// The default number of rows a change-feed resume (`Last-Event-ID`) may be behind.
+pub const DEFAULT_FEED_REPLAY_LIMIT: usize = 10_000;
 
 /// How the admin password is given.
 #[derive(Clone, PartialEq, Eq)]
@@ -109,6 +115,13 @@ pub struct ServerConfig {
     /// Client connections served at once; further ones wait in the listen queue
     /// until one closes.
     pub max_client_connections: usize,
+    /// Time between heartbeats on a quiet change-feed stream (at most half the idle timeout).
+    pub feed_heartbeat: Duration,
+    /// Commit notices a change-feed listener may fall behind before it is sent `resync`
+    /// and its stream ends.
+    pub feed_buffer: usize,
+    /// Rows a change-feed resume may be behind; further back, `resync`.
+    pub feed_replay_limit: usize,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +151,9 @@ impl Default for ServerConfig {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
+            feed_heartbeat: DEFAULT_FEED_HEARTBEAT,
+            feed_buffer: DEFAULT_FEED_BUFFER,
+            feed_replay_limit: DEFAULT_FEED_REPLAY_LIMIT,
         }
     }
 }
@@ -172,6 +188,9 @@ impl fmt::Debug for ServerConfig {
             .field("body_read_timeout", &self.body_read_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_client_connections", &self.max_client_connections)
+            .field("feed_heartbeat", &self.feed_heartbeat)
+            .field("feed_buffer", &self.feed_buffer)
+            .field("feed_replay_limit", &self.feed_replay_limit)
             .finish()
     }
 }
@@ -293,6 +312,14 @@ impl ServerConfig {
         self.body_read_timeout = body_read;
         self.idle_timeout = idle;
         self.max_client_connections = max_client_connections;
+        self
+    }
+
+    /// Sets the change feed's heartbeat interval, listener buffer and resume limit.
+    pub fn with_feed(mut self, heartbeat: Duration, buffer: usize, replay_limit: usize) -> Self {
+        self.feed_heartbeat = heartbeat;
+        self.feed_buffer = buffer;
+        self.feed_replay_limit = replay_limit;
         self
     }
 
@@ -462,6 +489,17 @@ pub struct Cli {
           default_value_t = DEFAULT_MAX_CLIENT_CONNECTIONS,
           value_parser = parse_client_connections)]
     pub max_client_connections: usize,
+    /// Seconds between heartbeats on a quiet change-feed stream.
+    #[arg(long, env = "FUNKYGIBBON_FEED_HEARTBEAT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub feed_heartbeat_secs: u64,
+    /// Commit notices a change-feed listener may fall behind before it is dropped.
+    #[arg(long, env = "FUNKYGIBBON_FEED_BUFFER", default_value_t = DEFAULT_FEED_BUFFER,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub feed_buffer: usize,
+    /// Rows a change-feed resume (`Last-Event-ID`) may be behind before `resync`.
+    #[arg(long, env = "FUNKYGIBBON_FEED_REPLAY_LIMIT", default_value_t = DEFAULT_FEED_REPLAY_LIMIT)]
+    pub feed_replay_limit: usize,
 }
 
 impl Cli {
@@ -519,6 +557,9 @@ impl Cli {
             body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_client_connections: self.max_client_connections,
+            feed_heartbeat: Duration::from_secs(self.feed_heartbeat_secs),
+            feed_buffer: self.feed_buffer,
+            feed_replay_limit: self.feed_replay_limit,
         }
     }
 }

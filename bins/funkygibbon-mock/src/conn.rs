@@ -42,6 +42,12 @@ pub(crate) struct ConnLimits {
     pub idle_timeout: Duration,
 }
 
+/// In every request's extensions: becomes `true` when the server starts shutting down,
+/// so that a long-lived answer (the change feed's event stream) can end by itself
+/// rather than hold the shutdown up.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerClosing(pub watch::Receiver<bool>);
+
 /// Serves `router` on `listener` until `shutdown` completes, then lets every
 /// connection finish its request in flight and returns.
 pub(crate) async fn serve(
@@ -78,10 +84,12 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let mut closing = closing_rx.clone();
+        let closing_ext = ServerClosing(closing_rx.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(closing_ext.clone());
                 router.clone().oneshot(req)
             });
             let mut builder = hyper::server::conn::http1::Builder::new();

@@ -171,6 +171,7 @@ async fn build_with_port(
     }
     let public_port = config.public_port.unwrap_or(listen_port);
     let (in_flight, _) = watch::channel(0usize);
+    let feed_buffer = config.feed_buffer;
     let fault_state = faults::FaultState::new(config.faults.seed);
     if config.faults.is_active() {
         tracing::warn!(faults = ?config.faults, "fault injection is on for the sync endpoints");
@@ -186,6 +187,7 @@ async fn build_with_port(
         read_ahead: readahead::ReadAhead::default(),
         clock: clock::ServerClock::default(),
         unknown_values: vocabulary::UnknownValues::default(),
+        feed: routes::events::FeedHub::new(feed_buffer),
     }));
     let router = routes::router(state.clone());
     Ok((router, AppHandle { state }))

@@ -32,6 +32,8 @@ pub(crate) struct AppInner {
     pub clock: crate::clock::ServerClock,
     /// Counts of accepted values outside the known vocabulary (`crate::vocabulary`).
     pub unknown_values: crate::vocabulary::UnknownValues,
+    /// The change feed's fan-out of commit notices (`routes::events`).
+    pub feed: crate::routes::events::FeedHub,
 }
 
 impl AppInner {

@@ -78,6 +78,7 @@ impl SqliteStore {
                     .insert(id, rows.into_iter().map(|s| s.entity).collect());
             }
         };
+        w.summary.plan(&plan);
         let superseded: Vec<&str> = plan.superseded.iter().map(EntityId::as_str).collect();
         clear_latest(w.conn(), &superseded).await?;
         let mut rows = Vec::with_capacity(plan.entities.len());
