@@ -156,13 +156,15 @@ impl AuthService {
         .map_err(|e| ApiError::internal(&e))
     }
 
-    /// `Err(seconds to wait)` when this address has used up its failed logins.
-    pub fn check_rate_limit(&self, ip: Option<IpAddr>) -> Result<(), u64> {
+    /// Takes one login attempt for this address, counted as a failure until
+    /// [`Self::clear_failures`] says it succeeded: the check and the count are one step
+    /// under one lock, before any password is checked, so concurrent attempts cannot
+    /// all pass the check. `Err(seconds to wait)` when the address has used up its
+    /// attempts in the window.
+    pub fn begin_attempt(&self, ip: Option<IpAddr>) -> Result<(), u64> {
         let mut map = lock(&self.failures);
         let now = Instant::now();
-        let Some(q) = map.get_mut(&ip) else {
-            return Ok(());
-        };
+        let q = map.entry(ip).or_default();
         while q
             .front()
             .is_some_and(|t| now.duration_since(*t) >= self.window)
@@ -174,18 +176,8 @@ impl AuthService {
             let left = self.window.saturating_sub(now.duration_since(oldest));
             return Err(left.as_secs() + u64::from(left.subsec_nanos() > 0));
         }
-        if q.is_empty() {
-            map.remove(&ip);
-        }
+        q.push_back(now);
         Ok(())
-    }
-
-    /// Counts a failed login.
-    pub fn record_failure(&self, ip: Option<IpAddr>) {
-        lock(&self.failures)
-            .entry(ip)
-            .or_default()
-            .push_back(Instant::now());
     }
 
     /// Forgets failed logins after a success.
@@ -431,15 +423,12 @@ mod tests {
     async fn rate_limit_counts_failures_per_address() {
         let a = service().await;
         let ip = Some(IpAddr::from([127, 0, 0, 1]));
-        assert!(a.check_rate_limit(ip).is_ok());
-        a.record_failure(ip);
-        a.record_failure(ip);
-        let wait = a.check_rate_limit(ip).unwrap_err();
+        assert!(a.begin_attempt(ip).is_ok());
+        assert!(a.begin_attempt(ip).is_ok());
+        let wait = a.begin_attempt(ip).unwrap_err();
         assert!((299..=300).contains(&wait));
-        assert!(a
-            .check_rate_limit(Some(IpAddr::from([127, 0, 0, 2])))
-            .is_ok());
+        assert!(a.begin_attempt(Some(IpAddr::from([127, 0, 0, 2]))).is_ok());
         a.clear_failures(ip);
-        assert!(a.check_rate_limit(ip).is_ok());
+        assert!(a.begin_attempt(ip).is_ok());
     }
 }

@@ -15,7 +15,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use inbetweenies_proto::codec::{self, SIGNATURE_HEADER};
 use inbetweenies_proto::validate::parse_json;
 use serde_json::Value;
 
@@ -105,7 +104,7 @@ fn too_slow(timeout: Duration) -> BodyRejection {
 }
 
 /// Reads the whole body, at most `limit` bytes, within `timeout`.
-async fn read_limited(
+pub(crate) async fn read_limited(
     mut body: Body,
     limit: usize,
     timeout: Duration,
@@ -149,44 +148,15 @@ impl FromRequest<AppState> for RawBody {
         if !compressed && declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large(req.into_body(), limit, timeout));
         }
-        let signature = req
-            .headers()
-            .get(SIGNATURE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
         let json_content = match req.headers().get(header::CONTENT_TYPE) {
             None => true,
             Some(v) => v.to_str().map(is_json_type).unwrap_or(false),
         };
         let bytes = read_limited(req.into_body(), limit, timeout).await?;
-        if let Some(key) = &state.config.hmac_key {
-            verify_signature(key, &signature, &bytes)?;
-        }
         Ok(RawBody {
             bytes,
             json_content,
         })
-    }
-}
-
-/// 401 unless a non-empty body carries a valid signature (PROTOCOL §2.4).
-fn verify_signature(key: &str, signature: &Option<String>, body: &[u8]) -> Result<(), ApiError> {
-    if body.is_empty() {
-        return Ok(());
-    }
-    let ok = signature
-        .as_deref()
-        .is_some_and(|sig| codec::verify(key.as_bytes(), body, sig.trim()).is_ok());
-    if ok {
-        Ok(())
-    } else {
-        let mut e = ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
-            inbetweenies_proto::ErrorCode::Unauthorized,
-            "Invalid or missing message signature",
-        );
-        e.body.error.field = Some(SIGNATURE_HEADER.to_owned());
-        Err(e)
     }
 }
 

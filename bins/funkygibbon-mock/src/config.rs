@@ -33,6 +33,9 @@ pub const DEFAULT_FEED_BUFFER: usize = 256;
 /// The default number of rows a change-feed resume (`Last-Event-ID`) may be behind.
 pub const DEFAULT_FEED_REPLAY_LIMIT: usize = 10_000;
 
+/// The default burst of the per-token sync rate limit (when a rate is set).
+pub const DEFAULT_SYNC_RATE_BURST: u32 = 20;
+
 /// How the admin password is given.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -100,6 +103,20 @@ pub struct ServerConfig {
     /// Shared key for message signatures (`x-inbetweenies-signature`, HMAC-SHA256):
     /// when set, request bodies must be signed and response bodies are.
     pub hmac_key: Option<String>,
+    /// How far (either way) a signed request's timestamp may be from the server's
+    /// clock (PROTOCOL §2.6).
+    pub hmac_window: Duration,
+    /// Nonces of signed requests remembered at most (each while its timestamp is in
+    /// the window); when full, signed requests are refused 503 until some expire.
+    pub hmac_replay_cache: usize,
+    /// Sync requests a second allowed per bearer token (0: no limit).
+    pub sync_rate_limit: f64,
+    /// Sync requests one token may make at once before the rate applies.
+    pub sync_rate_burst: u32,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub tls_key: Option<PathBuf>,
     /// Faults to inject on the sync endpoints (all off by default).
     pub faults: FaultConfig,
     /// Origins browsers may call from (CORS); `*` for any; empty: no CORS headers.
@@ -145,6 +162,12 @@ impl Default for ServerConfig {
             blob_dir: None,
             backup_dir: None,
             hmac_key: None,
+            hmac_window: crate::signing::DEFAULT_WINDOW,
+            hmac_replay_cache: crate::signing::DEFAULT_REPLAY_CACHE,
+            sync_rate_limit: 0.0,
+            sync_rate_burst: DEFAULT_SYNC_RATE_BURST,
+            tls_cert: None,
+            tls_key: None,
             faults: FaultConfig::default(),
             cors_origins: Vec::new(),
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -182,6 +205,12 @@ impl fmt::Debug for ServerConfig {
             .field("blob_dir", &self.blob_dir)
             .field("backup_dir", &self.backup_dir)
             .field("hmac_key", &self.hmac_key.as_ref().map(|_| "<redacted>"))
+            .field("hmac_window", &self.hmac_window)
+            .field("hmac_replay_cache", &self.hmac_replay_cache)
+            .field("sync_rate_limit", &self.sync_rate_limit)
+            .field("sync_rate_burst", &self.sync_rate_burst)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .field("faults", &self.faults)
             .field("cors_origins", &self.cors_origins)
             .field("header_read_timeout", &self.header_read_timeout)
@@ -287,6 +316,27 @@ impl ServerConfig {
         self
     }
 
+    /// Sets the signed-request window and the number of nonces remembered.
+    pub fn with_signing_window(mut self, window: Duration, replay_cache: usize) -> Self {
+        self.hmac_window = window;
+        self.hmac_replay_cache = replay_cache;
+        self
+    }
+
+    /// Limits sync requests per bearer token: `per_second` (0: off), `burst` at once.
+    pub fn with_sync_rate_limit(mut self, per_second: f64, burst: u32) -> Self {
+        self.sync_rate_limit = per_second;
+        self.sync_rate_burst = burst;
+        self
+    }
+
+    /// Serves HTTPS with this PEM certificate chain and key.
+    pub fn with_tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_cert = Some(cert.into());
+        self.tls_key = Some(key.into());
+        self
+    }
+
     /// Injects faults on the sync endpoints.
     pub fn with_faults(mut self, faults: FaultConfig) -> Self {
         self.faults = faults;
@@ -352,6 +402,24 @@ fn parse_page_size(s: &str) -> Result<usize, String> {
         Ok(n) if (1..=100_000).contains(&n) => Ok(n),
         _ => Err(format!("{s:?} is not a page size between 1 and 100000")),
     }
+}
+
+fn parse_per_second(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && (0.0..=1_000_000.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate between 0 and 1000000 a second"
+        )),
+    }
+}
+
+/// How the binary writes its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line an event.
+    Text,
+    /// One JSON object an event.
+    Json,
 }
 
 /// The conflict strategy chosen on the command line.
@@ -471,6 +539,60 @@ pub struct Cli {
     /// Fault injection: seed of the fault decisions (same seed, same faults).
     #[arg(long, env = "FUNKYGIBBON_FAULT_SEED", default_value_t = 0)]
     pub fault_seed: u64,
+    /// Fault injection: share (0-1) of sync requests refused with 401 AUTH_EXPIRED.
+    #[arg(long, env = "FUNKYGIBBON_FAULT_AUTH_EXPIRED_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_auth_expired_rate: f64,
+    /// Fault injection: share (0-1) of sync requests refused with 429 RATE_LIMITED.
+    #[arg(long, env = "FUNKYGIBBON_FAULT_RATE_LIMITED_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_rate_limited_rate: f64,
+    /// Fault injection: share (0-1) of sync answers cut off halfway through the body.
+    #[arg(long, env = "FUNKYGIBBON_FAULT_RESET_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_reset_rate: f64,
+    /// Fault injection: send sync answers in pieces of this many bytes (0: off)…
+    #[arg(long, env = "FUNKYGIBBON_FAULT_SLOW_BODY_BYTES", default_value_t = 0)]
+    pub fault_slow_body_bytes: usize,
+    /// …with this many milliseconds before each piece.
+    #[arg(
+        long,
+        env = "FUNKYGIBBON_FAULT_SLOW_BODY_INTERVAL_MS",
+        default_value_t = 100
+    )]
+    pub fault_slow_body_interval_ms: u64,
+    /// Fault injection: milliseconds added to `server_time` in sync answers (negative: behind).
+    #[arg(
+        long,
+        env = "FUNKYGIBBON_FAULT_CLOCK_SKEW_MS",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    pub fault_clock_skew_ms: i64,
+    /// Seconds a signed request's timestamp may be from the server's clock (PROTOCOL §2.6).
+    #[arg(long, env = "FUNKYGIBBON_HMAC_WINDOW_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub hmac_window_secs: u64,
+    /// Nonces of signed requests remembered at most.
+    #[arg(long, env = "FUNKYGIBBON_HMAC_REPLAY_CACHE", default_value_t = crate::signing::DEFAULT_REPLAY_CACHE,
+          value_parser = parse_client_connections)]
+    pub hmac_replay_cache: usize,
+    /// Sync requests a second allowed per bearer token (0: no limit, the default).
+    #[arg(long, env = "FUNKYGIBBON_SYNC_RATE_LIMIT", default_value_t = 0.0, value_parser = parse_per_second)]
+    pub sync_rate_limit: f64,
+    /// Sync requests one token may make at once before the rate applies.
+    #[arg(long, env = "FUNKYGIBBON_SYNC_RATE_BURST", default_value_t = DEFAULT_SYNC_RATE_BURST,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub sync_rate_burst: u32,
+    /// PEM certificate chain: serve HTTPS (needs --tls-key).
+    #[arg(long, env = "FUNKYGIBBON_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FUNKYGIBBON_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Once listening, write the bound address (`127.0.0.1:41234`) and a newline to this file.
+    #[arg(long, env = "FUNKYGIBBON_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// Log format on stderr: `text` or `json` (one JSON object a line).
+    #[arg(long, env = "FUNKYGIBBON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Seconds a connection has to send a whole request head, counted from when it
     /// starts waiting for one (accepted, or the previous answer sent).
     #[arg(long, env = "FUNKYGIBBON_HEADER_READ_TIMEOUT_SECS", default_value_t = 30,
@@ -541,6 +663,12 @@ impl Cli {
             blob_dir: self.blob_dir.clone(),
             backup_dir: self.backup_dir.clone(),
             hmac_key: self.hmac_key.clone(),
+            hmac_window: Duration::from_secs(self.hmac_window_secs),
+            hmac_replay_cache: self.hmac_replay_cache,
+            sync_rate_limit: self.sync_rate_limit,
+            sync_rate_burst: self.sync_rate_burst,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
             cors_origins: self
                 .cors_origins
                 .iter()
@@ -552,6 +680,12 @@ impl Cli {
                 error_rate: self.fault_error_rate,
                 drop_rate: self.fault_drop_rate,
                 seed: self.fault_seed,
+                auth_expired_rate: self.fault_auth_expired_rate,
+                rate_limited_rate: self.fault_rate_limited_rate,
+                reset_rate: self.fault_reset_rate,
+                slow_body_chunk: self.fault_slow_body_bytes,
+                slow_body_interval: Duration::from_millis(self.fault_slow_body_interval_ms),
+                clock_skew_ms: self.fault_clock_skew_ms,
             },
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
             body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),

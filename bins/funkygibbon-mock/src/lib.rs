@@ -40,10 +40,13 @@ mod demo;
 mod digest;
 mod error;
 mod faults;
+mod metrics;
 mod pydantic;
 mod qr;
+mod ratelimit;
 mod readahead;
 mod routes;
+mod signing;
 mod snapshot;
 mod state;
 mod vocabulary;
@@ -56,12 +59,16 @@ use tokio::sync::watch;
 
 pub use auth::{Claims, ADMIN_PERMISSIONS, GUEST_PERMISSIONS};
 pub use config::{
-    AdminPassword, Cli, ConflictStrategyArg, ServerConfig, DEFAULT_ADMIN_TOKEN_TTL,
+    AdminPassword, Cli, ConflictStrategyArg, LogFormat, ServerConfig, DEFAULT_ADMIN_TOKEN_TTL,
     DEFAULT_BODY_LIMIT, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_PAGE_SIZE,
 };
 pub use error::ServerError;
 pub use faults::FaultConfig;
+pub use signing::{
+    request_string, response_string, sign_string, NONCE_HEADER, REQUEST_SCHEME, RESPONSE_SCHEME,
+    TIMESTAMP_HEADER,
+};
 
 use crate::auth::AuthService;
 use crate::state::{AppInner, AppState};
@@ -172,7 +179,10 @@ async fn build_with_port(
     let public_port = config.public_port.unwrap_or(listen_port);
     let (in_flight, _) = watch::channel(0usize);
     let feed_buffer = config.feed_buffer;
-    let fault_state = faults::FaultState::new(config.faults.seed);
+    let metrics = metrics::Metrics::new();
+    let fault_state = faults::FaultState::new(config.faults.clone(), &metrics);
+    let replay = signing::ReplayCache::new(config.hmac_replay_cache);
+    let sync_limiter = ratelimit::SyncLimiter::new(config.sync_rate_limit, config.sync_rate_burst);
     if config.faults.is_active() {
         tracing::warn!(faults = ?config.faults, "fault injection is on for the sync endpoints");
     }
@@ -183,6 +193,9 @@ async fn build_with_port(
         public_port,
         in_flight,
         faults: fault_state,
+        metrics,
+        replay,
+        sync_limiter,
         digest: digest::DigestIndex::default(),
         read_ahead: readahead::ReadAhead::default(),
         clock: clock::ServerClock::default(),

@@ -22,8 +22,14 @@ pub(crate) struct AppInner {
     pub public_port: u16,
     /// Requests being handled right now.
     pub in_flight: watch::Sender<usize>,
-    /// Fault decisions.
+    /// The faults in force, their decisions and counts.
     pub faults: crate::faults::FaultState,
+    /// Counters, gauges and histograms served at `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// Nonces of signed requests seen (PROTOCOL §2.6).
+    pub replay: crate::signing::ReplayCache,
+    /// The per-token rate limit of the sync endpoints.
+    pub sync_limiter: crate::ratelimit::SyncLimiter,
     /// The state digest, kept up to date from the change feed.
     pub digest: crate::digest::DigestIndex,
     /// Pull pages read ahead of the requests that will ask for them.

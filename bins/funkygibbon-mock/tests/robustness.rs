@@ -498,23 +498,33 @@ async fn signed_messages(backend: Backend) {
     )
     .await;
     assert_eq!(status, 401, "wrong signature");
-    let sig = inbetweenies_proto::codec::sign(key.as_bytes(), &body);
-    let res = http_client()
+    let headers = support::signed_headers(key, "POST", "/api/v1/sync/", "", &body);
+    let nonce = headers[2].1.clone();
+    let mut req = http_client()
         .post(s.url("/api/v1/sync/"))
         .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .header("x-inbetweenies-signature", sig)
-        .body(body)
-        .send()
-        .await
-        .expect("request");
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(name, value);
+    }
+    let res = req.body(body).send().await.expect("request");
     assert_eq!(res.status(), 200);
     let got = res.headers()["x-inbetweenies-signature"]
         .to_str()
         .expect("header")
         .to_owned();
+    let ts: i64 = res.headers()["x-inbetweenies-timestamp"]
+        .to_str()
+        .expect("header")
+        .parse()
+        .expect("seconds");
     let bytes = res.bytes().await.expect("body");
-    inbetweenies_proto::codec::verify(key.as_bytes(), &bytes, &got).expect("the answer is signed");
+    let string = funkygibbon_mock::response_string(200, &nonce, ts, &bytes);
+    assert_eq!(
+        funkygibbon_mock::sign_string(key.as_bytes(), &string),
+        got,
+        "the answer is signed"
+    );
     s.shutdown().await.expect("shutdown");
 }
 

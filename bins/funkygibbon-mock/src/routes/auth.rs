@@ -41,17 +41,19 @@ pub(crate) async fn login(
     PeerIp(ip): PeerIp,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
-    if let Err(wait) = app.auth.check_rate_limit(ip) {
-        tracing::warn!(?ip, wait, "login rate limit reached");
-        return Err(ApiError::rate_limited(wait));
-    }
     let value = body.json()?;
     let mut f = Fields::new(&value)?;
     let password = f.req_str(&["password"], 1);
     f.finish()?;
     let password = password.unwrap_or_default();
+    // Counted before the password is checked, so concurrent attempts cannot pass together.
+    if let Err(wait) = app.auth.begin_attempt(ip) {
+        app.metrics.rate_limited("login");
+        tracing::warn!(?ip, wait, "login rate limit reached");
+        return Err(ApiError::rate_limited(wait));
+    }
+    app.metrics.password_checked();
     if !app.auth.verify_admin_password(password).await? {
-        app.auth.record_failure(ip);
         tracing::warn!(?ip, "failed admin login");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -155,6 +157,9 @@ pub(crate) async fn guest_generate(
     let qr_code = qr_png_base64(&qr_data.to_string()).map_err(|e| ApiError::internal(&e))?;
     let expires_in = grant.expires_at - Timestamp::now().unix_micros() / 1_000_000;
     tracing::info!(subject = %grant.subject, hours, server = ?grant.server_url, "guest grant created");
+    app.metrics
+        .counter("funkygibbon_guest_grants_created", "Guest grants made")
+        .inc();
     Ok(Json(json!({
         "qr_code": qr_code,
         "qr_data": qr_data,

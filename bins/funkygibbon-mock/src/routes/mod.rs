@@ -6,8 +6,8 @@ pub(crate) mod backup;
 pub(crate) mod events;
 mod flow;
 mod graph;
-mod merkle;
 mod mcp;
+mod merkle;
 mod misc;
 mod sync;
 mod sync_metadata;
@@ -97,7 +97,10 @@ pub(crate) fn router(state: AppState) -> Router {
         ("/api/v1/graph/statistics", get(graph::statistics)),
         // Assistant tools.
         ("/api/v1/mcp/tools", get(mcp::list)),
-        ("/api/v1/mcp/tools/{name}", get(mcp::describe).post(mcp::execute)),
+        (
+            "/api/v1/mcp/tools/{name}",
+            get(mcp::describe).post(mcp::execute),
+        ),
         // Per-client sync metadata (admin).
         (
             "/api/v1/sync-metadata/",
@@ -170,26 +173,26 @@ pub(crate) fn router(state: AppState) -> Router {
         crate::ratelimit::limit,
     ))
     .layer(middleware::map_response(json_errors))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            sign_responses,
-        ))
-        .layer(compress)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::faults::inject,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_in_flight,
-        ))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
-        )
-        .layer(tower::util::option_layer(cors))
-        .with_state(state)
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        sign_responses,
+    ))
+    .layer(compress)
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::faults::inject,
+    ))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        count_in_flight,
+    ))
+    .layer(
+        TraceLayer::new_for_http()
+            .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+            .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+    )
+    .layer(tower::util::option_layer(cors))
+    .with_state(state)
 }
 
 /// CORS for the configured origins (none: no CORS headers at all). Preflight

@@ -306,13 +306,22 @@ pub(crate) async fn sync(
     let outcome = if req.changes.is_empty() {
         PushOutcome::default()
     } else {
-        app.store
+        let pushed_at = Instant::now();
+        let outcome = app
+            .store
             .apply_push(PushBatch {
                 device_id: req.device_id.clone(),
                 user_id: req.user_id.clone(),
                 changes: req.changes.clone(),
             })
-            .await?
+            .await?;
+        app.metrics.store_time("apply_push", pushed_at);
+        app.metrics.push_batch(req.changes.len());
+        for c in &outcome.conflicts {
+            app.metrics
+                .conflict(crate::metrics::conflict_reason(c.reason.as_deref()));
+        }
+        outcome
     };
     // What the answer holds depends on the capabilities declared (PROTOCOL §5.12, §12.4).
     let caps = Capabilities::declared(&req.capabilities);
@@ -347,8 +356,14 @@ pub(crate) async fn sync(
     };
     let snap = match ahead {
         Some(snap) => snap,
-        None => crate::snapshot::read(&app, &spec).await?,
+        None => {
+            let read_at = Instant::now();
+            let snap = crate::snapshot::read(&app, &spec).await?;
+            app.metrics.store_time("read_page", read_at);
+            snap
+        }
     };
+    app.metrics.page_served();
     let (page, state_digest) = (snap.page, snap.digest);
     // Again after the page: a restore that committed before the page was read is seen here.
     crate::routes::backup::refuse_pre_restore_position(&app, after_seq, since_asked).await?;
@@ -368,6 +383,18 @@ pub(crate) async fn sync(
         .merge(&req.device_id, caller.0.can_write(), &req.vector_clock);
     let mut answer = response(&req, outcome, acks, page, state_digest, started);
     answer.vector_clock = clock;
+    tracing::info!(
+        user = %caller.0.sub,
+        device_id = %req.device_id,
+        sync_type = req.sync_type.as_str(),
+        pushed = req.changes.len(),
+        applied = answer.applied.len(),
+        conflicts = answer.conflicts.len(),
+        pulled = answer.changes.len(),
+        more = answer.cursor.is_some(),
+        ms = started.elapsed().as_millis() as u64,
+        "sync"
+    );
     Ok(Json(answer))
 }
 

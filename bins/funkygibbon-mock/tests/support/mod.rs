@@ -52,6 +52,8 @@ enum Db {
         #[allow(dead_code, reason = "kept to delete the directory at the end")] tempfile::TempDir,
     ),
     Postgres(#[allow(dead_code, reason = "kept to drop the database at the end")] FreshPostgres),
+    /// A database another server of the test owns.
+    Shared,
 }
 
 /// A running server.
@@ -88,6 +90,40 @@ async fn fresh_database(backend: Backend) -> Option<(String, Db)> {
             Some((pg.url.clone(), Db::Postgres(pg)))
         }
     }
+}
+
+/// The headers that sign a request (PROTOCOL §2.6), with a fresh nonce and the current time.
+pub fn signed_headers(
+    key: &str,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    let ts = time::OffsetDateTime::now_utc().unix_timestamp();
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    signed_headers_at(key, method, path, query, body, ts, &nonce)
+}
+
+/// The headers that sign a request with a given timestamp and nonce.
+pub fn signed_headers_at(
+    key: &str,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    ts: i64,
+    nonce: &str,
+) -> Vec<(&'static str, String)> {
+    let string = funkygibbon_mock::request_string(method, path, query, ts, nonce, body);
+    vec![
+        (
+            inbetweenies_proto::codec::SIGNATURE_HEADER,
+            funkygibbon_mock::sign_string(key.as_bytes(), &string),
+        ),
+        (funkygibbon_mock::TIMESTAMP_HEADER, ts.to_string()),
+        (funkygibbon_mock::NONCE_HEADER, nonce.to_owned()),
+    ]
 }
 
 /// An HTTP client for loopback tests.
@@ -148,6 +184,43 @@ impl TestServer {
         })
     }
 
+    /// Starts a second server on a database another test server owns (another store
+    /// instance with its own pool, as a second server process would have).
+    pub async fn start_on_url(url: &str) -> TestServer {
+        let config = ServerConfig::new(url.to_owned())
+            .with_admin_password(PASSWORD)
+            .with_jwt_secret(SECRET);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let task = tokio::spawn(serve_with_handle(
+            listener,
+            config,
+            async move {
+                let _ = stop_rx.await;
+            },
+            ready_tx,
+        ));
+        let handle = ready_rx.await.expect("second server started");
+        TestServer {
+            base: format!("http://{addr}"),
+            handle,
+            http: http_client(),
+            backend: if url.starts_with("postgres") {
+                Backend::Postgres
+            } else {
+                Backend::Sqlite
+            },
+            database_url: url.to_owned(),
+            stop: Some(stop_tx),
+            task: Some(task),
+            _db: Db::Shared,
+        }
+    }
+
     /// The full URL of a path.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
@@ -170,19 +243,18 @@ impl TestServer {
             .to_owned()
     }
 
-    /// Logs in with a signed body (servers with a signing key).
+    /// Logs in with a signed request (servers with a signing key, PROTOCOL §2.6).
     pub async fn login_signed(&self, key: &str) -> String {
         let body = serde_json::to_vec(&serde_json::json!({"password": PASSWORD})).expect("json");
-        let sig = inbetweenies_proto::codec::sign(key.as_bytes(), &body);
-        let res = self
+        let path = "/api/v1/auth/admin/login";
+        let mut req = self
             .http
-            .post(self.url("/api/v1/auth/admin/login"))
-            .header("content-type", "application/json")
-            .header(inbetweenies_proto::codec::SIGNATURE_HEADER, sig)
-            .body(body)
-            .send()
-            .await
-            .expect("login request");
+            .post(self.url(path))
+            .header("content-type", "application/json");
+        for (name, value) in signed_headers(key, "POST", path, "", &body) {
+            req = req.header(name, value);
+        }
+        let res = req.body(body).send().await.expect("login request");
         let (status, body) = read(res).await;
         assert_eq!(status, 200, "signed login failed: {body}");
         body["access_token"]
