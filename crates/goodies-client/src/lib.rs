@@ -47,6 +47,7 @@ mod digest;
 mod error;
 mod events;
 mod http;
+pub mod merkle;
 mod model;
 mod settings;
 mod sync;

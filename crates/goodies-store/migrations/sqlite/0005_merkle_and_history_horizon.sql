@@ -21,31 +21,33 @@ CREATE TABLE merkle_nodes (
     PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
 
--- Ids changed by the running write transaction (empty between transactions).
+-- Ids changed by the running write transaction (empty between transactions). An id
+-- may be listed more than once: no uniqueness to check, whatever conflict policy the
+-- statement that fired the trigger carries.
 CREATE TABLE merkle_dirty (
-    id TEXT PRIMARY KEY
-) WITHOUT ROWID;
+    id TEXT NOT NULL
+);
 
 ALTER TABLE store_meta ADD COLUMN merkle_on INTEGER NOT NULL DEFAULT 0;
 
 CREATE TRIGGER entities_merkle_insert AFTER INSERT ON entities
 WHEN NEW.is_latest = 1 AND (SELECT merkle_on FROM store_meta WHERE one = 1) = 1
 BEGIN
-    INSERT OR IGNORE INTO merkle_dirty (id) VALUES (NEW.id);
+    INSERT INTO merkle_dirty (id) VALUES (NEW.id);
 END;
 
 CREATE TRIGGER entities_merkle_update AFTER UPDATE ON entities
 WHEN (OLD.is_latest <> NEW.is_latest OR OLD.version <> NEW.version OR OLD.id <> NEW.id)
     AND (SELECT merkle_on FROM store_meta WHERE one = 1) = 1
 BEGIN
-    INSERT OR IGNORE INTO merkle_dirty (id) VALUES (OLD.id);
-    INSERT OR IGNORE INTO merkle_dirty (id) VALUES (NEW.id);
+    INSERT INTO merkle_dirty (id) VALUES (OLD.id);
+    INSERT INTO merkle_dirty (id) VALUES (NEW.id);
 END;
 
 CREATE TRIGGER entities_merkle_delete AFTER DELETE ON entities
 WHEN OLD.is_latest = 1 AND (SELECT merkle_on FROM store_meta WHERE one = 1) = 1
 BEGIN
-    INSERT OR IGNORE INTO merkle_dirty (id) VALUES (OLD.id);
+    INSERT INTO merkle_dirty (id) VALUES (OLD.id);
 END;
 
 -- The history horizon: the last compaction pruned history received before

@@ -63,10 +63,12 @@ async fn children_of(
 /// Brings the tree up to date with the ids this write transaction changed (recorded in
 /// `merkle_dirty` by the triggers while the tree is on) and empties `merkle_dirty`.
 pub(super) async fn apply_dirty(conn: &mut SqliteConnection) -> Result<()> {
-    let ids: Vec<String> = sqlx::query_scalar("DELETE FROM merkle_dirty RETURNING id")
+    let mut ids: Vec<String> = sqlx::query_scalar("DELETE FROM merkle_dirty RETURNING id")
         .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::database)?;
+    ids.sort_unstable();
+    ids.dedup();
     if ids.is_empty() {
         return Ok(());
     }
