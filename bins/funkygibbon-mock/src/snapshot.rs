@@ -29,6 +29,7 @@ pub(crate) const OFFERED: &[&str] = &[
     capability::RELATIONSHIP_ROWS,
     capability::MERKLE,
     capability::AS_OF,
+    capability::CHANGE_FEED,
 ];
 
 const _: () = assert!(OFFERED.len() <= 64, "one bit per offered capability");

@@ -158,6 +158,9 @@ pub mod capability {
     pub const MERKLE: &str = "merkle";
     /// The graph REST API answers `?at=T`: the graph as it was at time T.
     pub const AS_OF: &str = "as_of";
+    /// The server streams its change feed at `GET /api/v1/sync/events` (Server-Sent
+    /// Events: one event per committed write, carrying the new cursor).
+    pub const CHANGE_FEED: &str = "change_feed";
 }
 
 impl SyncRequest {

@@ -406,4 +406,75 @@ mod tests {
             Duration::from_secs(2)
         );
     }
+    use crate::config::ServerConfig;
+    use goodies_store::PushBatch;
+    use inbetweenies_proto::{
+        ChangeType, EntityChange, EntityId, EntityType, SourceType, SyncChange, Version,
+    };
+
+    async fn write(store: &Arc<dyn ServerStore>) {
+        let change = SyncChange {
+            change_type: ChangeType::Create,
+            entity: Some(EntityChange {
+                id: EntityId::new_random(),
+                version: Version::now("tester"),
+                entity_type: EntityType::Device,
+                name: "lamp".into(),
+                content: Default::default(),
+                source_type: SourceType::Manual,
+                user_id: "tester".into(),
+                parent_versions: vec![],
+                checksum: None,
+                created_at: None,
+                updated_at: None,
+            }),
+            relationships: vec![],
+        };
+        store
+            .apply_push(PushBatch {
+                device_id: "d".into(),
+                user_id: "tester".into(),
+                changes: vec![change],
+            })
+            .await
+            .expect("push");
+    }
+
+    fn event_text(e: Event) -> String {
+        format!("{e:?}")
+    }
+
+    /// Two listeners on a hub of 4: the one that keeps reading gets every commit; the one
+    /// that reads nothing while 10 commits land (writes never wait for it) is then sent
+    /// `resync` (lagged) and its stream ends.
+    #[tokio::test]
+    async fn a_listener_that_falls_behind_is_sent_resync_and_dropped() {
+        let config = ServerConfig::default().with_feed(Duration::from_secs(15), 4, 100);
+        let (_router, handle) = crate::build_app(config).await.expect("app");
+        let state = handle.state.clone();
+        let listener = |rx| Listener {
+            state: state.clone(),
+            rx,
+            sent: 0,
+            closing: None,
+            first: None,
+            done: false,
+        };
+        let mut keeping = listener(state.feed.subscribe(&state.store).await.unwrap());
+        let mut lagging = listener(state.feed.subscribe(&state.store).await.unwrap());
+        for seq in 1..=10u64 {
+            tokio::time::timeout(Duration::from_secs(10), write(&state.store))
+                .await
+                .expect("a write never waits for listeners");
+            let e = event_text(keeping.next().await.expect("event"));
+            assert!(
+                e.contains("change") && e.contains(&format!("\\\"cursor\\\":\\\"{seq}\\\"")),
+                "{e}"
+            );
+        }
+        let e = event_text(lagging.next().await.expect("resync"));
+        assert!(e.contains("resync") && e.contains("lagged"), "{e}");
+        assert!(e.contains("\\\"cursor\\\":\\\"10\\\""), "{e}");
+        assert!(lagging.next().await.is_none(), "the lagging stream ends");
+    }
 }
