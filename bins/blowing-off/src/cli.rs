@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{conflicts, connect, device, entity, home, login, outbox, room, sync};
+use crate::commands::{conflicts, connect, device, entity, home, login, mcp, outbox, room, sync};
 
 /// Blowing-Off: an offline-first client of The Goodies smart-home knowledge graph.
 #[derive(Debug, Parser)]
@@ -77,4 +77,7 @@ pub enum Command {
     Conflicts(conflicts::Args),
     /// Changes the server refused (kept aside, not lost), and sending them again.
     Outbox(outbox::Args),
+    /// Serve the house-graph tools to an assistant over stdio (Model Context Protocol),
+    /// answering from the local mirror; writes sync like any local edit.
+    Mcp(mcp::Args),
 }

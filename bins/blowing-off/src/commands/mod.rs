@@ -6,6 +6,7 @@ pub mod device;
 pub mod entity;
 pub mod home;
 pub mod login;
+pub mod mcp;
 pub mod outbox;
 pub mod room;
 pub mod status;
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Entity(a) => entity::run(&client, out, a).await,
         Command::Conflicts(a) => conflicts::run(&client, out, a).await,
         Command::Outbox(a) => outbox::run(&client, out, a).await,
+        Command::Mcp(a) => mcp::run(&client, a).await,
     }
 }
 
