@@ -32,6 +32,8 @@ pub const DEFAULT_FEED_HEARTBEAT: Duration = Duration::from_secs(15);
 pub const DEFAULT_FEED_BUFFER: usize = 256;
 /// The default number of rows a change-feed resume (`Last-Event-ID`) may be behind.
 pub const DEFAULT_FEED_REPLAY_LIMIT: usize = 10_000;
+/// The default largest blob accepted (1 GiB).
+pub const DEFAULT_MAX_BLOB_SIZE: u64 = 1024 * 1024 * 1024;
 
 /// The default burst of the per-token sync rate limit (when a rate is set).
 pub const DEFAULT_SYNC_RATE_BURST: u32 = 20;
@@ -139,6 +141,8 @@ pub struct ServerConfig {
     pub feed_buffer: usize,
     /// Rows a change-feed resume may be behind; further back, `resync`.
     pub feed_replay_limit: usize,
+    /// Largest blob accepted, in bytes (a larger one is refused 413 before any byte is read).
+    pub max_blob_size: u64,
 }
 
 impl Default for ServerConfig {
@@ -177,6 +181,7 @@ impl Default for ServerConfig {
             feed_heartbeat: DEFAULT_FEED_HEARTBEAT,
             feed_buffer: DEFAULT_FEED_BUFFER,
             feed_replay_limit: DEFAULT_FEED_REPLAY_LIMIT,
+            max_blob_size: DEFAULT_MAX_BLOB_SIZE,
         }
     }
 }
@@ -220,6 +225,7 @@ impl fmt::Debug for ServerConfig {
             .field("feed_heartbeat", &self.feed_heartbeat)
             .field("feed_buffer", &self.feed_buffer)
             .field("feed_replay_limit", &self.feed_replay_limit)
+            .field("max_blob_size", &self.max_blob_size)
             .finish()
     }
 }
@@ -370,6 +376,12 @@ impl ServerConfig {
         self.feed_heartbeat = heartbeat;
         self.feed_buffer = buffer;
         self.feed_replay_limit = replay_limit;
+        self
+    }
+
+    /// Sets the largest blob accepted, in bytes.
+    pub fn with_max_blob_size(mut self, bytes: u64) -> Self {
+        self.max_blob_size = bytes;
         self
     }
 
@@ -622,6 +634,9 @@ pub struct Cli {
     /// Rows a change-feed resume (`Last-Event-ID`) may be behind before `resync`.
     #[arg(long, env = "FUNKYGIBBON_FEED_REPLAY_LIMIT", default_value_t = DEFAULT_FEED_REPLAY_LIMIT)]
     pub feed_replay_limit: usize,
+    /// Largest blob accepted, in bytes.
+    #[arg(long, env = "FUNKYGIBBON_MAX_BLOB_SIZE", default_value_t = DEFAULT_MAX_BLOB_SIZE)]
+    pub max_blob_size: u64,
 }
 
 impl Cli {
@@ -694,6 +709,7 @@ impl Cli {
             feed_heartbeat: Duration::from_secs(self.feed_heartbeat_secs),
             feed_buffer: self.feed_buffer,
             feed_replay_limit: self.feed_replay_limit,
+            max_blob_size: self.max_blob_size,
         }
     }
 }

@@ -201,6 +201,7 @@ async fn build_with_port(
         clock: clock::ServerClock::default(),
         unknown_values: vocabulary::UnknownValues::default(),
         feed: routes::events::FeedHub::new(feed_buffer),
+        blobs: routes::blobs::BlobTransfers::default(),
     }));
     let router = routes::router(state.clone());
     Ok((router, AppHandle { state }))

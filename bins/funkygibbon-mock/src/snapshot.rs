@@ -30,6 +30,7 @@ pub(crate) const OFFERED: &[&str] = &[
     capability::MERKLE,
     capability::AS_OF,
     capability::CHANGE_FEED,
+    capability::BLOBS,
 ];
 
 const _: () = assert!(OFFERED.len() <= 64, "one bit per offered capability");

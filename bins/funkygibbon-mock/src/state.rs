@@ -40,6 +40,8 @@ pub(crate) struct AppInner {
     pub unknown_values: crate::vocabulary::UnknownValues,
     /// The change feed's fan-out of commit notices (`routes::events`).
     pub feed: crate::routes::events::FeedHub,
+    /// Blob uploads running in this process (`routes::blobs`).
+    pub blobs: crate::routes::blobs::BlobTransfers,
 }
 
 impl AppInner {

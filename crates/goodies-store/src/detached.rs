@@ -129,6 +129,46 @@ impl<S: crate::notify::CommitFeed + ?Sized + 'static> crate::notify::CommitFeed 
 }
 
 #[async_trait]
+impl<S: crate::blob_upload::BlobUploads + ?Sized + 'static> crate::blob_upload::BlobUploads
+    for Detached<S>
+{
+    async fn blob_state(&self, sha256: &str) -> Result<crate::blob_upload::BlobState> {
+        let (s, sha) = (self.0.clone(), sha256.to_owned());
+        run(async move { s.blob_state(&sha).await }).await
+    }
+
+    async fn begin_blob(
+        &self,
+        sha256: &str,
+        total: u64,
+        content_type: &str,
+    ) -> Result<crate::blob_upload::BlobState> {
+        let (s, sha, ct) = (self.0.clone(), sha256.to_owned(), content_type.to_owned());
+        run(async move { s.begin_blob(&sha, total, &ct).await }).await
+    }
+
+    async fn append_blob(&self, sha256: &str, offset: u64, bytes: Vec<u8>) -> Result<u64> {
+        let (s, sha) = (self.0.clone(), sha256.to_owned());
+        run(async move { s.append_blob(&sha, offset, bytes).await }).await
+    }
+
+    async fn read_blob_bytes(&self, sha256: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let (s, sha) = (self.0.clone(), sha256.to_owned());
+        run(async move { s.read_blob_bytes(&sha, offset, len).await }).await
+    }
+
+    async fn complete_blob(&self, sha256: &str) -> Result<()> {
+        let (s, sha) = (self.0.clone(), sha256.to_owned());
+        run(async move { s.complete_blob(&sha).await }).await
+    }
+
+    async fn discard_blob_upload(&self, sha256: &str) -> Result<()> {
+        let (s, sha) = (self.0.clone(), sha256.to_owned());
+        run(async move { s.discard_blob_upload(&sha).await }).await
+    }
+}
+
+#[async_trait]
 impl<S: ServerStore + ?Sized + 'static> ServerStore for Detached<S> {
     async fn apply_push(&self, batch: PushBatch) -> Result<PushOutcome> {
         let s = self.0.clone();

@@ -36,6 +36,10 @@ pub enum StoreError {
     /// The request is not valid for the current state (e.g. resolving a conflict twice).
     #[error("invalid operation: {0}")]
     Invalid(String),
+    /// The operation lost a race or contradicts what another one started (a blob append
+    /// at an offset the store no longer holds, an upload declared with another size).
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl StoreError {

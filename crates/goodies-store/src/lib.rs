@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod api;
+pub mod blob_upload;
 mod detached;
 pub mod error;
 pub mod graph;
@@ -33,6 +34,7 @@ pub mod sqlite;
 mod types;
 
 pub use api::{ClientStore, GraphRead, ServerStore};
+pub use blob_upload::{BlobState, BlobUploads};
 pub use detached::Detached;
 pub use notify::{CommitFeed, CommitGap, CommitNotice, CommitSubscription};
 pub use error::{Result, StoreError};

@@ -161,6 +161,9 @@ pub mod capability {
     /// The server streams its change feed at `GET /api/v1/sync/events` (Server-Sent
     /// Events: one event per committed write, carrying the new cursor).
     pub const CHANGE_FEED: &str = "change_feed";
+    /// The server keeps blobs at `/api/v1/blobs/{sha256}`: resumable chunked uploads,
+    /// ranged downloads, checked against the address.
+    pub const BLOBS: &str = "blobs";
 }
 
 impl SyncRequest {

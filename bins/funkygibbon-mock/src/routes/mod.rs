@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 pub(crate) mod backup;
+pub(crate) mod blobs;
 pub(crate) mod events;
 mod flow;
 mod graph;
@@ -66,6 +67,10 @@ pub(crate) fn router(state: AppState) -> Router {
         ("/api/v1/sync/vocabulary", get(sync::vocabulary)),
         ("/api/v1/sync/merkle", get(merkle::nodes)),
         ("/api/v1/sync/events", get(events::events)),
+        (
+            "/api/v1/blobs/{sha256}",
+            get(blobs::get).head(blobs::head).put(blobs::put),
+        ),
         ("/api/v1/sync/conflicts", get(sync::conflicts)),
         ("/api/v1/sync/conflicts/{id}/resolve", post(sync::resolve)),
         // The seeds' five-step flow.
@@ -151,7 +156,11 @@ pub(crate) fn router(state: AppState) -> Router {
     let compress = CompressionLayer::new()
         .gzip(true)
         .quality(CompressionLevel::Fastest)
-        .compress_when(DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE)));
+        .compress_when(
+            DefaultPredicate::new()
+                .and(SizeAbove::new(COMPRESS_ABOVE))
+                .and(not_ranged as fn(_, _, &_, &_) -> bool),
+        );
     let cors = cors_layer(&state.config.cors_origins);
     r.route_layer(middleware::from_fn_with_state(
         state.clone(),
@@ -268,12 +277,25 @@ async fn sign_responses(State(state): State<AppState>, req: Request, next: Next)
 /// Whether an answer is streamed rather than held whole: event streams and blob
 /// bytes are not signed (PROTOCOL §2.4), so they never wait for their whole body.
 fn is_streamed(res: &Response) -> bool {
-    res.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.starts_with("text/event-stream") || v.starts_with("application/octet-stream")
-        })
+    res.headers().contains_key(header::ACCEPT_RANGES)
+        || res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.starts_with("text/event-stream") || v.starts_with("application/octet-stream")
+            })
+}
+
+/// Answers that serve byte ranges (blobs) are never compressed: their `Content-Range`
+/// and `Content-Length` count the bytes themselves.
+fn not_ranged(
+    _: axum::http::StatusCode,
+    _: axum::http::Version,
+    headers: &axum::http::HeaderMap,
+    _: &axum::http::Extensions,
+) -> bool {
+    !headers.contains_key(header::ACCEPT_RANGES)
 }
 
 /// Turns any error answer that is not JSON (405 from routing, 415 from

@@ -88,6 +88,7 @@
 //!   sqlx error as their source.
 
 mod backup;
+mod blob_upload;
 mod merkle;
 mod notify;
 mod read;

@@ -43,6 +43,11 @@ impl BlobDir {
         })
     }
 
+    /// The directory itself.
+    pub(crate) fn root(&self) -> &Path {
+        &self.dir
+    }
+
     pub(crate) fn path_of(&self, sha256: &str) -> Result<PathBuf> {
         if sha256.len() != 64
             || !sha256

@@ -31,6 +31,7 @@
 //! as the store) and keeps blob bytes in a temporary directory.
 
 mod backup;
+mod blob_upload;
 mod blobs;
 mod client;
 mod feed;
