@@ -180,6 +180,20 @@ pub trait ServerStore:
         level: u8,
         nodes: &[inbetweenies_conflict::NodeId],
     ) -> Result<Vec<crate::merkle::MerkleNode>>;
+
+    /// Relationships received at or before `at`, in sequence order (the edges of the
+    /// graph as of `at`; callers drop those whose endpoints did not exist then).
+    async fn relationships_as_of(&self, at: Timestamp) -> Result<Vec<Relationship>>;
+
+    /// Prunes superseded history older than `before` in one write transaction (see
+    /// [`crate::horizon`]); the horizon never moves back.
+    async fn compact_history(
+        &self,
+        before: Timestamp,
+    ) -> Result<crate::horizon::CompactionReport>;
+
+    /// The horizon of the last compaction, `None` when history was never pruned.
+    async fn history_horizon(&self) -> Result<Option<crate::horizon::HistoryHorizon>>;
 }
 
 /// A client's local mirror: local writes with an outbox, atomic pull-apply with the pull-guard.

@@ -307,6 +307,24 @@ impl<S: ServerStore + ?Sized + 'static> ServerStore for Detached<S> {
         run(async move { s.merkle_nodes(level, &nodes).await }).await
     }
 
+    async fn relationships_as_of(&self, at: Timestamp) -> Result<Vec<Relationship>> {
+        let s = self.0.clone();
+        run(async move { s.relationships_as_of(at).await }).await
+    }
+
+    async fn compact_history(
+        &self,
+        before: Timestamp,
+    ) -> Result<crate::horizon::CompactionReport> {
+        let s = self.0.clone();
+        run(async move { s.compact_history(before).await }).await
+    }
+
+    async fn history_horizon(&self) -> Result<Option<crate::horizon::HistoryHorizon>> {
+        let s = self.0.clone();
+        run(async move { s.history_horizon().await }).await
+    }
+
     async fn blob_meta(&self, sha256: &str) -> Result<Option<BlobMeta>> {
         let (s, sha256) = (self.0.clone(), sha256.to_owned());
         run(async move { s.blob_meta(&sha256).await }).await

@@ -22,6 +22,7 @@ pub mod blob_upload;
 mod detached;
 pub mod error;
 pub mod graph;
+pub mod horizon;
 pub mod logic;
 pub mod merkle;
 pub mod notify;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use goodies_store::graph::GraphAsOf;
 use goodies_store::{
     Direction, EntityOutcome, EntityQuery, PushBatch, PushOutcome, RelationshipOutcome,
     RelationshipQuery, StoredEntity,
@@ -194,6 +195,32 @@ async fn stored_version(
             .await?
             .ok_or_else(|| ApiError::not_found("Entity not found")),
     }
+}
+
+/// The time `?at=` names (PROTOCOL §5.14): `None` without it; 400 (field `at`) for a
+/// time that is not RFC 3339 or that lies before the history horizon.
+async fn as_of_time(app: &AppState, raw: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    let Some(raw) = raw.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let at = Timestamp::parse(raw).map_err(|e| {
+        ApiError::bad_request(format!("at must be an RFC 3339 time: {e}")).with_field("at")
+    })?;
+    if let Some(h) = app.store.history_horizon().await? {
+        if !h.covers(at) {
+            return Err(ApiError::bad_request(format!(
+                "history before the horizon {} was pruned; ask about a later time",
+                h.at
+            ))
+            .with_field("at"));
+        }
+    }
+    Ok(Some(at))
+}
+
+/// `?offset=` and `?limit=` applied to an as-of answer.
+fn page<T: Clone>(items: &[T], offset: usize, limit: usize) -> Vec<T> {
+    items.iter().skip(offset).take(limit).cloned().collect()
 }
 
 async fn latest_or_404(app: &AppState, id: &str) -> Result<Entity, ApiError> {
@@ -440,6 +467,24 @@ pub(crate) async fn list_entities(
     let offset = query_usize(&q, "offset", 0, usize::MAX)?;
     let include_deleted = query_bool(&q, "include_deleted");
     let name_contains = q.get("name").filter(|n| !n.is_empty()).cloned();
+    if let Some(at) = as_of_time(&app, q.get("at").map(String::as_str)).await? {
+        // As of `at`: the latest-by-then version of every id that existed (tombstoned and
+        // losing versions out), in name then id order.
+        let types = entity_type.clone().map(|t| vec![t]);
+        let mut all = app.store.entities_as_of(at, types.as_deref()).await?;
+        if let Some(needle) = &name_contains {
+            let needle = needle.to_ascii_lowercase();
+            all.retain(|e| e.name.to_ascii_lowercase().contains(&needle));
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        return Ok(Json(json!({
+            "entities": to_json(&page(&all, offset, limit))?,
+            "total": all.len(),
+            "limit": limit,
+            "offset": offset,
+            "at": at,
+        })));
+    }
     let mut query = EntityQuery {
         entity_types: entity_type.clone().map(|t| vec![t]),
         name_contains: name_contains.clone(),
@@ -476,7 +521,32 @@ pub(crate) async fn get_entity(
     State(app): State<AppState>,
     _caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(at) = as_of_time(&app, q.get("at").map(String::as_str)).await? {
+        check_path_id(&id)?;
+        let graph = GraphAsOf::read(app.store.as_ref(), at).await?;
+        let entity = graph
+            .entities
+            .get(&EntityId::new(&id))
+            .ok_or_else(|| ApiError::not_found("Entity not found at that time"))?;
+        let outgoing: Vec<_> = graph
+            .relationships
+            .iter()
+            .filter(|r| r.from_entity_id == entity.id)
+            .collect();
+        let incoming: Vec<_> = graph
+            .relationships
+            .iter()
+            .filter(|r| r.to_entity_id == entity.id)
+            .collect();
+        return Ok(Json(json!({
+            "entity": to_json(entity)?,
+            "outgoing": to_json(&outgoing)?,
+            "incoming": to_json(&incoming)?,
+            "at": at,
+        })));
+    }
     let entity = latest_or_404(&app, &id).await?;
     let outgoing = app
         .store
@@ -654,6 +724,35 @@ pub(crate) async fn list_relationships(
         limit: Some(query_usize(&q, "limit", DEFAULT_LIMIT, MAX_LIMIT)?),
         offset: query_usize(&q, "offset", 0, usize::MAX)?,
     };
+    if let Some(at) = as_of_time(&app, q.get("at").map(String::as_str)).await? {
+        let graph = GraphAsOf::read(app.store.as_ref(), at).await?;
+        let matching: Vec<_> = graph
+            .relationships
+            .into_iter()
+            .filter(|r| {
+                query
+                    .from_entity_id
+                    .as_ref()
+                    .is_none_or(|f| &r.from_entity_id == f)
+                    && query
+                        .to_entity_id
+                        .as_ref()
+                        .is_none_or(|t| &r.to_entity_id == t)
+                    && query
+                        .relationship_type
+                        .as_ref()
+                        .is_none_or(|t| &r.relationship_type == t)
+            })
+            .collect();
+        let rels = page(
+            &matching,
+            query.offset,
+            query.limit.unwrap_or(DEFAULT_LIMIT),
+        );
+        return Ok(Json(
+            json!({"relationships": to_json(&rels)?, "count": rels.len(), "at": at}),
+        ));
+    }
     let rels = app.store.relationships(&query).await?;
     Ok(Json(
         json!({"relationships": to_json(&rels)?, "count": rels.len()}),
@@ -738,9 +837,21 @@ pub(crate) async fn search(
 pub(crate) async fn path(
     State(app): State<AppState>,
     _caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let value = body.json()?;
+    let at_raw = match (value.get("at"), q.get("at")) {
+        (Some(Value::String(s)), _) => Some(s.clone()),
+        (Some(Value::Null) | None, q) => q.cloned(),
+        (Some(other), _) => {
+            return Err(
+                ApiError::bad_request(format!("at must be an RFC 3339 time, got {other}"))
+                    .with_field("at"),
+            )
+        }
+    };
+    let at = as_of_time(&app, at_raw.as_deref()).await?;
     let mut f = Fields::new(&value)?;
     let from = f.req_str(&["from_id", "source_id", "from_entity_id"], 1);
     let to = f.req_str(&["to_id", "target_id", "to_entity_id"], 1);
@@ -760,6 +871,25 @@ pub(crate) async fn path(
     );
     f.finish()?;
     let (from, to) = (from.unwrap_or_default(), to.unwrap_or_default());
+    if let Some(at) = at {
+        // Over the graph as of `at`: only entities that existed then, only edges stored by then.
+        let graph = GraphAsOf::read(app.store.as_ref(), at).await?;
+        let (from, to) = (EntityId::new(&from), EntityId::new(&to));
+        for id in [&from, &to] {
+            if !graph.entities.contains_key(id) {
+                return Err(ApiError::not_found("Entity not found at that time"));
+            }
+        }
+        let ids = graph.path(&from, &to, depth).unwrap_or_default();
+        let entities: Vec<&Entity> = ids.iter().filter_map(|i| graph.entities.get(i)).collect();
+        return Ok(Json(json!({
+            "found": !ids.is_empty(),
+            "path": ids,
+            "length": ids.len().saturating_sub(1),
+            "entities": to_json(&entities)?,
+            "at": at,
+        })));
+    }
     latest_or_404(&app, &from).await?;
     latest_or_404(&app, &to).await?;
     let found = app
@@ -789,8 +919,54 @@ pub(crate) async fn connected(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     check_query(&q, &[], &["relationship_type"])?;
-    let entity = latest_or_404(&app, &id).await?;
+    let at = as_of_time(&app, q.get("at").map(String::as_str)).await?;
     let rel_type = query_relationship_type(&app, &q)?;
+    if let Some(at) = at {
+        check_path_id(&id)?;
+        let graph = GraphAsOf::read(app.store.as_ref(), at).await?;
+        let here = EntityId::new(&id);
+        if !graph.entities.contains_key(&here) {
+            return Err(ApiError::not_found("Entity not found at that time"));
+        }
+        let want = q.get("direction").map(String::as_str).unwrap_or("both");
+        if !["outgoing", "incoming", "both", ""].contains(&want) {
+            return Err(query_enum_error(
+                "direction",
+                &["outgoing", "incoming", "both"],
+                want,
+            ));
+        }
+        let mut connected = Vec::new();
+        for r in &graph.relationships {
+            if rel_type.as_ref().is_some_and(|t| &r.relationship_type != t) {
+                continue;
+            }
+            let (dir, other) = if r.from_entity_id == here {
+                ("outgoing", &r.to_entity_id)
+            } else if r.to_entity_id == here {
+                ("incoming", &r.from_entity_id)
+            } else {
+                continue;
+            };
+            if want != "both" && !want.is_empty() && want != dir {
+                continue;
+            }
+            if let Some(e) = graph.entities.get(other) {
+                connected.push(json!({
+                    "entity": to_json(e)?,
+                    "relationship": to_json(r)?,
+                    "direction": dir,
+                }));
+            }
+        }
+        return Ok(Json(json!({
+            "entity_id": here,
+            "count": connected.len(),
+            "connected": connected,
+            "at": at,
+        })));
+    }
+    let entity = latest_or_404(&app, &id).await?;
     let direction = match q.get("direction").map(String::as_str) {
         None | Some("both") | Some("") => Direction::Both,
         Some("outgoing") => Direction::Outgoing,

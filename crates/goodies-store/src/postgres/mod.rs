@@ -89,6 +89,7 @@
 
 mod backup;
 mod blob_upload;
+mod history;
 mod merkle;
 mod notify;
 mod read;

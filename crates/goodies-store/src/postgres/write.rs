@@ -759,4 +759,22 @@ impl ServerStore for PgStore {
     ) -> Result<Vec<crate::merkle::MerkleNode>> {
         self.read_merkle(level, nodes).await
     }
+
+    async fn relationships_as_of(
+        &self,
+        at: inbetweenies_proto::Timestamp,
+    ) -> Result<Vec<inbetweenies_proto::Relationship>> {
+        self.read_relationships_as_of(at).await
+    }
+
+    async fn compact_history(
+        &self,
+        before: inbetweenies_proto::Timestamp,
+    ) -> Result<crate::horizon::CompactionReport> {
+        self.compact(before).await
+    }
+
+    async fn history_horizon(&self) -> Result<Option<crate::horizon::HistoryHorizon>> {
+        self.read_horizon().await
+    }
 }

@@ -35,6 +35,7 @@ mod blob_upload;
 mod blobs;
 mod client;
 mod feed;
+mod history;
 mod merkle;
 mod notify;
 mod push;

@@ -23,7 +23,9 @@ CREATE TABLE merkle_nodes (
     PRIMARY KEY (level, idx)
 );
 
--- Ids changed by the running write transaction (empty between transactions).
+-- Ids changed by the running write transaction (empty between transactions). A row
+-- counts when it is latest after an insert or update or was latest before an update
+-- or delete: pruning superseded versions marks nothing.
 CREATE TABLE merkle_dirty (
     id TEXT COLLATE "C" PRIMARY KEY
 );
@@ -35,7 +37,7 @@ CREATE FUNCTION goodies_merkle_mark() RETURNS trigger
     AS $$
 BEGIN
     IF (SELECT merkle_on FROM goodies_meta) THEN
-        INSERT INTO merkle_dirty (id) SELECT DISTINCT id FROM changed_rows
+        INSERT INTO merkle_dirty (id) SELECT DISTINCT id FROM changed_rows WHERE is_latest
             ON CONFLICT DO NOTHING;
     END IF;
     RETURN NULL;
