@@ -100,6 +100,10 @@ pub(crate) fn field_item(f: &FieldError) -> Value {
 pub(crate) enum Rule {
     /// A key string: no U+0000, at most `MAX_KEY_BYTES` bytes.
     Key,
+    /// A list of key strings (parent versions): each as [`Rule::Key`].
+    KeyList,
+    /// An entity name: no U+0000, at most `MAX_NAME_BYTES` bytes.
+    Name,
     /// A stored or selecting value: no U+0000 in any string or object key, at any depth.
     NulFree,
 }
@@ -118,7 +122,17 @@ pub(crate) fn string_items<'v>(
             (Rule::Key, Value::String(s)) => {
                 errs.extend(inbetweenies_proto::validate::check_key(s, &at));
             }
-            (Rule::Key, _) => {}
+            (Rule::KeyList, Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Value::String(s) = item {
+                        errs.extend(inbetweenies_proto::validate::check_key(s, &at.index(i)));
+                    }
+                }
+            }
+            (Rule::Name, Value::String(s)) => {
+                errs.extend(inbetweenies_proto::validate::check_name(s, &at));
+            }
+            (Rule::Key | Rule::KeyList | Rule::Name, _) => {}
             (Rule::NulFree, v) => errs.extend(inbetweenies_proto::validate::nul_characters(v, &at)),
         }
     }

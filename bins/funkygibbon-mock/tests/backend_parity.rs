@@ -4,9 +4,9 @@
 //! bytes for each case of a table: U+0000 where it would be stored, lone
 //! surrogates, a 1 MB name, deep content, characters outside the BMP, a
 //! 64 KiB string, right-to-left and combining text; and, in a second table,
-//! every key string the server stores (ids, versions, type strings, the
-//! device id) at and past the length cap, with the stored strings that are
-//! not capped at 4 KB. Each case states what both must answer; whatever is
+//! every string the server stores outside content (ids, versions, type
+//! strings, user and device ids, names) at and past its length limit
+//! (PROTOCOL §5.10). Each case states what both must answer; whatever is
 //! accepted is then pulled from both and must come back exactly as it was
 //! sent.
 
@@ -94,6 +94,32 @@ use LocPart::{I, K};
 const NAME: &[LocPart] = &[K("body"), K("changes"), I(0), K("entity"), K("name")];
 const ID: &[LocPart] = &[K("body"), K("changes"), I(0), K("entity"), K("id")];
 const VERSION: &[LocPart] = &[K("body"), K("changes"), I(0), K("entity"), K("version")];
+const SOURCE_TYPE: &[LocPart] = &[K("body"), K("changes"), I(0), K("entity"), K("source_type")];
+const USER: &[LocPart] = &[K("body"), K("user_id")];
+const PARENT: &[LocPart] = &[
+    K("body"),
+    K("changes"),
+    I(0),
+    K("entity"),
+    K("parent_versions"),
+    I(0),
+];
+const REL_TYPE: &[LocPart] = &[
+    K("body"),
+    K("changes"),
+    I(0),
+    K("relationships"),
+    I(0),
+    K("relationship_type"),
+];
+const REL_FROM_VERSION: &[LocPart] = &[
+    K("body"),
+    K("changes"),
+    I(0),
+    K("relationships"),
+    I(0),
+    K("from_entity_version"),
+];
 const CONTENT_K: &[LocPart] = &[
     K("body"),
     K("changes"),
@@ -225,7 +251,19 @@ fn cases() -> Vec<Case> {
         "a 1 MB name that does not compress",
         json!(incompressible(1 << 20)).to_string(),
         "{}".into(),
+        Expect::Refused("string_too_long", NAME),
+    ));
+    out.push(one(
+        "a 4,096-byte name that does not compress (the limit)",
+        json!(incompressible(4096)).to_string(),
+        "{}".into(),
         Expect::Stored,
+    ));
+    out.push(one(
+        "a name of 1,366 three-byte characters (4,098 bytes)",
+        json!("\u{20ac}".repeat(1366)).to_string(),
+        "{}".into(),
+        Expect::Refused("string_too_long", NAME),
     ));
     out.push(one(
         "content nested 100 levels deep",
@@ -376,13 +414,22 @@ fn set(change: &mut Value, pointer: &str, s: String) {
 }
 
 /// 4 KB of letters that do not compress.
+/// The length limit of the field at a detail item's `loc` (PROTOCOL §5.10).
+fn limit_at(loc: &Value) -> usize {
+    let last = loc.as_array().and_then(|l| l.last());
+    if last == Some(&json!("name")) {
+        4096
+    } else {
+        CAP
+    }
+}
+
 fn big() -> String {
     incompressible(4 << 10)
 }
 
-/// Every key string the server stores, past the cap (refused alike at the
-/// field) and at it (accepted alike, read back as sent); the stored strings
-/// that are not capped, at 4 KB (accepted alike).
+/// Every string the server stores outside content, past its limit (refused
+/// alike at the field) and at it (accepted alike, read back as sent).
 fn key_cases() -> Vec<Case> {
     let too_long = |loc| Expect::Refused("string_too_long", loc);
     let cases: Vec<(&'static str, bool, Box<Edit>, Expect)> = vec![
@@ -486,14 +533,35 @@ fn key_cases() -> Vec<Case> {
             }),
             Expect::Stored,
         ),
-        // Not capped: no index keys on them.
+        // The labels and user ids beside the keys, and the versions they
+        // name, have the same limit.
         (
-            "a 4 KB source type, entity user id and request user id",
+            "a 1,024-byte source type, entity user id and request user id",
             false,
             Box::new(|c, _, u| {
-                set(c, "/entity/source_type", big());
-                set(c, "/entity/user_id", big());
-                *u = big();
+                set(c, "/entity/source_type", incompressible(CAP));
+                set(c, "/entity/user_id", incompressible(CAP));
+                *u = incompressible(CAP);
+            }),
+            Expect::Stored,
+        ),
+        (
+            "a 4 KB source type",
+            false,
+            Box::new(|c, _, _| set(c, "/entity/source_type", big())),
+            too_long(SOURCE_TYPE),
+        ),
+        (
+            "a 4 KB request user id",
+            false,
+            Box::new(|_, _, u| *u = big()),
+            too_long(USER),
+        ),
+        (
+            "a 1,024-byte parent version",
+            false,
+            Box::new(|c, _, _| {
+                c["entity"]["parent_versions"] = json!([long_version(92, CAP)]);
             }),
             Expect::Stored,
         ),
@@ -503,19 +571,25 @@ fn key_cases() -> Vec<Case> {
             Box::new(|c, _, _| {
                 c["entity"]["parent_versions"] = json!([long_version(92, 4 << 10)]);
             }),
-            Expect::Stored,
+            too_long(PARENT),
         ),
         (
-            "a 4 KB relationship type and relationship user id",
+            "a 1,024-byte relationship type and relationship user id",
             true,
             Box::new(|c, _, _| {
-                set(c, "/relationships/0/relationship_type", big());
-                set(c, "/relationships/0/user_id", big());
+                set(c, "/relationships/0/relationship_type", incompressible(CAP));
+                set(c, "/relationships/0/user_id", incompressible(CAP));
             }),
             Expect::Stored,
         ),
         (
-            "4 KB relationship endpoint versions (no such version: not stored)",
+            "a 4 KB relationship type",
+            true,
+            Box::new(|c, _, _| set(c, "/relationships/0/relationship_type", big())),
+            too_long(REL_TYPE),
+        ),
+        (
+            "4 KB relationship endpoint versions",
             true,
             Box::new(|c, _, _| {
                 set(
@@ -529,7 +603,7 @@ fn key_cases() -> Vec<Case> {
                     long_version(94, 4 << 10),
                 );
             }),
-            Expect::Stored,
+            too_long(REL_FROM_VERSION),
         ),
     ];
     cases
@@ -753,7 +827,8 @@ async fn run_table(cases: Vec<Case>, tweak: impl Fn(ServerConfig) -> ServerConfi
                 let ok = a.status == 422
                     && item["type"] == json!(kind)
                     && (loc.is_empty() || item["loc"] == loc_of(loc))
-                    && (kind != "string_too_long" || item["ctx"]["max_length"] == CAP);
+                    && (kind != "string_too_long"
+                        || item["ctx"]["max_length"] == limit_at(&item["loc"]));
                 if !ok {
                     failures.push(format!(
                         "{}: both answered {} {}, expected 422 {kind} at {}",

@@ -1,9 +1,10 @@
 //! Content checksums: SHA-256 over a canonical JSON encoding.
 //!
 //! The canonical encoding sorts object keys (by their UTF-8 bytes) at every
-//! depth and writes no insignificant white space; strings and numbers are
-//! written as `serde_json` writes them. Equal content therefore gives equal
-//! checksums whatever the key order it was built or received in.
+//! depth and writes no insignificant white space; strings are written as
+//! `serde_json` writes them, and numbers with every digit as they were sent
+//! (see [`canonical_number`]). Equal content therefore gives equal checksums
+//! whatever the key order it was built or received in.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -44,7 +45,33 @@ fn write_canonical(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
+        Value::Number(n) => canonical_number(&n.to_string(), out),
         other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Writes a JSON number token in canonical form (PROTOCOL §4.6): its sign,
+/// integer digits and fraction exactly as sent (`-0`, `1.0`, `1.50` and
+/// integers of any size stay as they are), and an exponent as a lowercase
+/// `e`, an explicit sign (`+` when none was sent) and its digits as sent:
+/// `1E2` and `1e2` are written `1e+2`, `5E-07` is written `5e-07`. The
+/// integer `-0` is the integer zero and is written `0` (`-0.0` stays).
+pub fn canonical_number(token: &str, out: &mut String) {
+    if token == "-0" {
+        out.push('0');
+        return;
+    }
+    match token.find(['e', 'E']) {
+        None => out.push_str(token),
+        Some(at) => {
+            out.push_str(&token[..at]);
+            out.push('e');
+            let exp = &token[at + 1..];
+            if !exp.starts_with(['+', '-']) {
+                out.push('+');
+            }
+            out.push_str(exp);
+        }
     }
 }
 
@@ -95,5 +122,39 @@ mod tests {
         assert_ne!(value_checksum(&a), value_checksum(&b));
         let a = a.as_object().unwrap();
         assert!(verify_content_checksum(a, &value_checksum(&b)).is_err());
+    }
+
+    #[test]
+    fn numbers_keep_every_digit() {
+        let sent = r#"{"a":-9223372036854775809,"b":18446744073709551616,"c":-0,"d":-0.0,"e":1.0,"f":1,"g":1E2,"h":1e2,"i":1e400,"j":5E-07,"k":3.14159265358979323846264338327950288419716939937510,"l":1e+2}"#;
+        let canonical = r#"{"a":-9223372036854775809,"b":18446744073709551616,"c":0,"d":-0.0,"e":1.0,"f":1,"g":1e+2,"h":1e+2,"i":1e+400,"j":5e-07,"k":3.14159265358979323846264338327950288419716939937510,"l":1e+2}"#;
+        let v: Value = serde_json::from_str(sent).unwrap();
+        assert_eq!(canonical_json(&v), canonical);
+        // `1.0` and `1`, `100` and `1e2` are different content.
+        assert_ne!(
+            value_checksum(&json!({"n": 1.0})),
+            value_checksum(&json!({"n": 1}))
+        );
+        let hundred: Value = serde_json::from_str(r#"{"n":100}"#).unwrap();
+        let exp: Value = serde_json::from_str(r#"{"n":1e2}"#).unwrap();
+        assert_ne!(value_checksum(&hundred), value_checksum(&exp));
+    }
+
+    #[test]
+    fn exponents_are_spelled_one_way() {
+        for (token, want) in [
+            ("1e2", "1e+2"),
+            ("1E2", "1e+2"),
+            ("1E+2", "1e+2"),
+            ("1e-2", "1e-2"),
+            ("-2.50E-007", "-2.50e-007"),
+            ("12", "12"),
+            ("-0.0", "-0.0"),
+            ("-0", "0"),
+        ] {
+            let mut out = String::new();
+            canonical_number(token, &mut out);
+            assert_eq!(out, want, "{token}");
+        }
     }
 }

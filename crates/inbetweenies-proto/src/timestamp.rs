@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::de::{self, Visitor};
+use serde::de;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -166,27 +166,32 @@ impl Serialize for Timestamp {
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
+    /// Reads a string in any accepted form, or a JSON number of seconds (or
+    /// milliseconds) in any spelling: `1700000000`, `1.7e9` and
+    /// `1700000000.000` alike. The number goes through a JSON value, whose
+    /// number keeps its exact text, so no spelling is lost on the way.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Timestamp;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an ISO-8601 timestamp or a Unix time in seconds")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
-                Timestamp::parse(v).map_err(E::custom)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timestamp, E> {
-                Timestamp::from_unix_number(v as f64).map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
-                Timestamp::from_unix_number(v as f64).map_err(E::custom)
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timestamp, E> {
-                Timestamp::from_unix_number(v).map_err(E::custom)
-            }
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Timestamp::parse(&s).map_err(de::Error::custom),
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(f) => Timestamp::from_unix_number(f).map_err(de::Error::custom),
+                None => Err(de::Error::custom(TimestampError::OutOfRange(n.to_string()))),
+            },
+            other => Err(de::Error::invalid_type(
+                unexpected(&other),
+                &"an ISO-8601 timestamp or a Unix time in seconds",
+            )),
         }
-        d.deserialize_any(V)
+    }
+}
+
+/// How a JSON value that is neither a string nor a number is named in an error.
+fn unexpected(v: &serde_json::Value) -> de::Unexpected<'_> {
+    match v {
+        serde_json::Value::Null => de::Unexpected::Unit,
+        serde_json::Value::Bool(b) => de::Unexpected::Bool(*b),
+        serde_json::Value::Array(_) => de::Unexpected::Seq,
+        _ => de::Unexpected::Map,
     }
 }
 
@@ -223,5 +228,19 @@ mod tests {
         assert_eq!(t.to_string(), "2023-11-14T22:13:20.000000+00:00");
         let ms: Timestamp = serde_json::from_str("1700000000000").unwrap();
         assert_eq!(t, ms);
+    }
+
+    #[test]
+    fn reads_numbers_in_any_spelling() {
+        let t: Timestamp = serde_json::from_str("1700000000").unwrap();
+        for text in ["1.7e9", "1.7E+9", "1700000000.000", "17e8"] {
+            let from_text: Timestamp = serde_json::from_str(text).unwrap();
+            assert_eq!(from_text, t, "{text}");
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            let from_value: Timestamp = serde_json::from_value(value).unwrap();
+            assert_eq!(from_value, t, "{text}");
+        }
+        assert!(serde_json::from_str::<Timestamp>("1e400").is_err());
+        assert!(serde_json::from_str::<Timestamp>("true").is_err());
     }
 }

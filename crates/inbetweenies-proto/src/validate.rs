@@ -22,17 +22,23 @@
 //! by keep their own checks (a cursor must be a number, a checksum must
 //! match, `protocol_version` must be the one spoken).
 //!
-//! # Key length
+//! # Length limits
 //!
-//! A string the server keys an index on may be at most [`MAX_KEY_BYTES`]
-//! bytes of UTF-8: not every store can index a longer one (a PostgreSQL
-//! B-tree entry holds about 2.7 kB, and an entity's key is its id and
-//! version together), and a request must be accepted or refused the same way
-//! whatever the store. A longer one is refused here, on every server, as
-//! [`FieldErrorKind::TooLong`] at the exact field: `device_id`; an entity's
-//! id, version and type; a relationship's id and endpoint ids. Every other
-//! string (names, content, source types, user ids, parent versions, endpoint
-//! versions, relationship types) is stored at any length.
+//! Every string a request hands the store, other than inside `content` and
+//! `properties`, has a limit in bytes of UTF-8, the same on every server
+//! whatever its store: a longer one is refused here as
+//! [`FieldErrorKind::TooLong`] at the exact field, before any store sees it.
+//!
+//! - [`MAX_KEY_BYTES`] (1,024): the strings a store keys an index on or
+//!   compares — `device_id`; an entity's id, version, type and each parent
+//!   version; a relationship's id, endpoint ids and endpoint versions — and
+//!   the short labels beside them: `source_type`, `relationship_type` and
+//!   every `user_id`. Not every store can index a longer key (a PostgreSQL
+//!   B-tree entry holds about 2.7 kB, and an entity's key is its id and
+//!   version together).
+//! - [`MAX_NAME_BYTES`] (4,096): an entity's `name`, text a person reads.
+//!
+//! `content` and `properties` are bounded only by the body limit.
 
 use serde_json::{Map, Value};
 
@@ -43,11 +49,13 @@ use crate::timestamp::Timestamp;
 use crate::version::Version;
 use crate::wire::{SyncRequest, PROTOCOL_VERSION};
 
-/// The most bytes (UTF-8) a key string may have: an id, a version, an
-/// entity type, a relationship id or endpoint id, a device id (see the
-/// module docs). Counted in bytes, not characters: a character outside ASCII
-/// takes two to four.
+/// The most bytes (UTF-8) a key string may have: an id, a version, a type,
+/// a device or user id (see the module docs). Counted in bytes, not
+/// characters: a character outside ASCII takes two to four.
 pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The most bytes (UTF-8) an entity's `name` may have (see the module docs).
+pub const MAX_NAME_BYTES: usize = 4096;
 
 const SYNC_TYPES: &[&str] = &["full", "delta", "entities", "relationships"];
 const CHANGE_TYPES: &[&str] = &["create", "update", "delete"];
@@ -86,7 +94,7 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ValidationError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ValidationError::EmptyBody);
     }
-    serde_json::from_slice(body).map_err(|e| ValidationError::Json {
+    let mut value = serde_json::from_slice(body).map_err(|e| ValidationError::Json {
         // A truncated body fails at its end, where FastAPI's `loc` points too.
         position: if e.is_eof() {
             body.len()
@@ -94,7 +102,22 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ValidationError> {
             byte_offset(body, e.line(), e.column())
         },
         message: e.to_string(),
-    })
+    })?;
+    integer_zero(&mut value);
+    Ok(value)
+}
+
+/// Writes the integer `-0` as `0`, the one integer spelling that has another
+/// (PROTOCOL §4.6): every other number keeps every digit as it was sent.
+/// JSON text nests at most 128 levels here (serde_json's limit), so the
+/// recursion is bounded.
+fn integer_zero(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.as_str() == "-0" => *value = Value::from(0u8),
+        Value::Array(items) => items.iter_mut().for_each(integer_zero),
+        Value::Object(map) => map.values_mut().for_each(integer_zero),
+        _ => {}
+    }
 }
 
 fn byte_offset(body: &[u8], line: usize, column: usize) -> usize {
@@ -127,7 +150,7 @@ pub fn sync_request_checked(value: Value, checks: Checks) -> Result<SyncRequest,
     };
     defaulted_string(obj, &root, "protocol_version", &mut errs);
     req_key(obj, &root, "device_id", &mut errs);
-    req_string(obj, &root, "user_id", &mut errs);
+    req_key(obj, &root, "user_id", &mut errs);
     req_choice(obj, &root, "sync_type", SYNC_TYPES, &mut errs);
     // `changes`, `vector_clock` and the lists inside a change may be left out
     // (they default to empty) but not sent as null, as with the reference.
@@ -215,8 +238,19 @@ fn req_string(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut Ve
 /// A required string the server keys an index on: as [`req_string`], and at
 /// most [`MAX_KEY_BYTES`] long (one error per field: U+0000 first).
 fn req_key(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut Vec<FieldError>) {
+    req_limited(obj, at, key, MAX_KEY_BYTES, errs)
+}
+
+/// A required string of at most `max` bytes, free of U+0000.
+fn req_limited(
+    obj: &Map<String, Value>,
+    at: &FieldPath,
+    key: &str,
+    max: usize,
+    errs: &mut Vec<FieldError>,
+) {
     match obj.get(key) {
-        Some(Value::String(s)) => errs.extend(check_key(s, &at.key(key))),
+        Some(Value::String(s)) => errs.extend(check_len(s, &at.key(key), max)),
         _ => req_string(obj, at, key, errs),
     }
 }
@@ -225,22 +259,37 @@ fn req_key(obj: &Map<String, Value>, at: &FieldPath, key: &str, errs: &mut Vec<F
 /// length past [`MAX_KEY_BYTES`] (see the module docs). For any entry point
 /// that reads a key string on its own, outside a sync request.
 pub fn check_key(s: &str, at: &FieldPath) -> Option<FieldError> {
+    check_len(s, at, MAX_KEY_BYTES)
+}
+
+/// The one error, if any, of an entity name at `at`: U+0000 first, then a
+/// length past [`MAX_NAME_BYTES`].
+pub fn check_name(s: &str, at: &FieldPath) -> Option<FieldError> {
+    check_len(s, at, MAX_NAME_BYTES)
+}
+
+/// The one error, if any, of a string at `at` that may hold no U+0000 and at
+/// most `max` bytes (U+0000 is reported first, and alone).
+pub fn check_len(s: &str, at: &FieldPath, max: usize) -> Option<FieldError> {
     let mut errs = Vec::new();
     nul_free(s, || at.clone(), &mut errs);
     if errs.is_empty() {
-        short_key(s, || at.clone(), &mut errs);
+        short(s, max, || at.clone(), &mut errs);
     }
     errs.pop()
 }
 
 /// Refuses a key string longer than [`MAX_KEY_BYTES`] (see the module docs).
 fn short_key(s: &str, at: impl FnOnce() -> FieldPath, errs: &mut Vec<FieldError>) {
-    if s.len() > MAX_KEY_BYTES {
+    short(s, MAX_KEY_BYTES, at, errs)
+}
+
+/// Refuses a string longer than `max` bytes.
+fn short(s: &str, max: usize, at: impl FnOnce() -> FieldPath, errs: &mut Vec<FieldError>) {
+    if s.len() > max {
         errs.push(FieldError {
             path: at(),
-            kind: FieldErrorKind::TooLong {
-                max_bytes: MAX_KEY_BYTES,
-            },
+            kind: FieldErrorKind::TooLong { max_bytes: max },
             input: Value::String(s.to_owned()),
         });
     }
@@ -367,7 +416,7 @@ fn opt_string_list(
         Some(Value::Array(items)) => {
             for (i, v) in items.iter().enumerate() {
                 match v {
-                    Value::String(s) => nul_free(s, || at.key(key).index(i), errs),
+                    Value::String(s) => errs.extend(check_key(s, &at.key(key).index(i))),
                     _ => errs.push(err(at.key(key).index(i), FieldErrorKind::NotAString, v)),
                 }
             }
@@ -489,11 +538,11 @@ fn check_entity(e: &Value, at: &FieldPath, checks: Checks, errs: &mut Vec<FieldE
     req_version(obj, at, "version", checks, errs);
     req_key(obj, at, "entity_type", errs);
     known_value(obj, at, "entity_type", EntityType::KNOWN_STRS, checks, errs);
-    req_string(obj, at, "name", errs);
+    req_limited(obj, at, "name", MAX_NAME_BYTES, errs);
     dict(obj, at, "content", true, errs);
-    req_string(obj, at, "source_type", errs);
+    req_key(obj, at, "source_type", errs);
     known_value(obj, at, "source_type", SourceType::KNOWN_STRS, checks, errs);
-    req_string(obj, at, "user_id", errs);
+    req_key(obj, at, "user_id", errs);
     if obj.get("parent_versions") == Some(&Value::Null) {
         errs.push(err(
             at.key("parent_versions"),
@@ -543,7 +592,7 @@ fn check_relationship(r: &Value, at: &FieldPath, checks: Checks, errs: &mut Vec<
     endpoint_version(obj, at, "from_entity_version", errs);
     req_key(obj, at, "to_entity_id", errs);
     endpoint_version(obj, at, "to_entity_version", errs);
-    req_string(obj, at, "relationship_type", errs);
+    req_key(obj, at, "relationship_type", errs);
     known_value(
         obj,
         at,
@@ -555,7 +604,7 @@ fn check_relationship(r: &Value, at: &FieldPath, checks: Checks, errs: &mut Vec<
     dict(obj, at, "properties", false, errs);
     opt_string(obj, at, "user_id", errs);
     if let Some(Value::String(user)) = obj.get("user_id") {
-        nul_free(user, || at.key("user_id"), errs);
+        errs.extend(check_key(user, &at.key("user_id")));
     }
     for key in ["created_at", "updated_at"] {
         check_timestamp(obj, at, key, errs);
@@ -571,7 +620,7 @@ fn endpoint_version(
     errs: &mut Vec<FieldError>,
 ) {
     if obj.get(key) != Some(&Value::Null) {
-        req_string(obj, at, key, errs);
+        req_key(obj, at, key, errs);
     }
 }
 

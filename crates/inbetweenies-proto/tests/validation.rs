@@ -2,7 +2,7 @@
 
 use inbetweenies_proto::validate::{
     parse_json, parse_sync_request, sync_request_checked, sync_request_from_value, Checks,
-    MAX_KEY_BYTES,
+    MAX_KEY_BYTES, MAX_NAME_BYTES,
 };
 use inbetweenies_proto::*;
 use proptest::prelude::*;
@@ -61,7 +61,14 @@ fn with(pointer: &str, new: Option<Value>) -> Value {
         (Value::Object(m), None) => {
             assert!(m.remove(key).is_some(), "{pointer} exists");
         }
-        (Value::Array(a), Some(x)) => a[key.parse::<usize>().expect("index")] = x,
+        (Value::Array(a), Some(x)) => {
+            let i = key.parse::<usize>().expect("index");
+            if i == a.len() {
+                a.push(x);
+            } else {
+                a[i] = x;
+            }
+        }
         (Value::Array(a), None) => {
             a.remove(key.parse::<usize>().expect("index"));
         }
@@ -275,12 +282,20 @@ fn long_version(len: usize) -> String {
 fn key_fields(len: usize) -> Vec<(String, String)> {
     vec![
         ("/device_id".into(), euros(len)),
+        ("/user_id".into(), euros(len)),
         (e("id"), euros(len)),
         (e("version"), long_version(len)),
         (e("entity_type"), euros(len)),
+        (e("source_type"), euros(len)),
+        (e("user_id"), euros(len)),
+        (format!("{}/0", e("parent_versions")), long_version(len)),
         (r("id"), euros(len)),
         (r("from_entity_id"), euros(len)),
+        (r("from_entity_version"), long_version(len)),
         (r("to_entity_id"), euros(len)),
+        (r("to_entity_version"), long_version(len)),
+        (r("relationship_type"), euros(len)),
+        (r("user_id"), euros(len)),
     ]
 }
 
@@ -302,12 +317,26 @@ fn every_key_string_of_exactly_the_cap_is_accepted() {
         );
         let kept = match pointer.as_str() {
             "/device_id" => req.device_id.clone(),
+            "/user_id" => req.user_id.clone(),
             "/changes/0/entity/id" => entity.id.as_str().to_owned(),
             "/changes/0/entity/version" => entity.version.as_str().to_owned(),
             "/changes/0/entity/entity_type" => entity.entity_type.as_str().to_owned(),
+            "/changes/0/entity/source_type" => entity.source_type.as_str().to_owned(),
+            "/changes/0/entity/user_id" => entity.user_id.clone(),
+            "/changes/0/entity/parent_versions/0" => entity.parent_versions[0].as_str().to_owned(),
             "/changes/0/relationships/0/id" => rel.id.as_str().to_owned(),
             "/changes/0/relationships/0/from_entity_id" => rel.from_entity_id.as_str().to_owned(),
+            "/changes/0/relationships/0/from_entity_version" => {
+                rel.from_entity_version.as_str().to_owned()
+            }
             "/changes/0/relationships/0/to_entity_id" => rel.to_entity_id.as_str().to_owned(),
+            "/changes/0/relationships/0/to_entity_version" => {
+                rel.to_entity_version.as_str().to_owned()
+            }
+            "/changes/0/relationships/0/relationship_type" => {
+                rel.relationship_type.as_str().to_owned()
+            }
+            "/changes/0/relationships/0/user_id" => rel.user_id.clone().unwrap_or_default(),
             other => panic!("a field this test does not know: {other}"),
         };
         assert_eq!(kept, value, "{pointer}");
@@ -318,7 +347,7 @@ fn every_key_string_of_exactly_the_cap_is_accepted() {
 fn a_key_string_past_the_cap_is_refused_with_the_cap_at_its_field() {
     for (pointer, value) in key_fields(MAX_KEY_BYTES + 1) {
         // Multi-byte characters are counted in bytes: fewer than the cap in characters.
-        assert!(value.chars().count() < MAX_KEY_BYTES || pointer.ends_with("version"));
+        assert!(value.chars().count() < MAX_KEY_BYTES || pointer.contains("version"));
         let body = with(&pointer, Some(json!(value)));
         let err = sync_request_from_value(body).expect_err(&pointer);
         let f = err.first_field().expect("a field error");
@@ -362,27 +391,36 @@ fn every_key_past_the_cap_in_a_batch_is_reported_at_its_own_change() {
 }
 
 #[test]
-fn strings_that_are_not_keys_are_accepted_at_any_length() {
-    let big = euros(64 << 10);
-    for pointer in [
-        "/user_id".to_owned(),
-        e("name"),
-        e("source_type"),
-        e("user_id"),
-        r("from_entity_version"),
-        r("to_entity_version"),
-        r("relationship_type"),
-        r("user_id"),
-    ] {
-        let body = with(&pointer, Some(json!(big)));
-        if let Err(e) = sync_request_from_value(body) {
-            panic!("{pointer}: {e}");
+fn a_name_is_capped_at_4096_bytes() {
+    assert_eq!(MAX_NAME_BYTES, 4096);
+    let body = with(&e("name"), Some(json!(euros(MAX_NAME_BYTES))));
+    let req = sync_request_from_value(body).expect("a name at the cap");
+    assert_eq!(
+        req.changes[0].entity.as_ref().expect("entity").name,
+        euros(MAX_NAME_BYTES)
+    );
+    let long = euros(MAX_NAME_BYTES + 1);
+    let err =
+        sync_request_from_value(with(&e("name"), Some(json!(long)))).expect_err("past the cap");
+    assert_eq!(err.fields().len(), 1, "{err}");
+    let f = err.first_field().expect("a field error");
+    assert_eq!(f.path.to_string(), "changes[0].entity.name");
+    assert_eq!(
+        f.kind,
+        FieldErrorKind::TooLong {
+            max_bytes: MAX_NAME_BYTES
         }
-    }
-    let body = with(&e("parent_versions"), Some(json!([long_version(64 << 10)])));
-    sync_request_from_value(body).expect("a long parent version");
-    let body = with(&e("content"), Some(json!({ big.clone(): big })));
+    );
+    assert_eq!(f.input, json!(long));
+}
+
+#[test]
+fn content_and_properties_have_no_limit_of_their_own() {
+    let big = euros(64 << 10);
+    let body = with(&e("content"), Some(json!({ big.clone(): big.clone() })));
     sync_request_from_value(body).expect("long content");
+    let body = with(&r("properties"), Some(json!({ big.clone(): big })));
+    sync_request_from_value(body).expect("long properties");
 }
 
 #[test]

@@ -56,21 +56,28 @@ fn query_usize(
     }
 }
 
-/// The named values of a body, present and not null, each with its rule.
+/// The named values of a body, present and not null, each with its rule:
+/// `keys` are key strings, except `name` (an entity name) and
+/// `parent_versions` (a list of keys), each with its own limit (PROTOCOL §5.10).
 fn named<'v>(
     value: &'v Value,
     keys: &'v [&'v str],
     nul_free: &'v [&'v str],
 ) -> impl Iterator<Item = (&'v str, &'v Value, Rule)> {
-    let pick = move |names: &'v [&'v str], rule: Rule| {
+    let key_rule = |n: &str| match n {
+        "name" => Rule::Name,
+        "parent_versions" => Rule::KeyList,
+        _ => Rule::Key,
+    };
+    let pick = move |names: &'v [&'v str], rule: Option<Rule>| {
         names.iter().filter_map(move |n| {
             value
                 .get(*n)
                 .filter(|v| !v.is_null())
-                .map(|v| (*n, v, rule))
+                .map(|v| (*n, v, rule.unwrap_or_else(|| key_rule(n))))
         })
     };
-    pick(keys, Rule::Key).chain(pick(nul_free, Rule::NulFree))
+    pick(keys, None).chain(pick(nul_free, Some(Rule::NulFree)))
 }
 
 /// Refuses in a body, as a sync request would be refused, a key string with
@@ -254,14 +261,15 @@ pub(crate) async fn create_entity(
     check_body(
         &mut f,
         &value,
-        &["id", "entity_type"],
         &[
+            "id",
+            "entity_type",
             "name",
-            "content",
             "source_type",
             "user_id",
             "parent_versions",
         ],
+        &["content"],
     );
     let entity_type = entity_type.map(|t| EntityType::parse(&t));
     let source_type = SourceType::parse(&source_type);
@@ -394,8 +402,8 @@ pub(crate) async fn update_entity(
     check_body(
         &mut f,
         &value,
-        &["entity_type"],
-        &["name", "content", "source_type", "user_id"],
+        &["entity_type", "name", "source_type", "user_id"],
+        &["content"],
     );
     if app.config.strict {
         if let Some(t) = entity_type.as_ref().filter(|t| !t.is_known()) {
@@ -632,8 +640,10 @@ pub(crate) async fn create_relationship(
             "from_entity_id",
             "target_id",
             "to_entity_id",
+            "relationship_type",
+            "user_id",
         ],
-        &["relationship_type", "properties", "user_id"],
+        &["properties"],
     );
     if let Some(t) = rel_type.as_ref().filter(|t| !t.is_known()) {
         if app.config.strict {
