@@ -453,6 +453,64 @@ async fn the_has_blob_edge_syncs_to_other_clients(backend: Backend) {
     s.shutdown().await.unwrap();
 }
 
+/// The body read timeout is a limit on silence, not on the whole upload: an upload that
+/// keeps sending goes on for several timeouts; one that stops keeps what arrived.
+async fn a_slow_upload_that_progresses_is_not_cut_off(backend: Backend) {
+    let timeout = Duration::from_millis(400);
+    let Some(s) = TestServer::start_with(backend, |c| {
+        c.with_connection_limits(
+            Duration::from_secs(30),
+            timeout,
+            Duration::from_secs(15),
+            64,
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    let admin = s.login().await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    // Sends the head, then `pieces` of 4 KiB 100 ms apart; answers what the server said.
+    let send = |data: Vec<u8>, pieces: usize| {
+        let (addr, admin) = (addr.clone(), admin.clone());
+        async move {
+            let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let head = format!(
+                "PUT {} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin}\r\nContent-Length: {}\r\n\r\n",
+                path(&sha(&data)),
+                data.len()
+            );
+            conn.write_all(head.as_bytes()).await.unwrap();
+            for piece in data.chunks(4096).take(pieces) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                conn.write_all(piece).await.unwrap();
+            }
+            let mut answer = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut answer))
+                .await
+                .expect("an answer")
+                .unwrap();
+            answer.truncate(n);
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    // 20 pieces 100 ms apart: 2 s in all, five body timeouts.
+    let data = bytes(20 * 4096, 10);
+    let started = Instant::now();
+    let answer = send(data.clone(), 20).await;
+    assert!(started.elapsed() > timeout * 4);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    // Silent for longer than the timeout after 2 pieces: what arrived is kept.
+    let other = bytes(4 * 4096, 11);
+    let answer = send(other.clone(), 2).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let h = head(&s, &admin, &sha(&other)).await;
+    assert_eq!(header(&h, "upload-offset"), Some((2 * 4096).to_string()));
+    s.shutdown().await.unwrap();
+}
+
 async fn blobs_are_announced_as_a_capability(backend: Backend) {
     let Some(s) = TestServer::start(backend).await else {
         return;
@@ -481,4 +539,5 @@ on_both_backends!(
     guests_read_and_do_not_write,
     the_has_blob_edge_syncs_to_other_clients,
     blobs_are_announced_as_a_capability,
+    a_slow_upload_that_progresses_is_not_cut_off,
 );
