@@ -69,15 +69,24 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
     Exit::Error
 }
 
-/// Prints `error: <message>` and its causes to stderr; returns the exit code.
-pub fn report(err: &anyhow::Error) -> Exit {
+/// Prints `error: <message>` and its causes to stderr (under `--json`, one JSON object:
+/// `{"error": {"message", "causes", "exit_code"}}`); returns the exit code.
+pub fn report(err: &anyhow::Error, json: bool) -> Exit {
+    let code = code_for(err);
+    if json {
+        let causes: Vec<String> = err.chain().skip(1).map(|c| c.to_string()).collect();
+        errln!(
+            "{}",
+            serde_json::json!({"error": {"message": err.to_string(), "causes": causes, "exit_code": code as u8}})
+        );
+        return code;
+    }
     errln!("error: {err}");
     for cause in err.chain().skip(1) {
         errln!("  caused by: {cause}");
     }
-    let code = code_for(err);
     if code == Exit::NotConnected {
-        errln!("hint: run `blowing-off connect --server-url URL --password PASSWORD` (or `login`)");
+        errln!("hint: run `blowing-off connect --server-url URL` (it asks for the password) or `login`");
     }
     code
 }

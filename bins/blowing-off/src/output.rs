@@ -14,9 +14,51 @@ use tabled::{Table, Tabled};
 pub struct Out {
     /// JSON instead of tables.
     pub json: bool,
+    /// No notes or progress on stderr.
+    pub quiet: bool,
+}
+
+/// The width tables must fit: `COLUMNS` when set, else the terminal's; none when stdout
+/// is not a terminal and `COLUMNS` is not set.
+pub fn table_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    if let Some(n) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return Some(n);
+    }
+    if io::stdout().is_terminal() {
+        terminal_size::terminal_size().map(|(w, _)| usize::from(w.0))
+    } else {
+        None
+    }
+}
+
+/// The table style: box-drawing lines on a terminal, plain ASCII otherwise (a file, a
+/// pipe, another program); wrapped to [`table_width`], the widest columns first.
+fn styled(t: &mut Table) {
+    use std::io::IsTerminal;
+    use tabled::settings::{peaker::PriorityMax, Width};
+    if io::stdout().is_terminal() {
+        t.with(Style::sharp());
+    } else {
+        t.with(Style::psql());
+    }
+    if let Some(w) = table_width() {
+        t.with(Width::wrap(w).priority(PriorityMax::right()));
+    }
 }
 
 impl Out {
+    /// A note for people on stderr (not with --quiet or --json).
+    pub fn note(&self, args: std::fmt::Arguments<'_>) {
+        if !self.quiet && !self.json {
+            write_err(format_args!("{args}\n"));
+        }
+    }
+
     /// Prints a value as pretty JSON.
     pub fn json<T: Serialize + ?Sized>(&self, value: &T) -> anyhow::Result<()> {
         outln!("{}", serde_json::to_string_pretty(value)?);
@@ -29,7 +71,7 @@ impl Out {
             outln!("{empty}");
         } else {
             let mut t = Table::new(rows);
-            t.with(Style::sharp());
+            styled(&mut t);
             outln!("{t}");
         }
     }
@@ -44,7 +86,7 @@ impl Out {
             })
             .collect();
         let mut t = Table::new(rows);
-        t.with(Style::sharp());
+        styled(&mut t);
         outln!("{t}");
     }
 }

@@ -79,6 +79,18 @@ fn printing_commands(room: &EntityId, device: &EntityId) -> Vec<Vec<String>> {
 /// The binary with `--db DB ARGS…`, without retries, stdin closed.
 fn command(db: &Path, args: &[String]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_blowing-off"));
+    let mut home = db.as_os_str().to_owned();
+    home.push(".home");
+    let home = std::path::PathBuf::from(home);
+    std::fs::create_dir_all(&home).expect("home");
+    c.env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("BLOWING_OFF_CONFIG")
+        .env_remove("BLOWING_OFF_SERVER_URL")
+        .env_remove("BLOWING_OFF_AUTH_TOKEN")
+        .env_remove("BLOWING_OFF_CLIENT_ID")
+        .current_dir(&home);
     c.arg("--db")
         .arg(db)
         .args(args)
@@ -241,5 +253,28 @@ fn logging_and_errors_to_a_closed_stderr_end_quietly() {
             // stderr is gone, so a panic would show only as status 101.
             assert_quiet_end(status, "", &what);
         }
+    }
+}
+
+#[test]
+fn help_and_version_to_a_closed_pipe_end_quietly() {
+    // `blowing-off --help | head -1`: clap's own output meets the closed pipe.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["device", "--help"],
+        &["help", "room", "create"],
+        &["--version"],
+    ] {
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let child = command(&db, &args)
+            .stdout(closed_pipe())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let status = finish(child, &format!("{args:?}"));
+        assert_eq!(status.code(), Some(CLOSED_PIPE), "{args:?}: {status:?}");
     }
 }

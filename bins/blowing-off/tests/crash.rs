@@ -95,6 +95,18 @@ struct Client {
 impl Client {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_blowing-off"));
+        let mut home = self.db.as_os_str().to_owned();
+        home.push(".home");
+        let home = std::path::PathBuf::from(home);
+        std::fs::create_dir_all(&home).expect("home");
+        cmd.env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env_remove("BLOWING_OFF_CONFIG")
+            .env_remove("BLOWING_OFF_SERVER_URL")
+            .env_remove("BLOWING_OFF_AUTH_TOKEN")
+            .env_remove("BLOWING_OFF_CLIENT_ID")
+            .current_dir(&home);
         cmd.arg("--db")
             .arg(&self.db)
             .args(args)

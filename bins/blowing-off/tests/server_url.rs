@@ -14,14 +14,9 @@ fn malformed_server_urls_are_usage_errors_at_once() {
     // The default retries (5, backoff up to 31 s) so a URL that reached the network would
     // take far longer than the bound below.
     let retried = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_blowing-off"))
-            .arg("--db")
-            .arg(&db)
-            .args(args)
-            .env_remove("BLOWING_OFF_DB")
-            .env_remove("BLOWING_OFF_RETRIES")
-            .output()
-            .expect("run blowing-off")
+        let mut cmd = support::command(&db, args);
+        cmd.env_remove("BLOWING_OFF_RETRIES");
+        cmd.output().expect("run blowing-off")
     };
     for url in [
         "localhost:8000",
@@ -44,9 +39,20 @@ fn malformed_server_urls_are_usage_errors_at_once() {
             let took = start.elapsed();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            let message = if args[0] == "--json" {
+                // Under --json the error is one JSON object on stderr.
+                let e: serde_json::Value = serde_json::from_str(&stderr).expect("JSON error");
+                assert_eq!(e["error"]["exit_code"], 2, "{e}");
+                format!(
+                    "error: {}",
+                    e["error"]["message"].as_str().unwrap_or_default()
+                )
+            } else {
+                stderr.to_string()
+            };
             assert!(
-                stderr.starts_with("error: invalid argument: server url")
-                    && stderr.contains("expected e.g. http://"),
+                message.starts_with("error: invalid argument: server url")
+                    && message.contains("expected e.g. http://"),
                 "{args:?}: {stderr}"
             );
             assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::client::{BlowingOffClient, LoginInfo};
+use crate::config::RetryPolicy;
 use crate::error::ClientError;
 use crate::http::Http;
 use crate::transport::Method;
@@ -60,17 +61,21 @@ impl BlowingOffClient {
         Ok((url, token))
     }
 
-    /// Asks the server whom the stored token names (`GET /api/v1/auth/me`), retrying as
-    /// configured. [`ClientError::AuthExpired`] or [`ClientError::Unauthorized`] when the
+    /// Asks the server whom the stored token names (`GET /api/v1/auth/me`), once: a
+    /// check, not worth waiting through retries for. [`ClientError::AuthExpired`] or [`ClientError::Unauthorized`] when the
     /// server refuses it, [`ClientError::Unreachable`] when there is no answer,
     /// [`ClientError::NotConnected`] without a server URL.
     pub async fn verify_token(&self) -> Result<TokenInfo, ClientError> {
         let (url, token) = self.stored_connection().await?;
+        let once = self.inner.config.clone().with_retry(RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        });
         let http = Http {
             transport: self.inner.transport.as_ref(),
             base_url: &url,
             token: Some(&token),
-            config: &self.inner.config,
+            config: &once,
             compress: &self.inner.compress,
         };
         let mut retries = 0;

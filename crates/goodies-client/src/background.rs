@@ -89,6 +89,27 @@ impl BackgroundSync {
         self.join().await
     }
 
+    /// Runs until the task ends by itself (a limited background sync) or `signal`
+    /// completes, then stops after the sync in progress (if any). Returns what was done
+    /// and whether `signal` ended it.
+    pub async fn stop_when(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> (BackgroundStats, bool) {
+        let Some(mut task) = self.task.take() else {
+            return (BackgroundStats::default(), false);
+        };
+        tokio::select! {
+            r = &mut task => (r.unwrap_or_default(), false),
+            () = signal => {
+                if let Some(tx) = self.stop.take() {
+                    let _ = tx.send(());
+                }
+                (task.await.unwrap_or_default(), true)
+            }
+        }
+    }
+
     /// Waits until the task ends by itself (a limited background sync), without stopping it.
     pub async fn wait(mut self) -> BackgroundStats {
         self.join().await

@@ -49,6 +49,7 @@ mod events;
 mod http;
 pub mod merkle;
 mod model;
+mod rooms;
 mod settings;
 mod sync;
 mod transport;
@@ -62,6 +63,7 @@ pub use events::{ClientEvent, SubscriptionHandle, SyncPhase};
 pub use model::{
     Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, LEGACY_DEVICE_TYPE_KEY, MANUFACTURER_KEY,
 };
+pub use rooms::ROOM_TYPE_KEY;
 pub use settings::{
     keys, normalize_server_url, ClientStatus, DigestCheck, GzipRefusals, LastSync,
     RecordedConflict, Settings, GZIP_REFUSALS_KEPT, GZIP_RETRY_AFTER_DAYS,

@@ -11,6 +11,9 @@ use crate::output::{compact, opt, Out};
 
 /// Arguments of `device`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  blowing-off device list\n  blowing-off device set-state DEVICE_ID '{\"power\": \"on\"}'"
+)]
 pub struct Args {
     /// What to do.
     #[command(subcommand)]
@@ -21,12 +24,18 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
     /// List devices.
+    #[command(
+        after_help = "Examples:\n  blowing-off device list\n  blowing-off device list --room-id ROOM_ID --json"
+    )]
     List {
         /// Only the devices of this room.
         #[arg(long)]
         room_id: Option<String>,
     },
     /// Create a device in a room.
+    #[command(
+        after_help = "Example:\n  blowing-off device create --room-id ROOM_ID --name 'Ceiling Light' --type light --manufacturer Philips"
+    )]
     Create {
         /// The room (id).
         #[arg(long)]
@@ -42,11 +51,15 @@ pub enum DeviceCommand {
         manufacturer: Option<String>,
     },
     /// Show a device's state.
+    #[command(after_help = "Example:\n  blowing-off device state DEVICE_ID")]
     State {
         /// The device (id).
         id: String,
     },
     /// Merge keys into a device's state, e.g. '{"power": "on"}' (null removes a key).
+    #[command(
+        after_help = "Example:\n  blowing-off device set-state DEVICE_ID '{\"power\": \"on\", \"brightness\": 80}'"
+    )]
     SetState {
         /// The device (id).
         id: String,
@@ -55,6 +68,9 @@ pub enum DeviceCommand {
         state: String,
     },
     /// Set one characteristic of a device (VALUE is JSON, or else taken as a string).
+    #[command(
+        after_help = "Examples:\n  blowing-off device set DEVICE_ID brightness 80\n  blowing-off device set DEVICE_ID mode eco"
+    )]
     Set {
         /// The device (id).
         id: String,
@@ -64,6 +80,7 @@ pub enum DeviceCommand {
         value: String,
     },
     /// Delete a device.
+    #[command(after_help = "Example:\n  blowing-off device delete DEVICE_ID")]
     Delete {
         /// The device (id).
         id: String,
@@ -80,12 +97,15 @@ struct DeviceRow {
     state: String,
 }
 
-fn row(d: &Device) -> DeviceRow {
+fn row(
+    d: &Device,
+    rooms: &std::collections::HashMap<goodies_client::EntityId, String>,
+) -> DeviceRow {
     DeviceRow {
         id: d.id.to_string(),
         name: d.name.clone(),
         device_type: opt(d.device_type.as_deref()),
-        room: opt(d.room_id.as_ref()),
+        room: crate::commands::name_of(rooms, d.room_id.as_ref()),
         state: compact(&d.state, 60),
     }
 }
@@ -115,7 +135,12 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
             if out.json {
                 out.json(&devices)?;
             } else {
-                out.table(devices.iter().map(row).collect(), "no devices");
+                let rooms =
+                    crate::commands::names(client, &[goodies_client::EntityType::Room]).await?;
+                out.table(
+                    devices.iter().map(|d| row(d, &rooms)).collect(),
+                    "no devices",
+                );
             }
         }
         DeviceCommand::Create {

@@ -11,6 +11,9 @@ use crate::output::{compact, Out};
 
 /// Arguments of `entity`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  blowing-off entity list --type note\n  blowing-off entity history ENTITY_ID"
+)]
 pub struct Args {
     /// What to do.
     #[command(subcommand)]
@@ -21,6 +24,9 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum EntityCommand {
     /// List live entities.
+    #[command(
+        after_help = "Examples:\n  blowing-off entity list --type note\n  blowing-off entity list --deleted --json"
+    )]
     List {
         /// Only this type (home, room, device, note, …).
         #[arg(long = "type")]
@@ -30,16 +36,19 @@ pub enum EntityCommand {
         deleted: bool,
     },
     /// Show an entity with its relationships.
+    #[command(after_help = "Example:\n  blowing-off entity show ENTITY_ID")]
     Show {
         /// The entity (id).
         id: String,
     },
     /// Every stored version of an entity.
+    #[command(after_help = "Example:\n  blowing-off entity history ENTITY_ID --json")]
     History {
         /// The entity (id).
         id: String,
     },
     /// Entities whose name contains TEXT (case-insensitive).
+    #[command(after_help = "Example:\n  blowing-off entity search lamp")]
     Search {
         /// The text.
         text: String,
@@ -176,7 +185,8 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
                         .map(|v| VersionRow {
                             version: v.entity.version.to_string(),
                             name: v.entity.name.clone(),
-                            content: compact(&v.entity.content, 50),
+                            content: serde_json::Value::Object(v.entity.content.clone())
+                                .to_string(),
                             parents: v.entity.parent_versions.len().to_string(),
                             latest: if v.latest { "yes" } else { "" }.to_owned(),
                             received: v.received_at.to_string(),

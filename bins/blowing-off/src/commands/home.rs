@@ -9,6 +9,9 @@ use crate::output::{compact, Out};
 
 /// Arguments of `home`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  blowing-off house show\n  blowing-off house create --name Home"
+)]
 pub struct Args {
     /// What to do.
     #[command(subcommand)]
@@ -19,8 +22,10 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum HomeCommand {
     /// Show the home(s).
+    #[command(after_help = "Examples:\n  blowing-off house show\n  blowing-off home show --json")]
     Show,
     /// Create a home.
+    #[command(after_help = "Example:\n  blowing-off house create --name Home")]
     Create {
         /// Its name.
         #[arg(long)]

@@ -7,26 +7,27 @@ use crate::output::Out;
 
 /// Arguments of `login`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  blowing-off login            # asks for the password\n  BLOWING_OFF_PASSWORD=PASSWORD blowing-off login"
+)]
 pub struct Args {
-    /// The admin password.
-    #[arg(long)]
-    pub password: String,
-    /// Log in to this server instead of the stored one.
-    #[arg(long)]
-    pub server_url: Option<String>,
+    /// The admin password (without it, it is asked for on a terminal, without echo).
+    #[arg(long, env = "BLOWING_OFF_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
 }
 
 /// Runs `login`.
 pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result<Exit> {
-    let url = match a.server_url {
-        Some(u) => u,
-        None => client
-            .settings()
-            .await?
-            .server_url
-            .ok_or(ClientError::NotConnected)?,
+    let url = client
+        .settings()
+        .await?
+        .server_url
+        .ok_or(ClientError::NotConnected)?;
+    let password = match a.password {
+        Some(p) => p,
+        None => crate::commands::connect::prompt_password(&url)?,
     };
-    let info = client.login(&url, &a.password).await?;
+    let info = client.login(&url, &password).await?;
     if out.json {
         out.json(&info)?;
     } else {

@@ -9,6 +9,7 @@ use crate::output::Out;
 
 /// Arguments of `outbox`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  blowing-off outbox\n  blowing-off outbox retry")]
 pub struct Args {
     #[command(subcommand)]
     pub action: Option<Action>,
@@ -18,8 +19,12 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
     /// List the changes the server refused, with its reasons (the default).
+    #[command(after_help = "Example:\n  blowing-off outbox list")]
     List,
     /// Send refused changes again on the next sync (all, or the given positions).
+    #[command(
+        after_help = "Examples:\n  blowing-off outbox retry\n  blowing-off outbox retry 12 13"
+    )]
     Retry {
         /// Outbox positions (as `outbox list` shows them); all when none are given.
         positions: Vec<i64>,

@@ -10,6 +10,9 @@ use crate::output::Out;
 
 /// Arguments of `sync-daemon`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  blowing-off sync-daemon --interval 30
+  blowing-off sync-daemon --interval 5 --count 3 --json")]
 pub struct DaemonArgs {
     /// Seconds between syncs.
     #[arg(long, default_value_t = 30)]
@@ -122,6 +125,30 @@ pub async fn run_once(client: &BlowingOffClient, out: Out) -> anyhow::Result<Exi
     Ok(exit_of(&r))
 }
 
+/// A future that completes at the first Ctrl-C (SIGINT) or SIGTERM. The handlers are
+/// installed here, before the future is first polled, so a signal that arrives as soon
+/// as the daemon has said it runs is not missed.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
+
 /// Runs `sync-daemon`.
 pub async fn run_daemon(
     client: &BlowingOffClient,
@@ -173,22 +200,30 @@ pub async fn run_daemon(
         _ => {}
     });
     let interval = Duration::from_secs(a.interval);
-    let stats = match a.count {
-        Some(n) => {
-            let bg = client.start_background_sync_limited(interval, n);
-            tokio::select! {
-                s = bg.wait() => s,
-                _ = tokio::signal::ctrl_c() => Default::default(),
-            }
-        }
-        None => {
-            let bg = client.start_background_sync(interval);
-            let _ = tokio::signal::ctrl_c().await;
-            bg.stop().await
-        }
+    let signal = shutdown_signal()?;
+    out.note(format_args!(
+        "syncing every {} s; Ctrl-C or SIGTERM stops after the sync in progress",
+        a.interval
+    ));
+    let bg = match a.count {
+        Some(n) => client.start_background_sync_limited(interval, n),
+        None => client.start_background_sync(interval),
     };
-    if !json_out {
-        outln!("{} sync(s), {} with errors", stats.runs, stats.failures);
+    let (stats, stopped) = bg.stop_when(signal).await;
+    let pending = client.pending_changes().await?;
+    if json_out {
+        outln!(
+            "{}",
+            json!({"event": "stopped", "syncs": stats.runs, "failures": stats.failures,
+                   "pending": pending, "by_signal": stopped})
+        );
+    } else {
+        outln!(
+            "{} sync(s), {} with errors; {pending} change(s) pending{}",
+            stats.runs,
+            stats.failures,
+            if stopped { " (stopped by signal)" } else { "" }
+        );
     }
     Ok(if stats.failures > 0 {
         Exit::SyncErrors

@@ -11,6 +11,9 @@ use funkygibbon_mock::{serve_with_handle, ServerConfig};
 /// The admin password of every test server.
 pub const PASSWORD: &str = "cli-password";
 
+/// The token secret of every test server.
+pub const JWT_SECRET: &str = "cli-secret";
+
 /// Runs a server (settings adjusted by `adjust`) on its own thread until the returned
 /// sender is dropped; returns its URL.
 pub fn start_server_with(
@@ -33,7 +36,7 @@ pub fn start_server_with(
             let config = adjust(
                 ServerConfig::new(db)
                     .with_admin_password(PASSWORD)
-                    .with_jwt_secret("cli-secret"),
+                    .with_jwt_secret(JWT_SECRET),
             );
             let _ = serve_with_handle(
                 listener,
@@ -55,14 +58,55 @@ pub fn start_server(dir: &Path) -> (String, tokio::sync::oneshot::Sender<()>) {
     start_server_with(dir, |c| c)
 }
 
-/// Runs `blowing-off --db DB ARGS…` as a fresh process, without retries.
-pub fn run(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_blowing-off"))
-        .arg("--db")
+/// Every environment variable the binary reads its settings from.
+pub const SETTINGS_ENV: [&str; 9] = [
+    "BLOWING_OFF_DB",
+    "BLOWING_OFF_CONFIG",
+    "BLOWING_OFF_SERVER_URL",
+    "BLOWING_OFF_AUTH_TOKEN",
+    "BLOWING_OFF_CLIENT_ID",
+    "BLOWING_OFF_PASSWORD",
+    "BLOWING_OFF_RETRIES",
+    "BLOWING_OFF_TIMEOUT",
+    "RUST_LOG",
+];
+
+/// Gives the process its own home: HOME, XDG_CONFIG_HOME and XDG_DATA_HOME under
+/// `home` (created), started in `home`, with none of the binary's settings inherited
+/// from the environment running the tests.
+pub fn isolate(cmd: &mut Command, home: &Path) {
+    std::fs::create_dir_all(home).expect("home dir");
+    for v in SETTINGS_ENV {
+        cmd.env_remove(v);
+    }
+    cmd.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("NO_COLOR")
+        .current_dir(home);
+}
+
+/// The home [`run`] gives the client of `db`: `<db>.home`, next to it.
+pub fn home_of(db: &Path) -> std::path::PathBuf {
+    let mut h = db.as_os_str().to_owned();
+    h.push(".home");
+    h.into()
+}
+
+/// `blowing-off --db DB ARGS…` without retries, in the client's own home ([`home_of`]).
+pub fn command(db: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blowing-off"));
+    isolate(&mut cmd, &home_of(db));
+    cmd.arg("--db")
         .arg(db)
         .args(args)
-        .env_remove("BLOWING_OFF_DB")
         .env("BLOWING_OFF_RETRIES", "0")
-        .output()
-        .expect("run blowing-off")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// Runs `blowing-off --db DB ARGS…` as a fresh process, without retries, in the
+/// client's own home ([`home_of`]).
+pub fn run(db: &Path, args: &[&str]) -> Output {
+    command(db, args).output().expect("run blowing-off")
 }

@@ -1,0 +1,212 @@
+//! Where the settings of a run come from: the configuration file (`.blowing-off.json`),
+//! environment variables and flags, in that order of precedence (lowest first), and the
+//! default places of the file and the local database.
+//!
+//! - The file: `--config` (or `BLOWING_OFF_CONFIG`), else `./.blowing-off.json` when it
+//!   exists, else `<config dir>/blowing-off/config.json` (on Linux
+//!   `$XDG_CONFIG_HOME/blowing-off/config.json`, by default `~/.config/…`).
+//! - The database: `--db` / `BLOWING_OFF_DB`, else the file's `db_path` (relative to the
+//!   file), else `<data dir>/blowing-off/blowing-off.db`.
+//! - The server: `--server-url` / `BLOWING_OFF_SERVER_URL`, else the file's, else the one
+//!   the database remembers. The token: `BLOWING_OFF_AUTH_TOKEN`, else the file's, else
+//!   the database's. The client id: `BLOWING_OFF_CLIENT_ID`, else the file's when the file
+//!   names the database in use (a file describes one client), else the database's.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use goodies_client::{keys, normalize_server_url, BlowingOffClient};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Cli;
+use crate::exit::usage;
+
+/// The name of the configuration file looked for in the current directory.
+pub const LOCAL_FILE: &str = ".blowing-off.json";
+
+/// The environment variable holding a token.
+pub const TOKEN_ENV: &str = "BLOWING_OFF_AUTH_TOKEN";
+
+/// The environment variable holding the client id.
+pub const CLIENT_ID_ENV: &str = "BLOWING_OFF_CLIENT_ID";
+
+/// The configuration file's contents (the seeds' `.blowing-off.json`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileConfig {
+    /// The server's base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
+    /// The bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<String>,
+    /// The client's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The local database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_path: Option<PathBuf>,
+}
+
+/// The settings of this run, each from the strongest source that has it.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The configuration file read (or to write, when it does not exist yet).
+    pub file: PathBuf,
+    /// What the file holds (empty when it does not exist).
+    pub from_file: FileConfig,
+    /// The local database.
+    pub db: PathBuf,
+    /// The server URL, when a flag, the environment or the file gives one.
+    pub server_url: Option<String>,
+    /// The token, when the environment or the file gives one.
+    pub auth_token: Option<String>,
+    /// The client id, when the environment or (for its database) the file gives one.
+    pub client_id: Option<String>,
+}
+
+fn dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("", "", "blowing-off")
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The configuration file this run uses.
+pub fn locate(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.to_path_buf());
+    }
+    let local = Path::new(LOCAL_FILE);
+    if local.is_file() {
+        return Ok(std::env::current_dir()?.join(local));
+    }
+    match dirs() {
+        Some(d) => Ok(d.config_dir().join("config.json")),
+        None => Ok(std::env::current_dir()?.join(local)),
+    }
+}
+
+/// Reads the file; a missing file is an empty configuration, an unreadable or malformed
+/// one a usage error naming it.
+pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            usage(format!(
+                "the configuration file {} is not valid: {e}",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(usage(format!(
+            "cannot read the configuration file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Resolves this run's settings from the flags, the environment and the file.
+pub fn resolve(cli: &Cli) -> anyhow::Result<Resolved> {
+    let file = locate(cli.config.as_deref())?;
+    let from_file = read(&file)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let file_db = from_file.db_path.as_ref().map(|p| base.join(p));
+    let db = match (&cli.db, &file_db) {
+        (Some(db), _) => db.clone(),
+        (None, Some(db)) => db.clone(),
+        (None, None) => default_db()?,
+    };
+    let file_names_db = file_db.as_deref().is_some_and(|f| same_file(f, &db));
+    Ok(Resolved {
+        server_url: cli
+            .server_url
+            .clone()
+            .or_else(|| from_file.server_url.clone()),
+        auth_token: env(TOKEN_ENV).or_else(|| from_file.auth_token.clone()),
+        client_id: env(CLIENT_ID_ENV).or_else(|| {
+            if file_names_db {
+                from_file.client_id.clone()
+            } else {
+                None
+            }
+        }),
+        file,
+        from_file,
+        db,
+    })
+}
+
+/// `<data dir>/blowing-off/blowing-off.db`, its directory created.
+fn default_db() -> anyhow::Result<PathBuf> {
+    let Some(d) = dirs() else {
+        return Ok(PathBuf::from("blowing-off.db"));
+    };
+    let dir = d.data_dir();
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    Ok(dir.join("blowing-off.db"))
+}
+
+/// Makes the client use the resolved server, token and client id (stored in its
+/// database, which remembers the last connection used).
+pub async fn apply(client: &BlowingOffClient, r: &Resolved) -> anyhow::Result<()> {
+    let s = client.settings().await?;
+    if let Some(url) = &r.server_url {
+        let url = normalize_server_url(url)?;
+        let token_changes = r.auth_token.is_some() && r.auth_token != s.auth_token;
+        if s.server_url.as_deref() != Some(url.as_str()) || token_changes {
+            client.connect(&url, r.auth_token.as_deref()).await?;
+        }
+    } else if let (Some(url), Some(token)) = (&s.server_url, &r.auth_token) {
+        if s.auth_token.as_ref() != Some(token) {
+            client.connect(url, Some(token)).await?;
+        }
+    }
+    if let Some(id) = &r.client_id {
+        set_client_id(client, id).await?;
+    }
+    Ok(())
+}
+
+/// Stores this client's id (sent to the server as `device_id`).
+pub async fn set_client_id(client: &BlowingOffClient, id: &str) -> anyhow::Result<()> {
+    let id = id.trim();
+    if id.is_empty() {
+        return Err(usage("the client id must not be empty"));
+    }
+    client.store().set_setting(keys::CLIENT_ID, id).await?;
+    Ok(())
+}
+
+/// Writes the file (creating its directory), readable by its owner only: it holds the
+/// token.
+pub fn write(path: &Path, config: &FileConfig) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(config)? + "\n";
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut f = options
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
