@@ -38,6 +38,7 @@ use crate::error::{code_for_status, ServerError};
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ConnLimits {
     pub max_connections: usize,
+    /// Also the time a TLS handshake has to finish.
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -54,6 +55,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: ConnLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
@@ -83,32 +85,25 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let mut closing = closing_rx.clone();
+        let closing = closing_rx.clone();
         let closing_ext = ServerClosing(closing_rx.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req.extensions_mut().insert(closing_ext.clone());
-                router.clone().oneshot(req)
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .keep_alive(true);
-            let io = TokioIo::new(GuardedIo::new(stream, limits.idle_timeout));
-            let conn = builder.serve_connection(io, service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = async { let _ = closing.wait_for(|c| *c).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match tls {
+                None => serve_connection(stream, peer, router, limits, closing, closing_ext).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(tls_stream, peer, router, limits, closing, closing_ext)
+                                .await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection closed with an error");
             }
         });
     }
@@ -119,11 +114,48 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+/// Serves one connection (plain TCP or TLS) until it closes, or gracefully once the
+/// server is closing.
+async fn serve_connection<S>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    router: axum::Router,
+    limits: ConnLimits,
+    mut closing: watch::Receiver<bool>,
+    closing_ext: ServerClosing,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(closing_ext.clone());
+        router.clone().oneshot(req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let io = TokioIo::new(GuardedIo::new(stream, limits.idle_timeout));
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = async { let _ = closing.wait_for(|c| *c).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection closed with an error");
+    }
+}
+
 /// A client socket with the idle timeout, and the JSON body on the HTTP parser's
 /// own error answers.
 #[derive(Debug)]
-pub(crate) struct GuardedIo {
-    inner: TcpStream,
+pub(crate) struct GuardedIo<S = TcpStream> {
+    inner: S,
     idle: Duration,
     /// Armed when the connection waits for the client: at accept and after every write;
     /// disarmed by every byte read.
@@ -134,8 +166,8 @@ pub(crate) struct GuardedIo {
     pending_pos: usize,
 }
 
-impl GuardedIo {
-    fn new(inner: TcpStream, idle: Duration) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> GuardedIo<S> {
+    fn new(inner: S, idle: Duration) -> Self {
         GuardedIo {
             inner,
             idle,
@@ -169,7 +201,7 @@ impl GuardedIo {
     }
 }
 
-impl AsyncRead for GuardedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -199,7 +231,7 @@ impl AsyncRead for GuardedIo {
     }
 }
 
-impl AsyncWrite for GuardedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -366,12 +366,16 @@ async fn cut_mid_body(res: Response) -> Response {
         header::CONTENT_LENGTH,
         HeaderValue::from(bytes.len().max(1) as u64),
     );
-    let stream = futures::stream::iter([
-        Ok(half),
-        Err(std::io::Error::other(
-            "injected fault: connection reset mid-body",
-        )),
-    ]);
+    // The pause lets the head and the first half go out before the connection is cut.
+    let stream = futures::StreamExt::chain(
+        futures::stream::iter([Ok(half)]),
+        futures::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(std::io::Error::other(
+                "injected fault: connection reset mid-body",
+            ))
+        }),
+    );
     Response::from_parts(parts, Body::from_stream(stream))
 }
 

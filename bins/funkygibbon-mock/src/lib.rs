@@ -49,6 +49,7 @@ mod routes;
 mod signing;
 mod snapshot;
 mod state;
+mod tls;
 mod vocabulary;
 
 use std::future::Future;
@@ -249,8 +250,9 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let port = listener.local_addr()?.port();
     let limits = conn_limits(&config);
+    let tls = tls_acceptor(&config)?;
     let (router, _handle) = build_with_port(config, port).await?;
-    serve_router(listener, router, limits, shutdown).await
+    serve_router(listener, router, limits, tls, shutdown).await
 }
 
 /// Like [`serve`], also handing back the [`AppHandle`] once the server is built
@@ -263,9 +265,21 @@ pub async fn serve_with_handle(
 ) -> Result<(), ServerError> {
     let port = listener.local_addr()?.port();
     let limits = conn_limits(&config);
+    let tls = tls_acceptor(&config)?;
     let (router, handle) = build_with_port(config, port).await?;
     let _ = ready.send(handle);
-    serve_router(listener, router, limits, shutdown).await
+    serve_router(listener, router, limits, tls, shutdown).await
+}
+
+/// The TLS acceptor when a certificate and key are configured (both or neither).
+fn tls_acceptor(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, ServerError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => tls::acceptor(cert, key).map(Some),
+        (None, None) => Ok(None),
+        _ => Err(ServerError::Config(
+            "a TLS certificate needs its key, and a key its certificate".into(),
+        )),
+    }
 }
 
 fn conn_limits(config: &ServerConfig) -> conn::ConnLimits {
@@ -283,11 +297,13 @@ async fn serve_router(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     limits: conn::ConnLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, ?limits, "funkygibbon listening");
-    conn::serve(listener, router, limits, shutdown).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, ?limits, "funkygibbon listening");
+    conn::serve(listener, router, limits, tls, shutdown).await?;
     tracing::info!("funkygibbon stopped");
     Ok(())
 }

@@ -1,34 +1,97 @@
-//! The `funkygibbon-mock` binary: parse flags, set up logs, serve until ctrl-c or SIGTERM, map errors to exit codes.
+//! The `funkygibbon-mock` binary: parse flags, set up logs, serve until SIGINT or SIGTERM,
+//! map errors to exit codes.
+//!
+//! Logs go to stderr. Once the server is ready, stdout gets one JSON line naming the
+//! bound address (`{"event":"listening","addr":"127.0.0.1:41234","url":"http://127.0.0.1:41234"}`)
+//! and `--ready-file` is written with the address, so scripts need not read logs.
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use funkygibbon_mock::{serve, shutdown_signal, Cli, ServerError};
+use funkygibbon_mock::{serve_with_handle, shutdown_signal, Cli, LogFormat, ServerError};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .init();
-    let run = async {
-        let listener = tokio::net::TcpListener::bind(cli.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: cli.listen.to_string(),
-                source,
-            })?;
-        serve(listener, cli.to_config(), shutdown_signal()).await
-    };
-    match run.await {
-        Ok(()) => ExitCode::SUCCESS,
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    let ready_file = cli.ready_file.clone();
+    match run(cli).await {
+        Ok(()) => {
+            if let Some(path) = &ready_file {
+                let _ = std::fs::remove_file(path);
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!(error = %e.report(), "funkygibbon-mock failed");
+            // Also plainly, whatever the log filter and format.
+            eprintln!("funkygibbon-mock: {}", e.report());
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+async fn run(cli: Cli) -> Result<(), ServerError> {
+    let config = cli.to_config();
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: cli.listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(serve_with_handle(
+        listener,
+        config,
+        shutdown_signal(),
+        ready_tx,
+    ));
+    // Sent once the store is open and the server built; dropped when start-up failed.
+    if ready_rx.await.is_ok() {
+        if let Some(path) = &cli.ready_file {
+            write_ready_file(path, &addr.to_string())?;
+        }
+        let line = serde_json::json!({
+            "event": "listening",
+            "addr": addr.to_string(),
+            "url": format!("{scheme}://{addr}"),
+        });
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+    server.await?
+}
+
+/// Writes the address to a file beside the target and renames it into place, so a
+/// reader never sees a half-written file.
+fn write_ready_file(path: &Path, addr: &str) -> Result<(), ServerError> {
+    let mut tmp = PathBuf::from(path);
+    tmp.as_mut_os_string().push(".tmp");
+    let fail = |e: std::io::Error| {
+        ServerError::Config(format!(
+            "cannot write the ready file {}: {e}",
+            path.display()
+        ))
+    };
+    std::fs::write(&tmp, format!("{addr}\n")).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
 }

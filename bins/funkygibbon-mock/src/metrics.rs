@@ -75,6 +75,8 @@ pub(crate) struct Metrics {
     rate_limited: Family<KindLabels, Counter>,
     signature_refused: Family<ReasonLabels, Counter>,
     password_checks: Counter,
+    /// Requests being handled right now.
+    pub in_flight: Gauge,
 }
 
 #[derive(Clone)]
@@ -160,7 +162,14 @@ impl Metrics {
             "Admin passwords checked against the hash (argon2 runs)",
             password_checks.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register(
+            "funkygibbon_http_requests_in_flight",
+            "Requests being handled right now",
+            in_flight.clone(),
+        );
         Metrics {
+            in_flight,
             registry: Mutex::new(registry),
             named: Mutex::new(HashMap::new()),
             routes: RwLock::new(HashMap::new()),

@@ -239,11 +239,13 @@ struct InFlight(AppState);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.send_modify(|n| *n = n.saturating_sub(1));
+        self.0.metrics.in_flight.dec();
     }
 }
 
 async fn count_in_flight(State(state): State<AppState>, req: Request, next: Next) -> Response {
     state.in_flight.send_modify(|n| *n += 1);
+    state.metrics.in_flight.inc();
     let _guard = InFlight(state);
     next.run(req).await
 }
