@@ -111,10 +111,10 @@ fn matched(a: &[char], b: &[char]) -> usize {
     // Longest common substring, the earliest in `a` (then in `b`) on ties.
     let (mut best, mut at_a, mut at_b) = (0usize, 0usize, 0usize);
     let mut prev = vec![0usize; b.len() + 1];
-    for i in 0..a.len() {
+    for (i, ca) in a.iter().enumerate() {
         let mut cur = vec![0usize; b.len() + 1];
-        for j in 0..b.len() {
-            if a[i] == b[j] {
+        for (j, cb) in b.iter().enumerate() {
+            if ca == cb {
                 cur[j + 1] = prev[j] + 1;
                 if cur[j + 1] > best {
                     best = cur[j + 1];
