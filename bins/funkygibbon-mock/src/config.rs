@@ -143,6 +143,9 @@ pub struct ServerConfig {
     pub feed_replay_limit: usize,
     /// Largest blob accepted, in bytes (a larger one is refused 413 before any byte is read).
     pub max_blob_size: u64,
+    /// Superseded history older than this is pruned, every [`crate::horizon::period`]
+    /// (`None`: history is kept whole). See `goodies_store::horizon`.
+    pub history_horizon: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -182,6 +185,7 @@ impl Default for ServerConfig {
             feed_buffer: DEFAULT_FEED_BUFFER,
             feed_replay_limit: DEFAULT_FEED_REPLAY_LIMIT,
             max_blob_size: DEFAULT_MAX_BLOB_SIZE,
+            history_horizon: None,
         }
     }
 }
@@ -226,6 +230,7 @@ impl fmt::Debug for ServerConfig {
             .field("feed_buffer", &self.feed_buffer)
             .field("feed_replay_limit", &self.feed_replay_limit)
             .field("max_blob_size", &self.max_blob_size)
+            .field("history_horizon", &self.history_horizon)
             .finish()
     }
 }
@@ -376,6 +381,12 @@ impl ServerConfig {
         self.feed_heartbeat = heartbeat;
         self.feed_buffer = buffer;
         self.feed_replay_limit = replay_limit;
+        self
+    }
+
+    /// Prunes superseded history older than `horizon`, periodically (see `--history-horizon`).
+    pub fn with_history_horizon(mut self, horizon: Duration) -> Self {
+        self.history_horizon = Some(horizon);
         self
     }
 
@@ -637,6 +648,10 @@ pub struct Cli {
     /// Largest blob accepted, in bytes.
     #[arg(long, env = "FUNKYGIBBON_MAX_BLOB_SIZE", default_value_t = DEFAULT_MAX_BLOB_SIZE)]
     pub max_blob_size: u64,
+    /// Prune superseded entity versions older than this (e.g. `30d`, `12h`, `90m`,
+    /// `45s`, or plain seconds), periodically; off when not given.
+    #[arg(long, env = "FUNKYGIBBON_HISTORY_HORIZON", value_parser = crate::horizon::parse_duration)]
+    pub history_horizon: Option<Duration>,
 }
 
 impl Cli {
@@ -710,6 +725,7 @@ impl Cli {
             feed_buffer: self.feed_buffer,
             feed_replay_limit: self.feed_replay_limit,
             max_blob_size: self.max_blob_size,
+            history_horizon: self.history_horizon,
         }
     }
 }

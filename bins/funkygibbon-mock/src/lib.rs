@@ -40,6 +40,7 @@ mod demo;
 mod digest;
 mod error;
 mod faults;
+mod horizon;
 mod metrics;
 mod pydantic;
 mod qr;
@@ -204,6 +205,7 @@ async fn build_with_port(
         feed: routes::events::FeedHub::new(feed_buffer),
         blobs: routes::blobs::BlobTransfers::default(),
     }));
+    horizon::spawn(&state);
     let router = routes::router(state.clone());
     Ok((router, AppHandle { state }))
 }

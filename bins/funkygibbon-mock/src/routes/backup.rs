@@ -458,6 +458,20 @@ pub(crate) async fn refuse_pre_restore_position(
         } else {
             "filters.since"
         })),
-        _ => Ok(()),
+        // Behind the history horizon (PROTOCOL §5.15): history this position may rest on
+        // was pruned, so the same answer: pull in full.
+        _ => match app.store.history_horizon().await? {
+            Some(h) if h.predates(cursor, since) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidSyncState,
+                "this sync position is behind the history horizon (older history was pruned); clear the cursor and watermark and pull in full",
+            )
+            .with_field(if cursor.is_some_and(|c| c <= h.seq) {
+                "cursor"
+            } else {
+                "filters.since"
+            })),
+            _ => Ok(()),
+        },
     }
 }
