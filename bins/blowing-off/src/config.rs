@@ -210,3 +210,20 @@ pub fn write(path: &Path, config: &FileConfig) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+/// After the token changed (login, refresh): writes the client's server and token into
+/// the configuration file when that file exists, so the next run does not bring back the
+/// old token from it.
+pub async fn remember_token(client: &BlowingOffClient, r: &Resolved) -> anyhow::Result<()> {
+    if !r.file.is_file() {
+        return Ok(());
+    }
+    let s = client.settings().await?;
+    let mut f = read(&r.file)?;
+    if f.auth_token == s.auth_token && f.server_url == s.server_url {
+        return Ok(());
+    }
+    f.auth_token = s.auth_token;
+    f.server_url = s.server_url;
+    write(&r.file, &f)
+}

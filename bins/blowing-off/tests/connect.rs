@@ -230,11 +230,22 @@ fn password_from_the_environment_and_never_required_on_the_command_line() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let file = support::home_of(&db).join("config/blowing-off/config.json");
+    let token_in_file = || -> Value {
+        serde_json::from_slice::<Value>(&std::fs::read(&file).unwrap()).unwrap()["auth_token"]
+            .clone()
+    };
+    let before = token_in_file();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = command(&db, &["login"])
         .env("BLOWING_OFF_PASSWORD", PASSWORD)
         .output()
         .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The new token replaces the old one in the configuration file too, so the next run
+    // does not bring the old one back.
+    assert_ne!(token_in_file(), before);
+    assert_eq!(status_json(&db)["token"], "valid");
 }
 
 #[test]

@@ -164,3 +164,37 @@ fn the_daemon_says_it_runs_and_how_to_stop_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_daemon_refreshes_a_token_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tokens live 4 s: syncs for 7 s only succeed if the daemon refreshes.
+    let (url, _stop) = support::start_server_with(dir.path(), |mut c| {
+        c.admin_token_ttl = Duration::from_secs(4);
+        c
+    });
+    let a = dir.path().join("a.db");
+    ok(
+        &a,
+        &["connect", "--server-url", &url, "--password", PASSWORD],
+    );
+    let file = support::home_of(&a).join("config/blowing-off/config.json");
+    let token_in_file = || -> String {
+        let v: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        v["auth_token"].as_str().unwrap().to_owned()
+    };
+    let first = token_in_file();
+    let out = run(&a, &["sync-daemon", "--interval", "1", "--count", "8"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("token refreshed"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("8 sync(s), 0 with errors"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The fresh token is in the configuration file too, and the server accepts it.
+    assert_ne!(token_in_file(), first);
+    let s: Value = serde_json::from_str(&ok(&a, &["--json", "status"])).unwrap();
+    assert_eq!(s["token"], "valid", "{s}");
+}

@@ -17,7 +17,12 @@ pub struct Args {
 }
 
 /// Runs `login`.
-pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result<Exit> {
+pub async fn run(
+    client: &BlowingOffClient,
+    out: Out,
+    r: &crate::config::Resolved,
+    a: Args,
+) -> anyhow::Result<Exit> {
     let url = client
         .settings()
         .await?
@@ -28,6 +33,7 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
         None => crate::commands::connect::prompt_password(&url)?,
     };
     let info = client.login(&url, &password).await?;
+    crate::config::remember_token(client, r).await?;
     if out.json {
         out.json(&info)?;
     } else {

@@ -62,9 +62,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Connect(a) => connect::run(&client, out, &resolved, a).await,
         Command::Disconnect => connect::disconnect(&client, out, &resolved).await,
-        Command::Login(a) => login::run(&client, out, a).await,
+        Command::Login(a) => login::run(&client, out, &resolved, a).await,
         Command::Sync => sync::run_once(&client, out).await,
-        Command::SyncDaemon(a) => sync::run_daemon(&client, out, a).await,
+        Command::SyncDaemon(a) => sync::run_daemon(&client, out, &resolved, a).await,
         Command::Status(a) => status::run(&client, out, a).await,
         Command::Home(a) => home::run(&client, out, a).await,
         Command::Room(a) => room::run(&client, out, a).await,

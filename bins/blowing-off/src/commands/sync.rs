@@ -125,6 +125,48 @@ pub async fn run_once(client: &BlowingOffClient, out: Out) -> anyhow::Result<Exi
     Ok(exit_of(&r))
 }
 
+/// Refreshes the stored (admin) token before it expires, for as long as it is polled:
+/// checked every `interval`, refreshed when less than an hour (or three intervals) is
+/// left. A token the server will not refresh (a guest's) is reported once and left to
+/// expire; the daemon's syncs then report the expiry.
+async fn keep_token_fresh(
+    client: BlowingOffClient,
+    out: Out,
+    resolved: &crate::config::Resolved,
+    interval: Duration,
+) -> std::convert::Infallible {
+    let margin = (interval * 3).max(Duration::from_secs(3600)).as_secs() as i64;
+    let mut gave_up = false;
+    loop {
+        let token = client.settings().await.ok().and_then(|s| s.auth_token);
+        let now = goodies_client::Timestamp::now().unix_micros() / 1_000_000;
+        let due = token
+            .as_deref()
+            .and_then(goodies_client::token_expires_at)
+            .is_some_and(|exp| exp > now && exp - now < margin);
+        if due && !gave_up {
+            match client.refresh_token().await {
+                Ok(info) => {
+                    tracing::debug!(expires_in = ?info.expires_in, "token refreshed");
+                    out.note(format_args!(
+                        "token refreshed (valid for {} s more)",
+                        info.expires_in.map_or("?".to_owned(), |s| s.to_string())
+                    ));
+                    if let Err(e) = crate::config::remember_token(&client, resolved).await {
+                        errln!("error: cannot write the refreshed token to the configuration file: {e}");
+                    }
+                }
+                Err(e) if e.is_unreachable() => {}
+                Err(e) => {
+                    gave_up = true;
+                    errln!("error: the token cannot be refreshed ({e}); it will expire");
+                }
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
 /// A future that completes at the first Ctrl-C (SIGINT) or SIGTERM. The handlers are
 /// installed here, before the future is first polled, so a signal that arrives as soon
 /// as the daemon has said it runs is not missed.
@@ -153,6 +195,7 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 pub async fn run_daemon(
     client: &BlowingOffClient,
     out: Out,
+    resolved: &crate::config::Resolved,
     a: DaemonArgs,
 ) -> anyhow::Result<Exit> {
     if a.interval == 0 {
@@ -209,7 +252,11 @@ pub async fn run_daemon(
         Some(n) => client.start_background_sync_limited(interval, n),
         None => client.start_background_sync(interval),
     };
-    let (stats, stopped) = bg.stop_when(signal).await;
+    let refresher = keep_token_fresh(client.clone(), out, resolved, interval);
+    let (stats, stopped) = tokio::select! {
+        r = bg.stop_when(signal) => r,
+        never = refresher => match never {},
+    };
     let pending = client.pending_changes().await?;
     if json_out {
         outln!(
