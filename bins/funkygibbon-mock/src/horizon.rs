@@ -1,4 +1,4 @@
-//! The history horizon (PROTOCOL §5.15, docs/SERVER.md): periodic compaction with
+//! The history horizon (PROTOCOL §15.3, docs/SERVER.md): periodic compaction with
 //! `--history-horizon`, and `POST /api/v1/admin/history/compact` (admin only).
 
 use std::sync::Weak;

@@ -1,4 +1,4 @@
-//! `?at=T` on the graph REST API (PROTOCOL §5.14): entity lists, one entity with its
+//! `?at=T` on the graph REST API (PROTOCOL §15.2): entity lists, one entity with its
 //! relationships, its connections and a path answer for the graph as it was at T —
 //! a losing side of a conflict never shows, a tombstone ends an entity and its edges,
 //! an entity or edge stored after T is not there yet (both backends).

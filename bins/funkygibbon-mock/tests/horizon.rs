@@ -1,4 +1,4 @@
-//! `--history-horizon` (docs/SERVER.md, PROTOCOL §5.15): the server compacts by itself
+//! `--history-horizon` (docs/SERVER.md, PROTOCOL §15.3): the server compacts by itself
 //! periodically, keeps the latest row, and answers a cursor or watermark behind the
 //! horizon `INVALID_SYNC_STATE`; the admin endpoint checks its input (both backends).
 

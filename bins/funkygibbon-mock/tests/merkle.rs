@@ -1,4 +1,4 @@
-//! `GET /api/v1/sync/merkle` (PROTOCOL §5.13): the server's Merkle tree follows every
+//! `GET /api/v1/sync/merkle` (PROTOCOL §15.1): the server's Merkle tree follows every
 //! write, agrees with the state digest about the state, lets a client find the ids it
 //! disagrees on in at most depth + 1 requests, refuses malformed requests with a 400,
 //! and is the same tree from two server processes on one PostgreSQL database.

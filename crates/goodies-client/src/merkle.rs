@@ -1,5 +1,5 @@
 //! Finding the ids on which the local mirror and a server disagree, through the
-//! server's Merkle tree (`GET /api/v1/sync/merkle`, PROTOCOL §5.13).
+//! server's Merkle tree (`GET /api/v1/sync/merkle`, PROTOCOL §15.1).
 //!
 //! [`differing_ids`] builds the same tree over the mirror's latest `(id, version)`
 //! rows and walks the server's tree level by level, asking in each request only about

@@ -458,7 +458,7 @@ pub(crate) async fn refuse_pre_restore_position(
         } else {
             "filters.since"
         })),
-        // Behind the history horizon (PROTOCOL §5.15): history this position may rest on
+        // Behind the history horizon (PROTOCOL §15.3): history this position may rest on
         // was pruned, so the same answer: pull in full.
         _ => match app.store.history_horizon().await? {
             Some(h) if h.predates(cursor, since) => Err(ApiError::new(

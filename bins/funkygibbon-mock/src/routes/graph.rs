@@ -204,7 +204,7 @@ async fn stored_version(
     }
 }
 
-/// The time `?at=` names (PROTOCOL §5.14): `None` without it; 400 (field `at`) for a
+/// The time `?at=` names (PROTOCOL §15.2): `None` without it; 400 (field `at`) for a
 /// time that is not RFC 3339 or that lies before the history horizon.
 async fn as_of_time(app: &AppState, raw: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     let Some(raw) = raw.filter(|s| !s.is_empty()) else {

@@ -1,5 +1,5 @@
 //! `GET /api/v1/sync/merkle?level=L&prefix=P[,P…]`: nodes of the Merkle tree over the
-//! latest `(id, version)` rows (PROTOCOL §5.13), for finding which ids differ from a
+//! latest `(id, version)` rows (PROTOCOL §15.1), for finding which ids differ from a
 //! client's mirror in one request per level.
 
 use std::collections::HashMap;
