@@ -1,0 +1,3 @@
+//! Fuzz targets for the protocol crates; see [`targets`] for what each checks.
+
+pub mod targets;
