@@ -104,6 +104,20 @@ fn now_secs() -> i64 {
     Timestamp::now().unix_micros() / 1_000_000
 }
 
+impl GuestGrant {
+    /// The grant as the store keeps it.
+    pub fn record(&self) -> goodies_store::GuestGrantRecord {
+        goodies_store::GuestGrantRecord {
+            subject: self.subject.clone(),
+            token: self.token.clone(),
+            created_at_us: self.created_at.unix_micros(),
+            expires_at_us: self.expires.unix_micros(),
+            revoked: self.revoked,
+            server_url: self.server_url.clone(),
+        }
+    }
+}
+
 impl AuthService {
     /// Sets up auth: hashes a plain password (off the async threads) or checks a given hash.
     pub async fn new(
@@ -275,6 +289,31 @@ impl AuthService {
         })
     }
 
+    /// Takes in the grants kept in the store (at start).
+    pub fn load_guests(&self, grants: Vec<goodies_store::GuestGrantRecord>) {
+        let mut guests = lock(&self.guests);
+        for g in grants {
+            let (Ok(created_at), Ok(expires)) = (
+                Timestamp::from_unix_micros(g.created_at_us),
+                Timestamp::from_unix_micros(g.expires_at_us),
+            ) else {
+                continue;
+            };
+            guests.insert(
+                g.subject.clone(),
+                GuestGrant {
+                    token: g.token,
+                    subject: g.subject,
+                    created_at,
+                    expires,
+                    expires_at: g.expires_at_us / 1_000_000,
+                    revoked: g.revoked,
+                    server_url: g.server_url,
+                },
+            );
+        }
+    }
+
     /// Every guest grant, oldest first.
     pub fn guests(&self) -> Vec<GuestGrant> {
         let mut v: Vec<GuestGrant> = lock(&self.guests).values().cloned().collect();
@@ -282,8 +321,8 @@ impl AuthService {
         v
     }
 
-    /// Revokes a grant by its token or its subject; false when unknown.
-    pub fn revoke_guest(&self, token_or_subject: &str) -> bool {
+    /// Revokes a grant by its token or its subject; its subject, `None` when unknown.
+    pub fn revoke_guest(&self, token_or_subject: &str) -> Option<String> {
         let mut guests = lock(&self.guests);
         let key = guests
             .values()
@@ -292,9 +331,9 @@ impl AuthService {
         match key.and_then(|k| guests.get_mut(&k)) {
             Some(g) => {
                 g.revoked = true;
-                true
+                Some(g.subject.clone())
             }
-            None => false,
+            None => None,
         }
     }
 }
@@ -411,7 +450,7 @@ mod tests {
         let jwt = login.jwt;
         let c = a.verify(&jwt).unwrap();
         assert!(!c.can_write() && !c.is_admin());
-        assert!(a.revoke_guest(&g.token));
+        assert!(a.revoke_guest(&g.token).is_some());
         assert!(a.verify(&jwt).is_err());
         assert!(a.verify_guest(&g.token).is_err());
         let g = a.create_guest(1.0, Some("http://10.0.0.2:8000".into()));

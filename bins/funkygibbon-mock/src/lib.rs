@@ -170,6 +170,8 @@ async fn build_with_port(
         config.login_window,
     )
     .await?;
+    // Guest grants made before a restart.
+    auth.load_guests(store.guest_grants().await.map_err(ServerError::Store)?);
     if config.admin_password.is_none() {
         tracing::warn!("no admin password configured: admin login will always fail");
     }

@@ -1,7 +1,9 @@
 //! The binary as CI runs it (docs/SERVER.md "Using it in CI"): started on port 0, its
 //! address read from stdout and from `--ready-file`, stopped by SIGTERM or SIGINT after
 //! finishing the request in flight, and a clear message and exit code for every
-//! start-up failure. Real child processes on loopback.
+//! start-up failure; guest grants kept across a restart. Real child processes on loopback.
+
+mod support;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -278,3 +280,76 @@ async fn json_logs_by_flag() {
     assert_eq!(sync["fields"]["device_id"], "json-logs");
     assert_eq!(sync["fields"]["pushed"], 0);
 }
+
+/// Guest grants are kept in the store: after a restart on the same database a grant
+/// still verifies, its guest token still works, and a revocation is kept too.
+async fn guest_grants_survive_a_restart(backend: support::Backend) {
+    let Some(mut first) = support::TestServer::start(backend).await else {
+        return;
+    };
+    let admin = first.login().await;
+    let (status, qr) = first
+        .post_json(
+            &admin,
+            "/api/v1/auth/guest/generate-qr",
+            &json!({"duration_hours": 2, "custom_server": "https://home.example:8443"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{qr}");
+    let kept = qr["qr_data"]["token"].as_str().expect("token").to_owned();
+    let (status, qr) = first
+        .post_json(&admin, "/api/v1/auth/guest/generate-qr", &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let revoked = qr["qr_data"]["token"].as_str().expect("token").to_owned();
+    let (status, before) = first
+        .post_json("", "/api/v1/auth/guest/verify", &json!({"token": kept}))
+        .await;
+    assert_eq!(status, 200);
+    let guest_jwt = before["access_token"].as_str().expect("jwt").to_owned();
+    first.signal_stop();
+    first.join().await.expect("first server stops");
+
+    let second = support::TestServer::start_on_url(&first.database_url).await;
+    let (status, after) = second
+        .post_json("", "/api/v1/auth/guest/verify", &json!({"token": kept}))
+        .await;
+    assert_eq!(status, 200, "the grant survived the restart: {after}");
+    assert_eq!(after["server_url"], "https://home.example:8443");
+    let left = after["expires_in"].as_i64().expect("expires_in");
+    assert!((7000..=7200).contains(&left), "{left}");
+    // The guest token issued before the restart (same JWT secret) still works.
+    assert_eq!(second.get_json(&guest_jwt, "/api/v1/auth/me").await.0, 200);
+    // A revocation is kept as well.
+    let admin = second.login().await;
+    let (status, _) = second
+        .post_json(
+            &admin,
+            "/api/v1/auth/guest/revoke",
+            &json!({"token": revoked}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    second.shutdown().await.expect("second server stops");
+    let third = support::TestServer::start_on_url(&first.database_url).await;
+    let admin = third.login().await;
+    let (_, list) = third.get_json(&admin, "/api/v1/auth/guest/list").await;
+    assert_eq!(list["count"], 2, "{list}");
+    let revoked_row = list["guests"]
+        .as_array()
+        .expect("guests")
+        .iter()
+        .find(|g| g["token"] == revoked.as_str())
+        .expect("the revoked grant is listed");
+    assert_eq!(revoked_row["revoked"], true);
+    assert_eq!(
+        third
+            .post_json("", "/api/v1/auth/guest/verify", &json!({"token": revoked}))
+            .await
+            .0,
+        401
+    );
+    third.shutdown().await.expect("third server stops");
+}
+
+on_both_backends!(guest_grants_survive_a_restart);

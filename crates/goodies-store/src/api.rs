@@ -70,7 +70,7 @@ pub trait GraphRead: Send + Sync + std::fmt::Debug {
 /// The server's store: applies pushes, serves the change feed, keeps conflicts and blobs.
 #[async_trait]
 pub trait ServerStore:
-    GraphRead + crate::notify::CommitFeed + crate::blob_upload::BlobUploads
+    GraphRead + crate::notify::CommitFeed + crate::blob_upload::BlobUploads + crate::grants::GuestGrants
 {
     /// Applies a pushed batch in ONE transaction: entities before relationships, parents
     /// before children, each contested id decided by the conflict crate. On error nothing
@@ -187,10 +187,7 @@ pub trait ServerStore:
 
     /// Prunes superseded history older than `before` in one write transaction (see
     /// [`crate::horizon`]); the horizon never moves back.
-    async fn compact_history(
-        &self,
-        before: Timestamp,
-    ) -> Result<crate::horizon::CompactionReport>;
+    async fn compact_history(&self, before: Timestamp) -> Result<crate::horizon::CompactionReport>;
 
     /// The horizon of the last compaction, `None` when history was never pruned.
     async fn history_horizon(&self) -> Result<Option<crate::horizon::HistoryHorizon>>;

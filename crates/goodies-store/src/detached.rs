@@ -129,6 +129,24 @@ impl<S: crate::notify::CommitFeed + ?Sized + 'static> crate::notify::CommitFeed 
 }
 
 #[async_trait]
+impl<S: crate::grants::GuestGrants + ?Sized + 'static> crate::grants::GuestGrants for Detached<S> {
+    async fn put_guest_grant(&self, grant: &crate::grants::GuestGrantRecord) -> Result<()> {
+        let (s, g) = (self.0.clone(), grant.clone());
+        run(async move { s.put_guest_grant(&g).await }).await
+    }
+
+    async fn guest_grants(&self) -> Result<Vec<crate::grants::GuestGrantRecord>> {
+        let s = self.0.clone();
+        run(async move { s.guest_grants().await }).await
+    }
+
+    async fn revoke_guest_grant(&self, subject: &str) -> Result<bool> {
+        let (s, subject) = (self.0.clone(), subject.to_owned());
+        run(async move { s.revoke_guest_grant(&subject).await }).await
+    }
+}
+
+#[async_trait]
 impl<S: crate::blob_upload::BlobUploads + ?Sized + 'static> crate::blob_upload::BlobUploads
     for Detached<S>
 {
@@ -312,10 +330,7 @@ impl<S: ServerStore + ?Sized + 'static> ServerStore for Detached<S> {
         run(async move { s.relationships_as_of(at).await }).await
     }
 
-    async fn compact_history(
-        &self,
-        before: Timestamp,
-    ) -> Result<crate::horizon::CompactionReport> {
+    async fn compact_history(&self, before: Timestamp) -> Result<crate::horizon::CompactionReport> {
         let s = self.0.clone();
         run(async move { s.compact_history(before).await }).await
     }

@@ -135,6 +135,8 @@ pub(crate) async fn guest_generate(
     let grant = app
         .auth
         .create_guest(hours, custom.as_ref().map(|a| a.url(public_port)));
+    // Kept in the store so the grant survives a restart.
+    app.store.put_guest_grant(&grant.record()).await?;
     let (server, port) = match &custom {
         Some(a) => (a.host.clone(), a.port_or(public_port)),
         None => (app.config.public_host.clone(), public_port),
@@ -229,9 +231,10 @@ pub(crate) async fn guest_revoke(
     let token = f.req_str(&["token", "subject"], 1);
     f.finish()?;
     let token = token.unwrap_or_default();
-    if !app.auth.revoke_guest(&token) {
+    let Some(subject) = app.auth.revoke_guest(&token) else {
         return Err(ApiError::not_found("Guest token not found"));
-    }
+    };
+    app.store.revoke_guest_grant(&subject).await?;
     tracing::info!("guest grant revoked");
     Ok(Json(json!({"revoked": true})))
 }

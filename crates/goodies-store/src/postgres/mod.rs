@@ -90,6 +90,7 @@
 mod backup;
 mod blob_upload;
 mod history;
+mod grants;
 mod merkle;
 mod notify;
 mod read;

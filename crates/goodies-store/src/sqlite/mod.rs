@@ -36,6 +36,7 @@ mod blobs;
 mod client;
 mod feed;
 mod history;
+mod grants;
 mod merkle;
 mod notify;
 mod push;
