@@ -20,6 +20,7 @@ mod commands;
 mod config;
 mod exit;
 mod output;
+mod progress;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -115,7 +115,10 @@ fn print_problems(r: &SyncResult) {
 
 /// Runs `sync`.
 pub async fn run_once(client: &BlowingOffClient, out: Out) -> anyhow::Result<Exit> {
-    let r = client.sync().await?;
+    let progress = crate::progress::SyncProgress::start(client, out);
+    let r = client.sync().await;
+    progress.finish();
+    let r = r?;
     if out.json {
         out.json(&result_json(&r))?;
     } else {
