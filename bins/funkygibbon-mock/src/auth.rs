@@ -20,6 +20,9 @@ use crate::state::AppState;
 
 /// The permissions of an admin token, as the reference grants them.
 pub const ADMIN_PERMISSIONS: &[&str] = &["read", "write", "delete", "configure"];
+/// Devices whose first syncing subject is remembered, at most.
+pub(crate) const MAX_DEVICES: usize = 100_000;
+
 /// The permissions of a guest token.
 pub const GUEST_PERMISSIONS: &[&str] = &["read"];
 
@@ -81,6 +84,8 @@ pub(crate) struct AuthService {
     admin_hash: Option<Arc<str>>,
     admin_ttl: Duration,
     guests: Mutex<HashMap<String, GuestGrant>>,
+    /// Which token subject first synced as each device (for `/sync/ack`).
+    devices: Mutex<HashMap<String, String>>,
     failures: Mutex<HashMap<Option<IpAddr>, VecDeque<Instant>>>,
     max_failures: u32,
     window: Duration,
@@ -146,6 +151,7 @@ impl AuthService {
             admin_hash,
             admin_ttl,
             guests: Mutex::new(HashMap::new()),
+            devices: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             max_failures,
             window,
@@ -192,6 +198,21 @@ impl AuthService {
         }
         q.push_back(now);
         Ok(())
+    }
+
+    /// Records that `subject` syncs as `device`, unless another subject did first
+    /// (at most [`MAX_DEVICES`] devices are remembered).
+    pub fn claim_device(&self, device: &str, subject: &str) {
+        let mut devices = lock(&self.devices);
+        if devices.len() < MAX_DEVICES && !devices.contains_key(device) {
+            devices.insert(device.to_owned(), subject.to_owned());
+        }
+    }
+
+    /// Whether a token may confirm `device`'s watermark: admin tokens may confirm any;
+    /// others only a device their subject synced as first.
+    pub fn owns_device(&self, claims: &Claims, device: &str) -> bool {
+        claims.is_admin() || lock(&self.devices).get(device) == Some(&claims.sub)
     }
 
     /// Forgets failed logins after a success.

@@ -353,3 +353,62 @@ async fn guest_grants_survive_a_restart(backend: support::Backend) {
 }
 
 on_both_backends!(guest_grants_survive_a_restart);
+
+fn ack_body(client_id: &str) -> Value {
+    json!({"type": "sync_ack", "client_id": client_id, "sync_completed_at": "2026-03-01T12:00:00+00:00"})
+}
+
+/// `POST /api/v1/sync/ack` confirms only the caller's own device: the device a guest
+/// token synced as; admin tokens any device.
+async fn a_token_acknowledges_only_its_own_device(backend: support::Backend) {
+    let Some(s) = support::TestServer::start(backend).await else {
+        return;
+    };
+    let admin = s.login().await;
+    let guest = s.guest_token(&admin).await;
+    let other_guest = s.guest_token(&admin).await;
+    let request = |c: &str| json!({"type": "sync_request", "client_id": c});
+    assert_eq!(
+        s.post_json(&guest, "/api/v1/sync/request", &request("guest-phone"))
+            .await
+            .0,
+        200
+    );
+    let (status, body) = s
+        .post_json(
+            &admin,
+            "/api/v1/sync/",
+            &support::sync_body("admin-phone", "full", json!([])),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Its own device: accepted.
+    let (status, body) = s
+        .post_json(&guest, "/api/v1/sync/ack", &ack_body("guest-phone"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Another's device, or one it never synced as: 403, nothing recorded.
+    for (token, device) in [
+        (&guest, "admin-phone"),
+        (&guest, "never-seen"),
+        (&other_guest, "guest-phone"),
+    ] {
+        let (status, body) = s
+            .post_json(token, "/api/v1/sync/ack", &ack_body(device))
+            .await;
+        assert_eq!(status, 403, "{device}: {body}");
+        assert_eq!(body["error"]["code"], "FORBIDDEN");
+    }
+    // Admin tokens confirm any device.
+    for device in ["admin-phone", "guest-phone"] {
+        assert_eq!(
+            s.post_json(&admin, "/api/v1/sync/ack", &ack_body(device))
+                .await
+                .0,
+            200
+        );
+    }
+    s.shutdown().await.expect("shutdown");
+}
+
+on_both_backends!(a_token_acknowledges_only_its_own_device);

@@ -81,7 +81,7 @@ fn to_value(msg: &FlowMessage) -> Result<Json<Value>, ApiError> {
 #[tracing::instrument(name = "sync_request", skip_all, fields(client_id = tracing::field::Empty))]
 pub(crate) async fn request(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let req: FlowSyncRequest = parse_flow(
@@ -91,6 +91,7 @@ pub(crate) async fn request(
         &["entity_types"],
     )?;
     tracing::Span::current().record("client_id", req.client_id.as_str());
+    app.auth.claim_device(&req.client_id, &caller.0.sub);
     // Unknown entity types are counted and matched verbatim, or refused in strict mode.
     if let (false, Some(types)) = (app.config.strict, &req.entity_types) {
         app.unknown_values.record_filter(types);
@@ -411,10 +412,16 @@ pub(crate) async fn push(
 /// Step 5: `sync_ack` records the client's confirmed watermark (shown by `/api/v1/sync/status`).
 pub(crate) async fn ack(
     State(app): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     body: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let ack: FlowSyncAck = parse_flow(body.json()?, "sync_ack", &["client_id"], &[])?;
+    // A token confirms only its own device's watermark (the device it synced as).
+    if !app.auth.owns_device(&caller.0, &ack.client_id) {
+        return Err(ApiError::forbidden(
+            "This token may only acknowledge its own device's sync",
+        ));
+    }
     app.store
         .record_ack(&ack.client_id, ack.sync_completed_at)
         .await?;
