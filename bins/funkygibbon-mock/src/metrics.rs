@@ -77,6 +77,23 @@ pub(crate) struct Metrics {
     password_checks: Counter,
     /// Requests being handled right now.
     pub in_flight: Gauge,
+    feed_listeners: Gauge,
+    blob_bytes: Family<DirectionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+/// Holds one change-feed listener in `funkygibbon_feed_listeners` until dropped.
+#[derive(Debug)]
+pub(crate) struct ListenerGuard(Gauge);
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[derive(Clone)]
@@ -168,8 +185,22 @@ impl Metrics {
             "Requests being handled right now",
             in_flight.clone(),
         );
+        let feed_listeners = Gauge::default();
+        registry.register(
+            "funkygibbon_feed_listeners",
+            "Change-feed event streams open",
+            feed_listeners.clone(),
+        );
+        let blob_bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "funkygibbon_blob_bytes",
+            "Blob bytes received (in: uploads stored) and sent (out: downloads)",
+            blob_bytes.clone(),
+        );
         Metrics {
             in_flight,
+            feed_listeners,
+            blob_bytes,
             registry: Mutex::new(registry),
             named: Mutex::new(HashMap::new()),
             routes: RwLock::new(HashMap::new()),
@@ -233,6 +264,19 @@ impl Metrics {
     /// Counts a conflict by how it was resolved.
     pub fn conflict(&self, reason: &'static str) {
         self.conflicts.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts one change-feed listener for as long as the guard lives.
+    pub fn feed_listener(&self) -> ListenerGuard {
+        self.feed_listeners.inc();
+        ListenerGuard(self.feed_listeners.clone())
+    }
+
+    /// Counts blob bytes stored (`in`) or sent (`out`).
+    pub fn blob_bytes(&self, direction: &'static str, n: usize) {
+        self.blob_bytes
+            .get_or_create(&DirectionLabels { direction })
+            .inc_by(n as u64);
     }
 
     /// Counts one page of the change feed served.

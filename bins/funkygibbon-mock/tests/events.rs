@@ -488,8 +488,9 @@ impl ServerProcess {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(pos) = line.find("addr=") {
-                    let addr = line[pos + 5..].split_whitespace().next().unwrap_or("");
+                // The one stdout line: {"event":"listening","addr":"127.0.0.1:PORT",…}.
+                let parsed = serde_json::from_str::<serde_json::Value>(&line).ok();
+                if let Some(addr) = parsed.as_ref().and_then(|v| v["addr"].as_str()) {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr.to_owned());
                     }

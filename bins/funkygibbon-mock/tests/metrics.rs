@@ -98,4 +98,86 @@ async fn conflicts_are_counted_by_reason(backend: Backend) {
     s.shutdown().await.expect("shutdown");
 }
 
-on_both_backends!(counts_follow_the_traffic, conflicts_are_counted_by_reason);
+async fn metric_text(s: &TestServer) -> String {
+    s.http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// Change-feed listeners open, and blob bytes in and out.
+async fn feed_listeners_and_blob_bytes(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let admin = s.login().await;
+    let stream = s
+        .http
+        .get(s.url("/api/v1/sync/events"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(stream.status(), 200);
+    assert!(metric_text(&s)
+        .await
+        .contains("funkygibbon_feed_listeners 1"));
+    drop(stream);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !metric_text(&s)
+        .await
+        .contains("funkygibbon_feed_listeners 0")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener is counted out when its stream closes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let blob = vec![7u8; 3000];
+    let sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&blob))
+    };
+    let res = s
+        .http
+        .put(s.url(&format!("/api/v1/blobs/{sha}")))
+        .bearer_auth(&admin)
+        .header("content-type", "application/octet-stream")
+        .body(blob.clone())
+        .send()
+        .await
+        .expect("put");
+    assert!(res.status().is_success(), "{}", res.status());
+    let got = s
+        .http
+        .get(s.url(&format!("/api/v1/blobs/{sha}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(got.len(), 3000);
+    let text = metric_text(&s).await;
+    assert!(
+        text.contains("funkygibbon_blob_bytes_total{direction=\"in\"} 3000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("funkygibbon_blob_bytes_total{direction=\"out\"} 3000"),
+        "{text}"
+    );
+    s.shutdown().await.expect("shutdown");
+}
+
+on_both_backends!(
+    counts_follow_the_traffic,
+    conflicts_are_counted_by_reason,
+    feed_listeners_and_blob_bytes,
+);

@@ -276,8 +276,9 @@ pub(crate) async fn get(
     };
     let store = state.store.clone();
     let sha = sha256.clone();
+    let counter = state.clone();
     let body = futures::stream::try_unfold(start, move |at| {
-        let (store, sha) = (store.clone(), sha.clone());
+        let (store, sha, counter) = (store.clone(), sha.clone(), counter.clone());
         async move {
             if at >= end {
                 return Ok(None);
@@ -291,6 +292,7 @@ pub(crate) async fn get(
                 return Err(std::io::Error::other("blob shorter than its size"));
             }
             let next = at + bytes.len() as u64;
+            counter.metrics.blob_bytes("out", bytes.len());
             Ok(Some((bytes::Bytes::from(bytes), next)))
         }
     });
@@ -559,11 +561,14 @@ async fn flush(
     if let Some(h) = hasher.as_mut() {
         h.update(&bytes);
     }
-    state
+    let n = bytes.len();
+    let next = state
         .store
         .append_blob(sha256, at, bytes.to_vec())
         .await
-        .map_err(store_error)
+        .map_err(store_error)?;
+    state.metrics.blob_bytes("in", n);
+    Ok(next)
 }
 
 /// The SHA-256 of the `total` held bytes, read back from the store chunk by chunk.

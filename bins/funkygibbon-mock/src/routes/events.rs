@@ -354,6 +354,7 @@ pub(crate) async fn events(
     .await
     .map_err(|e| ApiError::internal(&e))?;
     let heartbeat = heartbeat_interval(state.config.feed_heartbeat, state.config.idle_timeout);
+    let counted = state.metrics.feed_listener();
     let listener = Listener {
         state,
         rx,
@@ -362,8 +363,12 @@ pub(crate) async fn events(
         first: Some(first),
         done: false,
     };
-    let sse = Sse::new(listener_stream(listener))
-        .keep_alive(KeepAlive::new().interval(heartbeat).text(HEARTBEAT));
+    // The listener counts in `funkygibbon_feed_listeners` for as long as its stream lives.
+    let stream = futures::StreamExt::map(listener_stream(listener), move |e| {
+        let _ = &counted;
+        e
+    });
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat).text(HEARTBEAT));
     let mut res = sse.into_response();
     res.headers_mut().insert(
         "x-accel-buffering",
