@@ -388,7 +388,7 @@ async fn client(
                 .await
                 .map(|v| vec![v]),
             Work::PushOne | Work::PushAndSync => {
-                let update = work == Work::PushAndSync && i % 2 == 0 && !own.is_empty();
+                let update = work == Work::PushAndSync && i.is_multiple_of(2) && !own.is_empty();
                 let (id, parents) = if update {
                     let (id, v) = own[i % own.len()].clone();
                     (id, vec![Version::new(v)])
@@ -417,13 +417,13 @@ async fn client(
                 let mut r = Ok(());
                 for page in 0..10_000 {
                     let kind = if page == 0 { "full" } else { "delta" };
+                    t.requests += 1;
                     match conn
                         .sync(&request(&device, kind, None, cursor.as_deref()))
                         .await
                     {
                         Ok(v) => {
                             cursor = v["cursor"].as_str().map(str::to_owned);
-                            t.requests += 1;
                             pages.push(v);
                             if cursor.is_none() {
                                 break;
@@ -435,12 +435,12 @@ async fn client(
                         }
                     }
                 }
-                // The requests were counted page by page.
-                t.requests -= 1;
                 r.map(|()| pages)
             }
         };
-        t.requests += 1;
+        if work != Work::Full {
+            t.requests += 1;
+        }
         t.latencies_us.push(started.elapsed().as_micros() as u64);
         match result {
             Ok(pages) => {
