@@ -541,3 +541,49 @@ on_both_backends!(
     blobs_are_announced_as_a_capability,
     a_slow_upload_that_progresses_is_not_cut_off,
 );
+
+/// Two servers on one PostgreSQL database: an upload begun through one is resumed and
+/// finished through the other, which has no hash state for it and hashes the bytes from
+/// the database before making the blob visible; both then serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_resumes_on_another_server_process_on_postgres() {
+    let Some(one) = TestServer::start(Backend::Postgres).await else {
+        return;
+    };
+    let shared = one.database_url.clone();
+    let two = TestServer::start_with(Backend::Postgres, move |mut c| {
+        c.database_url = shared;
+        c
+    })
+    .await
+    .expect("second server");
+    let (a, b) = (one.login().await, two.login().await);
+    let data = bytes(3 * MIB + 5, 12);
+    let id = sha(&data);
+    assert_eq!(
+        put_range(&one, &a, &id, &data, 0, 2 * MIB).await.status(),
+        202
+    );
+    let h = head(&two, &b, &id).await;
+    assert_eq!(header(&h, "upload-offset"), Some((2 * MIB).to_string()));
+    let res = put_range(&two, &b, &id, &data, 2 * MIB, data.len()).await;
+    assert_eq!(res.status(), 201);
+    for (s, t) in [(&one, &a), (&two, &b)] {
+        let got = get(s, t, &id, None).await.bytes().await.unwrap();
+        assert_eq!(sha(&got), id);
+    }
+    // And a wrong blob finished on the other process is caught the same way.
+    let good = bytes(2 * MIB, 13);
+    let mut bad = good.clone();
+    bad[3] ^= 1;
+    let gid = sha(&good);
+    assert_eq!(put_range(&one, &a, &gid, &bad, 0, MIB).await.status(), 202);
+    let res = put_range(&two, &b, &gid, &bad, MIB, bad.len()).await;
+    assert_eq!(
+        error_code(res).await,
+        (422, "BLOB_CHECKSUM_MISMATCH".into())
+    );
+    assert_eq!(head(&one, &a, &gid).await.status(), 404);
+    two.shutdown().await.unwrap();
+    one.shutdown().await.unwrap();
+}
