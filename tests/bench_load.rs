@@ -677,9 +677,18 @@ fn driver() -> anyhow::Result<()> {
         load_average()
     );
     if scenario == "lost" {
+        // Every backend runs, then any failure is reported.
+        let mut failed = Vec::new();
         for backend in backends {
-            lost(&rt, backend, clients.unwrap_or(1000), seconds.unwrap_or(60))?;
+            if let Err(e) = lost(&rt, backend, clients.unwrap_or(1000), seconds.unwrap_or(60)) {
+                failed.push(format!("{}: {e:#}", backend.name()));
+            }
         }
+        anyhow::ensure!(
+            failed.is_empty(),
+            "load with nothing lost failed: {}",
+            failed.join("; ")
+        );
         return Ok(());
     }
     // (name, work, clients, entities) rows of the table.
