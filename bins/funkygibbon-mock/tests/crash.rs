@@ -107,8 +107,9 @@ impl ServerProcess {
         std::thread::spawn(move || {
             let mut addr_tx = Some(addr_tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(pos) = line.find("addr=") {
-                    let addr = line[pos + 5..].split_whitespace().next().unwrap_or("");
+                // The one stdout line: {"event":"listening","addr":"127.0.0.1:PORT",…}.
+                let parsed = serde_json::from_str::<serde_json::Value>(&line).ok();
+                if let Some(addr) = parsed.as_ref().and_then(|v| v["addr"].as_str()) {
                     if let Some(tx) = addr_tx.take() {
                         let _ = tx.send(addr.to_owned());
                     }
