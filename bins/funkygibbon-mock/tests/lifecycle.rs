@@ -204,29 +204,31 @@ async fn the_binary_runs_with_no_set_up() {
             .env("FUNKYGIBBON_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start the binary"),
     );
     let stdout = child.0.stdout.take().expect("stdout");
+    let stderr = child.0.stderr.take().expect("stderr");
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let reader = std::thread::spawn(move || {
+    // Stdout has the one "listening" line: {"event":"listening","addr":…}.
+    std::thread::spawn(move || {
         let mut addr_tx = Some(addr_tx);
-        let mut lines = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(pos) = line.find("addr=") {
-                let addr = line[pos + 5..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
+            let parsed = serde_json::from_str::<Value>(&line).ok();
+            if let Some(addr) = parsed.as_ref().and_then(|v| v["addr"].as_str()) {
                 if let Some(tx) = addr_tx.take() {
-                    let _ = tx.send(addr);
+                    let _ = tx.send(addr.to_owned());
                 }
             }
-            lines.push(line);
         }
-        lines
+    });
+    // The logs are on stderr.
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
     });
     let addr = tokio::time::timeout(std::time::Duration::from_secs(30), addr_rx)
         .await
