@@ -38,9 +38,9 @@ mod types;
 pub use api::{ClientStore, GraphRead, ServerStore};
 pub use blob_upload::{BlobState, BlobUploads};
 pub use detached::Detached;
+pub use error::{Result, StoreError};
 pub use grants::{GuestGrantRecord, GuestGrants};
 pub use notify::{CommitFeed, CommitGap, CommitNotice, CommitSubscription};
-pub use error::{Result, StoreError};
 pub use open::{open_client_store, open_server_store};
 pub use snapshot::{
     RestoreMark, RestoreReport, StoreSnapshot, SyncEvent, SyncMetadata, SNAPSHOT_FORMAT,

@@ -66,7 +66,10 @@ pub(crate) fn router(state: AppState) -> Router {
         ("/api/v1/sync/status", get(sync::status)),
         ("/api/v1/sync/vocabulary", get(sync::vocabulary)),
         ("/api/v1/sync/merkle", get(merkle::nodes)),
-        ("/api/v1/admin/history/compact", post(crate::horizon::compact)),
+        (
+            "/api/v1/admin/history/compact",
+            post(crate::horizon::compact),
+        ),
         ("/api/v1/sync/events", get(events::events)),
         (
             "/api/v1/blobs/{sha256}",

@@ -89,8 +89,8 @@
 
 mod backup;
 mod blob_upload;
-mod history;
 mod grants;
+mod history;
 mod merkle;
 mod notify;
 mod read;
