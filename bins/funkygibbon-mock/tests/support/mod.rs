@@ -83,8 +83,7 @@ async fn fresh_database(backend: Backend) -> Option<(String, Db)> {
         }
         Backend::Postgres => {
             if !cfg!(feature = "postgres") {
-                println!("skipping: the postgres feature is off");
-                return None;
+                skip_postgres("the postgres feature is off")?;
             }
             let pg = FreshPostgres::create().await?;
             Some((pg.url.clone(), Db::Postgres(pg)))
@@ -385,7 +384,7 @@ fn skip_postgres(why: &str) -> Option<FreshPostgres> {
     if std::env::var("GOODIES_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
         panic!("PostgreSQL is required (GOODIES_REQUIRE_POSTGRES=1) but {why}");
     }
-    println!("skipping: PostgreSQL not reachable (set GOODIES_TEST_POSTGRES_URL)");
+    println!("skipping: {why} (set GOODIES_TEST_POSTGRES_URL and build with the postgres feature)");
     None
 }
 
