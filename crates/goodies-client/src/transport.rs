@@ -21,6 +21,10 @@ pub enum Method {
     Get,
     /// POST.
     Post,
+    /// PUT.
+    Put,
+    /// HEAD.
+    Head,
 }
 
 impl Method {
@@ -29,6 +33,8 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Head => "HEAD",
         }
     }
 }
@@ -164,6 +170,8 @@ impl Transport for HyperTransport {
         let method = match request.method {
             Method::Get => hyper::Method::GET,
             Method::Post => hyper::Method::POST,
+            Method::Put => hyper::Method::PUT,
+            Method::Head => hyper::Method::HEAD,
         };
         let mut builder = hyper::Request::builder().method(method).uri(uri);
         for (k, v) in &request.headers {
