@@ -70,7 +70,11 @@ pub trait GraphRead: Send + Sync + std::fmt::Debug {
 /// The server's store: applies pushes, serves the change feed, keeps conflicts and blobs.
 #[async_trait]
 pub trait ServerStore:
-    GraphRead + crate::notify::CommitFeed + crate::blob_upload::BlobUploads + crate::grants::GuestGrants
+    GraphRead
+    + crate::notify::CommitFeed
+    + crate::blob_upload::BlobUploads
+    + crate::grants::GuestGrants
+    + crate::owners::DeviceOwners
 {
     /// Applies a pushed batch in ONE transaction: entities before relationships, parents
     /// before children, each contested id decided by the conflict crate. On error nothing
@@ -246,6 +250,13 @@ pub trait ClientStore: GraphRead {
     /// a cache of latest versions that counts the calls it made knows, when this moves
     /// by more, that something else wrote.
     async fn graph_generation(&self) -> Result<u64>;
+
+    /// The state digest when the store can answer it without reading the latest rows
+    /// (SQLite remembers the last digest computed, across processes, until a latest row
+    /// changes); `None` when it would have to compute it.
+    async fn stored_digest(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 
     /// Counts one more failed send for these outbox positions.
     async fn mark_attempted(&self, positions: &[i64]) -> Result<()>;

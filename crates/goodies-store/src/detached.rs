@@ -144,6 +144,19 @@ impl<S: crate::grants::GuestGrants + ?Sized + 'static> crate::grants::GuestGrant
         let (s, subject) = (self.0.clone(), subject.to_owned());
         run(async move { s.revoke_guest_grant(&subject).await }).await
     }
+
+    async fn guest_grant(&self, subject: &str) -> Result<Option<crate::grants::GuestGrantRecord>> {
+        let (s, subject) = (self.0.clone(), subject.to_owned());
+        run(async move { s.guest_grant(&subject).await }).await
+    }
+
+    async fn guest_grant_by_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<crate::grants::GuestGrantRecord>> {
+        let (s, token) = (self.0.clone(), token.to_owned());
+        run(async move { s.guest_grant_by_token(&token).await }).await
+    }
 }
 
 #[async_trait]
@@ -422,6 +435,11 @@ impl<S: ClientStore + ?Sized + 'static> ClientStore for Detached<S> {
     async fn graph_generation(&self) -> Result<u64> {
         let s = self.0.clone();
         run(async move { s.graph_generation().await }).await
+    }
+
+    async fn stored_digest(&self) -> Result<Option<String>> {
+        let s = self.0.clone();
+        run(async move { s.stored_digest().await }).await
     }
 
     async fn mark_attempted(&self, positions: &[i64]) -> Result<()> {

@@ -542,6 +542,13 @@ impl ClientStore for SqliteStore {
             .map_err(StoreError::database)
     }
 
+    async fn stored_digest(&self) -> Result<Option<String>> {
+        sqlx::query_scalar::<_, String>("SELECT digest FROM stored_digest WHERE one = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::database)
+    }
+
     async fn apply_response(&self, acks: &AckSet, page: &PulledPage) -> Result<ApplyReport> {
         let mut w = self.writer().await?;
         w.graph_changed();

@@ -129,20 +129,60 @@ impl SqliteStore {
                 return Ok(d.clone());
             }
         }
-        let json: String = sqlx::query_scalar(LATEST_VERSIONS_JSON)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::database)?;
-        tx.commit().await.map_err(StoreError::database)?;
-        let mut builder = DigestBuilder::new();
-        for IdVersion(id, version) in parse_latest_versions(&json)? {
-            builder
-                .push(&id, &version)
-                .map_err(|e| StoreError::Corrupt(format!("latest rows out of id order: {e}")))?;
-        }
-        let digest = builder.finish();
+        // Remembered by this or an earlier process (migration 0008: any change of a latest
+        // row deletes it in its own transaction, so a stored digest is never stale).
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT digest FROM stored_digest WHERE one = 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::database)?;
+        let digest = match stored {
+            Some(digest) => {
+                tx.commit().await.map_err(StoreError::database)?;
+                digest
+            }
+            None => {
+                let json: String = sqlx::query_scalar(LATEST_VERSIONS_JSON)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StoreError::database)?;
+                tx.commit().await.map_err(StoreError::database)?;
+                let mut builder = DigestBuilder::new();
+                for IdVersion(id, version) in parse_latest_versions(&json)? {
+                    builder.push(&id, &version).map_err(|e| {
+                        StoreError::Corrupt(format!("latest rows out of id order: {e}"))
+                    })?;
+                }
+                let digest = builder.finish();
+                self.store_digest(generation, &digest).await?;
+                digest
+            }
+        };
         *self.digest_cache.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((seq, generation, digest.clone()));
         Ok(digest)
+    }
+
+    /// Remembers `digest`, computed from the latest rows as they were when the store had
+    /// committed `generation` write transactions, for later processes, unless a write
+    /// committed since (then it may no longer be the digest of the rows).
+    async fn store_digest(&self, generation: u64, digest: &str) -> Result<()> {
+        let written = sqlx::query(
+            "INSERT OR REPLACE INTO stored_digest (one, write_generation, digest) \
+             SELECT 1, ?1, ?2 FROM store_meta WHERE one = 1 AND write_generation = ?1",
+        )
+        .bind(generation as i64)
+        .bind(digest)
+        .execute(&self.pool)
+        .await;
+        match written {
+            Ok(_) => Ok(()),
+            // Remembering is an optimisation: a busy or read-only file only costs the
+            // next process a recomputation.
+            Err(e) => {
+                tracing::debug!(error = %e, "state digest not stored");
+                Ok(())
+            }
+        }
     }
 }
