@@ -70,11 +70,7 @@ pub trait GraphRead: Send + Sync + std::fmt::Debug {
 /// The server's store: applies pushes, serves the change feed, keeps conflicts and blobs.
 #[async_trait]
 pub trait ServerStore:
-    GraphRead
-    + crate::notify::CommitFeed
-    + crate::blob_upload::BlobUploads
-    + crate::grants::GuestGrants
-    + crate::owners::DeviceOwners
+    GraphRead + crate::notify::CommitFeed + crate::blob_upload::BlobUploads + crate::grants::GuestGrants
 {
     /// Applies a pushed batch in ONE transaction: entities before relationships, parents
     /// before children, each contested id decided by the conflict crate. On error nothing
