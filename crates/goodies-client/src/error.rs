@@ -28,12 +28,25 @@ pub enum TransportError {
     /// The connection failed while the request or answer was in flight.
     #[error("http exchange failed")]
     Http(#[source] BoxError),
+    /// TLS with the server failed: its certificate is not trusted or not the pinned
+    /// one, or it does not speak TLS. Not retried: it will not pass by itself.
+    #[error("TLS with the server failed: {0}")]
+    Tls(String),
+    /// The answer's signature (PROTOCOL §2.6) is missing or wrong. Not retried.
+    #[error("message signature: {0}")]
+    Signature(String),
 }
 
 impl TransportError {
     /// Wraps any error as a failed exchange.
     pub fn http(e: impl Into<BoxError>) -> Self {
         TransportError::Http(e.into())
+    }
+
+    /// Whether retrying cannot help (an untrusted server, a wrong signature): the
+    /// request fails at once instead of after the retries.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, TransportError::Tls(_) | TransportError::Signature(_))
     }
 }
 
@@ -65,6 +78,10 @@ pub enum ClientError {
         #[source]
         source: TransportError,
     },
+    /// The server is not the one configured: its TLS certificate is not trusted, or its
+    /// answers are not signed with the shared key. Not retried.
+    #[error("the server cannot be trusted (not retried)")]
+    Untrusted(#[source] TransportError),
     /// The server answered with an error status.
     #[error("server answered {status}: {message}")]
     Server {

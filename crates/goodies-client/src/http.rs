@@ -35,6 +35,8 @@ pub(crate) enum RequestFailure {
     Unauthorized { message: String },
     /// An answer that cannot be read.
     Invalid(BoxError),
+    /// A server that cannot be trusted (TLS, signature): not retried.
+    Untrusted(TransportError),
 }
 
 impl RequestFailure {
@@ -57,6 +59,7 @@ impl RequestFailure {
             RequestFailure::AuthExpired => ClientError::AuthExpired,
             RequestFailure::Unauthorized { message } => ClientError::Unauthorized { message },
             RequestFailure::Invalid(e) => ClientError::InvalidResponse(e),
+            RequestFailure::Untrusted(e) => ClientError::Untrusted(e),
         }
     }
 
@@ -82,6 +85,7 @@ impl RequestFailure {
             RequestFailure::Invalid(e) => Ok(SyncError::InvalidResponse(std::sync::Arc::from(e))),
             RequestFailure::AuthExpired => Err(ClientError::AuthExpired),
             RequestFailure::Unauthorized { message } => Err(ClientError::Unauthorized { message }),
+            RequestFailure::Untrusted(e) => Err(ClientError::Untrusted(e)),
         }
     }
 }
@@ -211,6 +215,7 @@ impl Http<'_> {
                     }
                     f
                 }
+                Err(e) if e.is_permanent() => return Err(RequestFailure::Untrusted(e)),
                 Err(e) => RequestFailure::Unreachable {
                     attempts: attempt,
                     source: e,

@@ -54,7 +54,9 @@ mod settings;
 mod sync;
 mod transport;
 
+mod signing;
 pub use account::{token_expires_at, TokenInfo, ME_PATH, REFRESH_PATH};
+mod tls;
 pub use background::{BackgroundStats, BackgroundSync};
 pub use client::{json_object, BlowingOffClient, ClientBuilder, LoginInfo, LOGIN_PATH};
 pub use config::{ClientConfig, RetryPolicy};
@@ -70,6 +72,7 @@ pub use settings::{
 };
 pub use sync::{
     error_chain, DigestMismatch, QuarantinedChange, Repair, RepairReason, SyncResult, SyncSummary,
+pub use tls::{certificate_sha256, TlsConfig};
     SYNC_PATH,
 };
 pub use transport::{HttpRequest, HttpResponse, HyperTransport, Method, Transport};
@@ -77,6 +80,7 @@ pub use transport::{HttpRequest, HttpResponse, HyperTransport, Method, Transport
 /// The store types the client API takes and returns.
 pub use goodies_store::{
     Direction, EntityQuery, GraphStats, Neighbour, RelationshipQuery, StoreError, StoredEntity,
+pub use signing::{SigningKey, SigningTransport, NONCE_HEADER, TIMESTAMP_HEADER};
 };
 /// The protocol's domain and wire types.
 pub use inbetweenies_proto as proto;
