@@ -75,7 +75,9 @@ pub use sync::{
 pub use tls::{certificate_sha256, TlsConfig};
     SYNC_PATH,
 };
-pub use transport::{HttpRequest, HttpResponse, HyperTransport, Method, Transport};
+pub use transport::{
+    ByteStream, HttpRequest, HttpResponse, HttpStream, HyperTransport, Method, Transport,
+};
 
 /// The store types the client API takes and returns.
 pub use goodies_store::{

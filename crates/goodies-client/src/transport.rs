@@ -2,10 +2,12 @@
 //! the default implementation over hyper.
 
 use std::fmt;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -83,6 +85,36 @@ impl HttpResponse {
     }
 }
 
+/// The body of a streamed answer: chunks as they arrive.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransportError>> + Send>>;
+
+/// An answer whose body is read as it arrives (a long-lived stream such as the change
+/// feed): status and headers at once, the body chunk by chunk.
+pub struct HttpStream {
+    /// The status code.
+    pub status: u16,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, as received (not decompressed).
+    pub body: ByteStream,
+}
+
+impl fmt::Debug for HttpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpStream")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpStream {
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -99,6 +131,16 @@ fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a st
 pub trait Transport: Send + Sync + fmt::Debug {
     /// Sends the request.
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
+
+    /// Sends the request and returns the answer as soon as its head arrives, the body
+    /// read as a stream with no total time limit (for long-lived answers such as the
+    /// change feed). The default says the transport cannot stream.
+    async fn open_stream(&self, request: HttpRequest) -> Result<HttpStream, TransportError> {
+        let _ = request;
+        Err(TransportError::Unsupported(
+            "this transport cannot stream answers".into(),
+        ))
+    }
 }
 
 /// The default transport: hyper's pooled HTTP/1.1 client over plain TCP.
@@ -213,5 +255,50 @@ impl Transport for HyperTransport {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout(self.timeout)),
         }
+    }
+
+    /// Bounded by the timeout until the answer's head arrives; the body then streams
+    /// for as long as the server keeps it open.
+    async fn open_stream(&self, request: HttpRequest) -> Result<HttpStream, TransportError> {
+        let uri: hyper::Uri = request
+            .url
+            .parse()
+            .map_err(|_| TransportError::InvalidUrl(request.url.clone()))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(TransportError::InvalidUrl(request.url.clone()));
+        }
+        let method = hyper::Method::from_bytes(request.method.as_str().as_bytes())
+            .map_err(|e| TransportError::InvalidUrl(format!("{}: {e}", request.url)))?;
+        let mut builder = hyper::Request::builder().method(method).uri(uri);
+        for (k, v) in &request.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let req = builder
+            .body(Full::new(Bytes::from(request.body)))
+            .map_err(|e| TransportError::InvalidUrl(format!("{}: {e}", request.url)))?;
+        let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) if e.is_connect() => return Err(TransportError::Connect(Box::new(e))),
+            Ok(Err(e)) => return Err(TransportError::Http(Box::new(e))),
+            Err(_) => return Err(TransportError::Timeout(self.timeout)),
+        };
+        let (parts, body) = resp.into_parts();
+        let headers = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_owned(), v.to_owned()))
+            })
+            .collect();
+        let body = body
+            .into_data_stream()
+            .map(|r| r.map_err(|e| TransportError::Http(Box::new(e))));
+        Ok(HttpStream {
+            status: parts.status.as_u16(),
+            headers,
+            body: Box::pin(body),
+        })
     }
 }
