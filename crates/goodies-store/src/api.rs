@@ -70,7 +70,11 @@ pub trait GraphRead: Send + Sync + std::fmt::Debug {
 /// The server's store: applies pushes, serves the change feed, keeps conflicts and blobs.
 #[async_trait]
 pub trait ServerStore:
-    GraphRead + crate::notify::CommitFeed + crate::blob_upload::BlobUploads + crate::grants::GuestGrants
+    GraphRead
+    + crate::notify::CommitFeed
+    + crate::blob_upload::BlobUploads
+    + crate::grants::GuestGrants
+    + crate::owners::DeviceOwners
 {
     /// Applies a pushed batch in ONE transaction: entities before relationships, parents
     /// before children, each contested id decided by the conflict crate. On error nothing

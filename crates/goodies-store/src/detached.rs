@@ -144,6 +144,19 @@ impl<S: crate::grants::GuestGrants + ?Sized + 'static> crate::grants::GuestGrant
         let (s, subject) = (self.0.clone(), subject.to_owned());
         run(async move { s.revoke_guest_grant(&subject).await }).await
     }
+
+    async fn guest_grant(&self, subject: &str) -> Result<Option<crate::grants::GuestGrantRecord>> {
+        let (s, subject) = (self.0.clone(), subject.to_owned());
+        run(async move { s.guest_grant(&subject).await }).await
+    }
+
+    async fn guest_grant_by_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<crate::grants::GuestGrantRecord>> {
+        let (s, token) = (self.0.clone(), token.to_owned());
+        run(async move { s.guest_grant_by_token(&token).await }).await
+    }
 }
 
 #[async_trait]

@@ -34,4 +34,10 @@ pub trait GuestGrants: Send + Sync {
 
     /// Marks a grant revoked; false when no grant has that subject.
     async fn revoke_guest_grant(&self, subject: &str) -> Result<bool>;
+
+    /// The grant with this subject, as stored now (made or revoked by any process).
+    async fn guest_grant(&self, subject: &str) -> Result<Option<GuestGrantRecord>>;
+
+    /// The grant with this secret token, as stored now.
+    async fn guest_grant_by_token(&self, token: &str) -> Result<Option<GuestGrantRecord>>;
 }

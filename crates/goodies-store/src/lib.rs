@@ -27,6 +27,7 @@ pub mod horizon;
 pub mod logic;
 pub mod merkle;
 pub mod notify;
+pub mod owners;
 mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -41,6 +42,7 @@ pub use detached::Detached;
 pub use error::{Result, StoreError};
 pub use grants::{GuestGrantRecord, GuestGrants};
 pub use notify::{CommitFeed, CommitGap, CommitNotice, CommitSubscription};
+pub use owners::DeviceOwners;
 pub use open::{open_client_store, open_server_store};
 pub use snapshot::{
     RestoreMark, RestoreReport, StoreSnapshot, SyncEvent, SyncMetadata, SNAPSHOT_FORMAT,

@@ -93,6 +93,7 @@ mod grants;
 mod history;
 mod merkle;
 mod notify;
+mod owners;
 mod read;
 mod rows;
 mod write;

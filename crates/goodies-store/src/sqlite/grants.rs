@@ -38,18 +38,7 @@ impl GuestGrants for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(StoreError::database)?;
-        rows.iter()
-            .map(|r| {
-                Ok(GuestGrantRecord {
-                    subject: r.try_get("subject").map_err(StoreError::database)?,
-                    token: r.try_get("token").map_err(StoreError::database)?,
-                    created_at_us: r.try_get("created_at_us").map_err(StoreError::database)?,
-                    expires_at_us: r.try_get("expires_at_us").map_err(StoreError::database)?,
-                    revoked: r.try_get("revoked").map_err(StoreError::database)?,
-                    server_url: r.try_get("server_url").map_err(StoreError::database)?,
-                })
-            })
-            .collect()
+        rows.iter().map(grant_row).collect()
     }
 
     async fn revoke_guest_grant(&self, subject: &str) -> Result<bool> {
@@ -60,4 +49,43 @@ impl GuestGrants for SqliteStore {
             .map_err(StoreError::database)?;
         Ok(done.rows_affected() > 0)
     }
+
+    async fn guest_grant(&self, subject: &str) -> Result<Option<GuestGrantRecord>> {
+        sqlx::query(
+            "SELECT subject, token, created_at_us, expires_at_us, revoked, server_url \
+             FROM guest_grants WHERE subject = $1",
+        )
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::database)?
+        .as_ref()
+        .map(grant_row)
+        .transpose()
+    }
+
+    async fn guest_grant_by_token(&self, token: &str) -> Result<Option<GuestGrantRecord>> {
+        sqlx::query(
+            "SELECT subject, token, created_at_us, expires_at_us, revoked, server_url \
+             FROM guest_grants WHERE token = $1",
+        )
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::database)?
+        .as_ref()
+        .map(grant_row)
+        .transpose()
+    }
+}
+
+fn grant_row(r: &sqlx::sqlite::SqliteRow) -> Result<GuestGrantRecord> {
+    Ok(GuestGrantRecord {
+        subject: r.try_get("subject").map_err(StoreError::database)?,
+        token: r.try_get("token").map_err(StoreError::database)?,
+        created_at_us: r.try_get("created_at_us").map_err(StoreError::database)?,
+        expires_at_us: r.try_get("expires_at_us").map_err(StoreError::database)?,
+        revoked: r.try_get("revoked").map_err(StoreError::database)?,
+        server_url: r.try_get("server_url").map_err(StoreError::database)?,
+    })
 }

@@ -39,6 +39,7 @@ mod grants;
 mod history;
 mod merkle;
 mod notify;
+mod owners;
 mod push;
 mod rows;
 mod server;
