@@ -83,7 +83,7 @@ pub trait CommitFeed: Send + Sync + std::fmt::Debug {
 }
 
 /// What a write transaction wrote, collected while it writes (backends only).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct ChangeSummary {
     described: bool,
     types: BTreeSet<String>,

@@ -36,6 +36,7 @@ mod blobs;
 mod client;
 mod feed;
 mod grants;
+mod group;
 mod history;
 mod merkle;
 mod notify;
@@ -118,6 +119,8 @@ pub struct SqliteStore {
     /// `(max_seq, write generation of the file, digest)` of the last digest computed.
     digest_cache: Mutex<Option<(i64, u64, String)>>,
     blobs: blobs::BlobDir,
+    /// Pushes and sync records waiting to be written in the next group commit (`group`).
+    queue: group::Queue,
 }
 
 /// Where a SQLite URL points.
@@ -211,6 +214,7 @@ impl SqliteStore {
             opts,
             digest_cache: Mutex::new(None),
             blobs,
+            queue: group::Queue::default(),
         })
     }
 
@@ -224,6 +228,11 @@ impl SqliteStore {
     /// Starts a write transaction: takes the write guard, then `BEGIN IMMEDIATE`.
     async fn writer(&self) -> Result<Writer<'_>> {
         let guard = self.shared.lock.write().await;
+        self.begin_write(guard).await
+    }
+
+    /// Starts a write transaction under a write guard already held: `BEGIN IMMEDIATE`.
+    async fn begin_write<'a>(&'a self, guard: RwLockWriteGuard<'a, ()>) -> Result<Writer<'a>> {
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")

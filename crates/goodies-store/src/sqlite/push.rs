@@ -5,17 +5,22 @@ use sqlx::SqliteConnection;
 
 use super::rows::*;
 use super::{
-    all_versions, clear_latest, existing_pairs, latest_rows, latest_summaries, SqliteStore,
+    all_versions, clear_latest, existing_pairs, latest_rows, latest_summaries, SqliteStore, Writer,
 };
 use crate::error::{Result, StoreError};
 use crate::logic::{plan_push, push_lookups, FastSet, PlannedConflict, StoredLatest, StoredState};
 use crate::types::*;
 
 impl SqliteStore {
-    pub(crate) async fn push_batch(&self, batch: PushBatch) -> Result<PushOutcome> {
-        let mut w = self.writer().await?;
+    /// Plans one pushed batch against what transaction `w` sees and writes the plan in it
+    /// (committed with the rest of its group, `super::group`).
+    pub(super) async fn write_push(
+        &self,
+        w: &mut Writer<'_>,
+        batch: &PushBatch,
+    ) -> Result<PushOutcome> {
         let now = w.now;
-        let lookups = push_lookups(&batch);
+        let lookups = push_lookups(batch);
 
         // The latest row of every pushed id.
         let ids: Vec<&str> = lookups.entity_ids.iter().map(|id| id.as_str()).collect();
@@ -57,7 +62,7 @@ impl SqliteStore {
         // load what planning asks for and plan again (at most twice, see `logic`).
         let mut rounds = 0;
         let plan = loop {
-            let more = match plan_push(&batch, &state, now, &config) {
+            let more = match plan_push(batch, &state, now, &config) {
                 Ok(plan) => break plan,
                 Err(more) if rounds < 2 => more,
                 Err(more) => {
@@ -104,7 +109,6 @@ impl SqliteStore {
         }
         insert_relationships(w.conn(), &rels).await?;
         insert_conflicts(w.conn(), &plan.conflicts, &batch.device_id, now).await?;
-        w.commit().await?;
         Ok(plan.outcome)
     }
 }

@@ -5,8 +5,9 @@ use inbetweenies_proto::{Entity, EntityId, Timestamp, Version};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
+use super::group::{Done, Work};
 use super::rows::*;
-use super::{clear_latest, SqliteStore};
+use super::{clear_latest, SqliteStore, Writer};
 use crate::api::ServerStore;
 use crate::error::{Result, StoreError};
 use crate::logic::manual_resolution;
@@ -87,7 +88,12 @@ fn device_status(row: &SqliteRow) -> Result<ClientSyncStatus> {
 #[async_trait]
 impl ServerStore for SqliteStore {
     async fn apply_push(&self, batch: PushBatch) -> Result<PushOutcome> {
-        self.push_batch(batch).await
+        match self.group_write(Work::Push(batch)).await? {
+            Done::Push(outcome) => Ok(outcome),
+            Done::Seen => Err(StoreError::Corrupt(
+                "a push was answered as a sync record".into(),
+            )),
+        }
     }
 
     async fn changes(&self, query: &ChangeQuery) -> Result<ChangePage> {
@@ -208,17 +214,9 @@ impl ServerStore for SqliteStore {
     }
 
     async fn record_sync(&self, device_id: &str) -> Result<()> {
-        let mut w = self.writer().await?;
-        sqlx::query(
-            "INSERT INTO devices (device_id, last_seen, sync_count) VALUES (?, ?, 1) \
-             ON CONFLICT (device_id) DO UPDATE SET last_seen = excluded.last_seen, sync_count = sync_count + 1",
-        )
-        .bind(device_id)
-        .bind(w.now.unix_micros())
-        .execute(w.conn())
-        .await
-        .map_err(StoreError::database)?;
-        w.commit().await
+        self.group_write(Work::Seen(device_id.to_owned()))
+            .await
+            .map(|_| ())
     }
 
     async fn record_ack(&self, device_id: &str, watermark: Timestamp) -> Result<()> {
@@ -338,5 +336,21 @@ impl ServerStore for SqliteStore {
 
     async fn history_horizon(&self) -> Result<Option<crate::horizon::HistoryHorizon>> {
         self.read_horizon().await
+    }
+}
+
+impl SqliteStore {
+    /// Records one sync of `device_id` in transaction `w` (`super::group`).
+    pub(super) async fn write_seen(&self, w: &mut Writer<'_>, device_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO devices (device_id, last_seen, sync_count) VALUES (?, ?, 1) \
+             ON CONFLICT (device_id) DO UPDATE SET last_seen = excluded.last_seen, sync_count = sync_count + 1",
+        )
+        .bind(device_id)
+        .bind(w.now.unix_micros())
+        .execute(w.conn())
+        .await
+        .map_err(StoreError::database)?;
+        Ok(())
     }
 }
