@@ -381,11 +381,18 @@ impl BlowingOffClient {
     /// Transport failures and server errors (after retries) are reported in
     /// [`SyncResult::errors`] with everything kept pending; `Err` means the sync could not
     /// run at all (not connected, token refused or expired, local store failure).
+    ///
+    /// Blob uploads still owed (see [`Self::attach_blob`]) are finished first; their
+    /// failures are reported in [`SyncResult::errors`] too, and they stay queued.
     pub async fn sync(&self) -> Result<SyncResult, ClientError> {
+        let blob_errors = self.upload_blobs_for_sync().await;
         let gzip = self.inner.gzip_before_sync().await?;
         let outcome = self.inner.sync().await;
         self.inner.gzip_after_sync(gzip).await;
-        outcome
+        outcome.map(|mut r| {
+            r.errors.extend(blob_errors);
+            r
+        })
     }
 
     /// A stream of every event from now on. A subscriber that falls more than

@@ -74,6 +74,9 @@ pub struct ClientConfig {
     /// How far this device's clock is off (default zero). Local versions are stamped with
     /// the system clock plus this offset, as a device with a skewed clock would stamp them.
     pub clock_offset: time::Duration,
+    /// Bytes per request when uploading or downloading a blob (default 1 MiB, the
+    /// server's piece size): the most of a blob held in memory at once.
+    pub blob_chunk_size: usize,
 }
 
 impl Default for ClientConfig {
@@ -88,6 +91,7 @@ impl Default for ClientConfig {
             default_user_id: "blowing-off".to_owned(),
             max_connections: 2,
             clock_offset: time::Duration::ZERO,
+            blob_chunk_size: 1024 * 1024,
         }
     }
 }
@@ -132,6 +136,12 @@ impl ClientConfig {
     /// Sets how far this device's clock is off (negative: behind).
     pub fn with_clock_offset(mut self, offset: time::Duration) -> Self {
         self.clock_offset = offset;
+        self
+    }
+
+    /// Sets the bytes per blob request (at least 1).
+    pub fn with_blob_chunk_size(mut self, n: usize) -> Self {
+        self.blob_chunk_size = n.max(1);
         self
     }
 

@@ -101,6 +101,23 @@ pub enum ClientError {
     /// An argument is not acceptable.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A local file (a blob's source or destination) could not be read or written.
+    #[error("file {path}: {source}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Downloaded blob bytes do not hash to the blob's address: nothing was kept.
+    #[error("blob {expected}: the downloaded bytes hash to {actual}; nothing was kept")]
+    BlobChecksumMismatch {
+        /// The address asked for.
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
 }
 
 impl ClientError {

@@ -22,6 +22,17 @@ pub enum SyncPhase {
     Pull,
 }
 
+/// Which way a blob's bytes travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum BlobDirection {
+    /// To the server.
+    Upload,
+    /// From the server.
+    Download,
+}
+
 /// Something that happened in the client.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -74,6 +85,17 @@ pub enum ClientEvent {
     ChangeQuarantined(crate::sync::QuarantinedChange),
     /// The mirror was repaired (full pull keeping pending changes), and how.
     Repaired(crate::sync::Repair),
+    /// Bytes of a blob transferred so far (the server's held offset counts as done).
+    BlobProgress {
+        /// The blob's address.
+        sha256: String,
+        /// Bytes the server holds (upload) or written locally (download).
+        done: u64,
+        /// The blob's size.
+        total: u64,
+        /// Upload or download.
+        direction: BlobDirection,
+    },
 }
 
 type Callback = Arc<dyn Fn(&ClientEvent) + Send + Sync + 'static>;

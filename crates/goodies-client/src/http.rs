@@ -153,7 +153,7 @@ impl Http<'_> {
         }
     }
 
-    fn failure_of(&self, resp: &HttpResponse, attempts: u32) -> RequestFailure {
+    pub(crate) fn failure_of(&self, resp: &HttpResponse, attempts: u32) -> RequestFailure {
         let body = self.body_of(resp).unwrap_or_default();
         let (code, message) = parse_error_body(&body);
         match resp.status {

@@ -41,6 +41,7 @@
 
 mod account;
 mod background;
+mod blobs;
 mod client;
 mod config;
 mod digest;
@@ -58,10 +59,14 @@ mod signing;
 pub use account::{token_expires_at, TokenInfo, ME_PATH, REFRESH_PATH};
 mod tls;
 pub use background::{BackgroundStats, BackgroundSync};
+pub use blobs::{
+    content_type_for, hash_file, is_sha256, Attached, BlobRef, BlobUploadReport, UploadStats,
+    BLOBS_PATH, PENDING_BLOB_UPLOADS_KEY,
+};
 pub use client::{json_object, BlowingOffClient, ClientBuilder, LoginInfo, LOGIN_PATH};
 pub use config::{ClientConfig, RetryPolicy};
 pub use error::{BoxError, ClientError, SyncError, TransportError};
-pub use events::{ClientEvent, SubscriptionHandle, SyncPhase};
+pub use events::{BlobDirection, ClientEvent, SubscriptionHandle, SyncPhase};
 pub use model::{
     Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, LEGACY_DEVICE_TYPE_KEY, MANUFACTURER_KEY,
 };
