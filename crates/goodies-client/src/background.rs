@@ -1,14 +1,13 @@
-//! Background sync: a task that syncs every interval, owned by a handle.
+//! Background sync: a task that syncs now, then on each change-feed event and every
+//! poll interval (adaptive: see [`crate::PollSchedule`]), owned by a handle.
 
 use std::fmt;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 
 use crate::client::BlowingOffClient;
-use crate::sync::error_chain;
 
 /// What a background sync did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,6 +17,8 @@ pub struct BackgroundStats {
     pub runs: u64,
     /// Syncs that failed or finished with errors.
     pub failures: u64,
+    /// Syncs the change feed started (a write on the server announced at once).
+    pub feed_syncs: u64,
 }
 
 /// The handle of a background sync started with
@@ -38,38 +39,9 @@ impl fmt::Debug for BackgroundSync {
 
 impl BackgroundSync {
     pub(crate) fn start(client: BlowingOffClient, interval: Duration, runs: Option<u64>) -> Self {
-        let (tx, mut rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let mut stats = BackgroundStats::default();
-            let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
-            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                if runs.is_some_and(|n| stats.runs >= n) {
-                    break;
-                }
-                tokio::select! {
-                    _ = &mut rx => break,
-                    _ = ticker.tick() => {}
-                }
-                // A sync in progress is finished before a stop is honoured.
-                stats.runs += 1;
-                match client.sync().await {
-                    Ok(r) if r.is_ok() => {}
-                    Ok(r) => {
-                        stats.failures += 1;
-                        tracing::warn!(
-                            errors = r.errors.len(),
-                            "background sync finished with errors"
-                        );
-                    }
-                    Err(e) => {
-                        stats.failures += 1;
-                        tracing::warn!(error = %error_chain(&e), "background sync failed");
-                    }
-                }
-            }
-            stats
-        });
+        let (tx, rx) = oneshot::channel::<()>();
+        let schedule = crate::live::PollSchedule::for_interval(interval);
+        let task = tokio::spawn(crate::live::run(client, schedule, runs, rx));
         BackgroundSync {
             stop: Some(tx),
             task: Some(task),

@@ -48,6 +48,10 @@ pub(crate) struct Inner {
     pub(crate) compress: AtomicBool,
     /// The local state digest, kept in memory.
     pub(crate) digest: LocalDigest,
+    /// What the server signals besides the data (connectivity, clock skew).
+    pub(crate) signals: Arc<crate::signals::Signals>,
+    /// Syncs again by itself when pending changes found the server unreachable.
+    pub(crate) retry_timer: crate::live::RetryTimer,
     user_id: RwLock<String>,
 }
 
@@ -211,12 +215,18 @@ impl BlowingOffClient {
             }
         };
         store.set_setting(keys::DB_PATH, db_path).await?;
+        let events = EventHub::new(config.event_capacity);
         let inner = Inner {
             store,
             transport,
-            events: EventHub::new(config.event_capacity),
             compress: AtomicBool::new(config.compress_requests),
             digest: LocalDigest::default(),
+            signals: Arc::new(crate::signals::Signals::new(
+                events.clone(),
+                config.clock_offset,
+            )),
+            retry_timer: crate::live::RetryTimer::default(),
+            events,
             config,
             sync_lock: tokio::sync::Mutex::new(()),
             user_id: RwLock::new(user_id),
@@ -388,6 +398,7 @@ impl BlowingOffClient {
         let blob_errors = self.upload_blobs_for_sync().await;
         let gzip = self.inner.gzip_before_sync().await?;
         let outcome = self.inner.sync().await;
+        self.inner.retry_timer.after_sync(self, &outcome);
         self.inner.gzip_after_sync(gzip).await;
         outcome.map(|mut r| {
             r.errors.extend(blob_errors);

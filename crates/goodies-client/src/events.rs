@@ -85,6 +85,40 @@ pub enum ClientEvent {
     ChangeQuarantined(crate::sync::QuarantinedChange),
     /// The mirror was repaired (full pull keeping pending changes), and how.
     Repaired(crate::sync::Repair),
+    /// A request failed and is tried again after `delay`: the `attempt`-th retry of at
+    /// most `max_attempts` (`reason`: what failed).
+    Retrying {
+        /// Which retry this is (1-based).
+        attempt: u32,
+        /// Retries allowed ([`crate::RetryPolicy::max_retries`]).
+        max_attempts: u32,
+        /// The wait before it (the backoff, or the server's `Retry-After`).
+        delay: std::time::Duration,
+        /// What failed.
+        reason: String,
+    },
+    /// The server answered after not answering (`online: true`), or could not be reached
+    /// even after every retry (`false`: the client works offline, and keeps trying).
+    Connectivity {
+        /// Whether the server answers.
+        online: bool,
+    },
+    /// The server's clock (its `server_time`) is more than a second from ours:
+    /// `offset_ms` = server minus ours; `0` when it is back within a second.
+    ClockSkew {
+        /// The server's clock minus ours, in milliseconds.
+        offset_ms: i64,
+    },
+    /// The server said the token expired; it was exchanged for a fresh one and the sync
+    /// tried again.
+    AuthRefreshed,
+    /// Background sync started a sync, and why.
+    SyncTriggered(crate::live::SyncTrigger),
+    /// The change feed was opened (`true`) or lost (`false`; it is reopened with backoff).
+    ChangeFeed {
+        /// Whether the feed is open.
+        connected: bool,
+    },
     /// Bytes of a blob transferred so far (the server's held offset counts as done).
     BlobProgress {
         /// The blob's address.
@@ -106,7 +140,8 @@ struct Callbacks {
     map: BTreeMap<u64, Callback>,
 }
 
-/// Fan-out of client events to stream subscribers and callbacks.
+/// Fan-out of client events to stream subscribers and callbacks (clones share both).
+#[derive(Clone)]
 pub(crate) struct EventHub {
     sender: broadcast::Sender<ClientEvent>,
     callbacks: Arc<Mutex<Callbacks>>,

@@ -40,6 +40,20 @@ pub(crate) enum RequestFailure {
 }
 
 impl RequestFailure {
+    /// What failed, in a few words (for retry events).
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            RequestFailure::Unreachable { source, .. } => crate::sync::error_chain(source),
+            RequestFailure::Status {
+                status, message, ..
+            } => format!("server answered {status}: {message}"),
+            RequestFailure::AuthExpired => "the token has expired".to_owned(),
+            RequestFailure::Unauthorized { message } => message.clone(),
+            RequestFailure::Invalid(e) => format!("invalid answer: {e}"),
+            RequestFailure::Untrusted(e) => crate::sync::error_chain(e),
+        }
+    }
+
     /// Failures that end a sync with an error instead of a report.
     pub(crate) fn into_client_error(self) -> ClientError {
         match self {
@@ -185,13 +199,21 @@ impl Http<'_> {
             None => None,
         };
         let mut attempt: u32 = 0;
+        let signals = crate::signals::current();
         loop {
             let gzip = json.as_deref().is_some_and(|b| should_gzip(b.len()))
                 && self.config.compress_requests
                 && self.compress.load(Ordering::Relaxed);
             let req = self.build(method, path, json.as_deref(), gzip);
             attempt += 1;
+            if let Some(s) = &signals {
+                s.sending();
+            }
             let outcome = self.transport.send(req).await;
+            if let (Some(s), Ok(_)) = (&signals, &outcome) {
+                s.answered();
+            }
+            let mut retry_after = None;
             let failure = match outcome {
                 Ok(resp) if (200..300).contains(&resp.status) => {
                     let body = self.body_of(&resp)?;
@@ -213,6 +235,7 @@ impl Http<'_> {
                     if !retryable_status(resp.status) {
                         return Err(f);
                     }
+                    retry_after = crate::signals::retry_after(resp.header("retry-after"));
                     f
                 }
                 Err(e) if e.is_permanent() => return Err(RequestFailure::Untrusted(e)),
@@ -222,10 +245,22 @@ impl Http<'_> {
                 },
             };
             if attempt > self.config.retry.max_retries {
+                if let (Some(s), RequestFailure::Unreachable { .. }) = (&signals, &failure) {
+                    s.unreachable();
+                }
                 return Err(failure);
             }
-            let delay = self.config.retry.delay(attempt - 1);
+            // The server's Retry-After (429, 503) says how long; otherwise the backoff.
+            let delay = retry_after.unwrap_or_else(|| self.config.retry.delay(attempt - 1));
             tracing::debug!(?failure, ?delay, attempt, "request failed; retrying");
+            if let Some(s) = &signals {
+                s.retrying(
+                    attempt,
+                    self.config.retry.max_retries,
+                    delay,
+                    failure.reason(),
+                );
+            }
             *retries += 1;
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;

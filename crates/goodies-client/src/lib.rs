@@ -48,10 +48,12 @@ mod digest;
 mod error;
 mod events;
 mod http;
+mod live;
 pub mod merkle;
 mod model;
 mod rooms;
 mod settings;
+mod signals;
 mod sync;
 mod transport;
 
@@ -59,6 +61,11 @@ mod signing;
 pub use account::{token_expires_at, TokenInfo, ME_PATH, REFRESH_PATH};
 mod tls;
 pub use background::{BackgroundStats, BackgroundSync};
+pub use live::{
+    reconnect_delay, PollSchedule, SyncTrigger, EVENTS_PATH, FEED_SILENCE, MAX_POLL, MIN_POLL,
+    RECONNECT_DELAYS,
+};
+pub use signals::{LinkState, CLOCK_SKEW_THRESHOLD_MS, LINK_STATE_KEY, MAX_RETRY_AFTER};
 pub use blobs::{
     content_type_for, hash_file, is_sha256, Attached, BlobRef, BlobUploadReport, UploadStats,
     BLOBS_PATH, PENDING_BLOB_UPLOADS_KEY,

@@ -268,7 +268,7 @@ impl Inner {
         self.events.emit(ClientEvent::SyncStarted);
         let started = Instant::now();
         let mut result = SyncResult::default();
-        let outcome = self.sync_rounds(&mut result).await;
+        let outcome = self.signalled_rounds(&mut result).await;
         result.duration = started.elapsed();
         match outcome {
             Ok(()) => {
@@ -304,7 +304,7 @@ impl Inner {
         }
     }
 
-    async fn sync_rounds(&self, res: &mut SyncResult) -> Result<(), ClientError> {
+    pub(crate) async fn sync_rounds(&self, res: &mut SyncResult) -> Result<(), ClientError> {
         let settings = self.settings().await?;
         let base_url = settings
             .server_url
@@ -586,6 +586,9 @@ impl Inner {
                     Refusal::Stop => break,
                 },
             };
+            if let Some(signals) = crate::signals::current() {
+                signals.server_time(response.server_time);
+            }
             answered = true;
             res.requests += 1;
             res.pushed += positions.len() as u64;

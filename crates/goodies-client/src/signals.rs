@@ -1,0 +1,274 @@
+//! What the server tells the client besides the data: whether it answers at all
+//! (connectivity), how far its clock is from ours (`server_time`), and when to retry
+//! (`Retry-After`). The request loop reports here; state changes become events and are
+//! kept in the settings so `status` can show them from another process.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use inbetweenies_proto::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::events::{ClientEvent, EventHub};
+
+/// A server clock further than this from ours is reported.
+pub const CLOCK_SKEW_THRESHOLD_MS: i64 = 1_000;
+
+/// The longest `Retry-After` honoured; a longer one waits this long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// The setting that keeps the last known link state (JSON: [`LinkState`]).
+pub const LINK_STATE_KEY: &str = "link_state";
+
+/// What the client last learnt about its link to the server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LinkState {
+    /// Whether the server answered the last request (`None`: not tried yet). `false`
+    /// means it could not be reached even after every retry: the client works offline.
+    pub online: Option<bool>,
+    /// The server's clock minus ours, in milliseconds, measured from the last answer's
+    /// `server_time` (`None`: no answer carried one yet).
+    pub clock_skew_ms: Option<i64>,
+}
+
+impl LinkState {
+    /// Whether the measured skew is over [`CLOCK_SKEW_THRESHOLD_MS`].
+    pub fn clock_skewed(&self) -> bool {
+        self.clock_skew_ms
+            .is_some_and(|s| s.abs() > CLOCK_SKEW_THRESHOLD_MS)
+    }
+}
+
+/// The client's live link state, shared by its requests.
+#[derive(Debug)]
+pub(crate) struct Signals {
+    events: EventHub,
+    clock_offset: time::Duration,
+    state: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    link: LinkState,
+    /// Whether `link` changed since it was last stored.
+    dirty: bool,
+    /// When the request being answered was sent (our clock, microseconds).
+    sent_at: Option<i64>,
+    /// When its answer arrived.
+    answered_at: Option<i64>,
+}
+
+tokio::task_local! {
+    static CURRENT: Arc<Signals>;
+}
+
+/// The signals of the sync running in this task, if any.
+pub(crate) fn current() -> Option<Arc<Signals>> {
+    CURRENT.try_with(Arc::clone).ok()
+}
+
+impl Signals {
+    pub(crate) fn new(events: EventHub, clock_offset: time::Duration) -> Self {
+        Signals {
+            events,
+            clock_offset,
+            state: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Runs `f` with these signals as the task's current ones (what requests report to).
+    pub(crate) async fn scope<F: std::future::Future>(self: &Arc<Self>, f: F) -> F::Output {
+        CURRENT.scope(Arc::clone(self), f).await
+    }
+
+    /// Our clock now (the system clock moved by the configured offset), in microseconds.
+    fn now_micros(&self) -> i64 {
+        let sys = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        sys + self.clock_offset.whole_microseconds() as i64
+    }
+
+    /// The link as last seen.
+    pub(crate) fn link(&self) -> LinkState {
+        self.state
+            .lock()
+            .map(|s| s.link.clone())
+            .unwrap_or_default()
+    }
+
+    /// The link state to store, if it changed since the last call.
+    pub(crate) fn take_changed(&self) -> Option<LinkState> {
+        let mut s = self.state.lock().ok()?;
+        if !s.dirty {
+            return None;
+        }
+        s.dirty = false;
+        Some(s.link.clone())
+    }
+
+    /// Seeds the state from what was stored (no events).
+    pub(crate) fn restore(&self, link: LinkState) {
+        if let Ok(mut s) = self.state.lock() {
+            if s.link == LinkState::default() {
+                s.link = link;
+            }
+        }
+    }
+
+    /// A request is about to be sent.
+    pub(crate) fn sending(&self) {
+        let now = self.now_micros();
+        if let Ok(mut s) = self.state.lock() {
+            s.sent_at = Some(now);
+        }
+    }
+
+    /// The server answered (any status): it is online.
+    pub(crate) fn answered(&self) {
+        let now = self.now_micros();
+        self.set_online(true, Some(now));
+    }
+
+    /// Every try went unanswered: the client is offline.
+    pub(crate) fn unreachable(&self) {
+        self.set_online(false, None);
+    }
+
+    fn set_online(&self, online: bool, answered_at: Option<i64>) {
+        let changed = match self.state.lock() {
+            Ok(mut s) => {
+                if answered_at.is_some() {
+                    s.answered_at = answered_at;
+                }
+                let changed = s.link.online != Some(online);
+                if changed {
+                    s.link.online = Some(online);
+                    s.dirty = true;
+                }
+                changed
+            }
+            Err(_) => false,
+        };
+        if changed {
+            self.events.emit(ClientEvent::Connectivity { online });
+        }
+    }
+
+    /// A request is retried after `delay`: the `attempt`-th retry of `max`.
+    pub(crate) fn retrying(&self, attempt: u32, max: u32, delay: Duration, reason: String) {
+        self.events.emit(ClientEvent::Retrying {
+            attempt,
+            max_attempts: max,
+            delay,
+            reason,
+        });
+    }
+
+    /// The last answer said the server's time was `server_time`. The offset is measured
+    /// against the middle of the exchange; a change past the threshold (or back under
+    /// it) is an event.
+    pub(crate) fn server_time(&self, server_time: Timestamp) {
+        let now = self.now_micros();
+        let event = match self.state.lock() {
+            Ok(mut s) => {
+                let answered = s.answered_at.unwrap_or(now);
+                let sent = s.sent_at.filter(|t| *t <= answered).unwrap_or(answered);
+                let ours = sent + (answered - sent) / 2;
+                let offset_ms = (server_time.unix_micros() - ours) / 1_000;
+                let was = s.link.clone();
+                s.link.clock_skew_ms = Some(offset_ms);
+                if was.clock_skew_ms != Some(offset_ms) {
+                    s.dirty = true;
+                }
+                let skewed = s.link.clock_skewed();
+                // Reported when it crosses the threshold, or moves by more than it.
+                let report = match (was.clock_skewed(), skewed) {
+                    (false, true) | (true, false) => true,
+                    (true, true) => was
+                        .clock_skew_ms
+                        .is_some_and(|w| (w - offset_ms).abs() > CLOCK_SKEW_THRESHOLD_MS),
+                    (false, false) => false,
+                };
+                report.then_some(ClientEvent::ClockSkew {
+                    offset_ms: skewed.then_some(offset_ms).unwrap_or(0),
+                })
+            }
+            Err(_) => None,
+        };
+        if let Some(e) = event {
+            self.events.emit(e);
+        }
+    }
+}
+
+/// How long a `Retry-After` header asks to wait: whole seconds (an HTTP date is not
+/// read), at most [`MAX_RETRY_AFTER`].
+pub(crate) fn retry_after(value: Option<&str>) -> Option<Duration> {
+    let secs: u64 = value?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        assert_eq!(retry_after(Some("3")), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(Some(" 0 ")), Some(Duration::ZERO));
+        assert_eq!(retry_after(Some("86400")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(retry_after(None), None);
+    }
+
+    #[tokio::test]
+    async fn skew_is_reported_when_it_crosses_the_threshold() {
+        let hub = EventHub::new(16);
+        let mut events = hub.subscribe();
+        let s = Signals::new(hub.clone(), time::Duration::ZERO);
+        let at = |offset_ms: i64| {
+            Timestamp::from_unix_micros(s.now_micros() + offset_ms * 1_000).expect("a time")
+        };
+        s.server_time(at(200));
+        assert!(!s.link().clock_skewed());
+        s.server_time(at(5_000));
+        assert!(s.link().clock_skewed());
+        match events.next().await {
+            Some(ClientEvent::ClockSkew { offset_ms }) => {
+                assert!((4_000..=5_000).contains(&offset_ms), "{offset_ms}")
+            }
+            other => panic!("{other:?}"),
+        }
+        s.server_time(at(-20));
+        assert_eq!(
+            events.next().await,
+            Some(ClientEvent::ClockSkew { offset_ms: 0 })
+        );
+        assert!(s.take_changed().is_some());
+        assert!(s.take_changed().is_none());
+    }
+
+    #[tokio::test]
+    async fn connectivity_changes_are_events_once() {
+        let hub = EventHub::new(16);
+        let mut events = hub.subscribe();
+        let s = Signals::new(hub.clone(), time::Duration::ZERO);
+        s.unreachable();
+        s.unreachable();
+        s.answered();
+        s.answered();
+        assert_eq!(
+            events.next().await,
+            Some(ClientEvent::Connectivity { online: false })
+        );
+        assert_eq!(
+            events.next().await,
+            Some(ClientEvent::Connectivity { online: true })
+        );
+        assert_eq!(s.link().online, Some(true));
+    }
+}
