@@ -33,6 +33,8 @@ use crate::settings::{
     RecordedConflict, Settings,
 };
 use crate::sync::SyncResult;
+use crate::signing::{SigningKey, SigningTransport};
+use crate::tls::TlsConfig;
 use crate::transport::{HyperTransport, Method, Transport};
 
 /// The login endpoint.
@@ -99,6 +101,8 @@ pub struct ClientBuilder {
     path: PathBuf,
     config: ClientConfig,
     transport: Option<Arc<dyn Transport>>,
+    tls: TlsConfig,
+    signing_key: Option<SigningKey>,
 }
 
 impl ClientBuilder {
@@ -114,7 +118,22 @@ impl ClientBuilder {
         self
     }
 
-    /// Opens (creating if missing) the local database and the client.
+    /// Which servers `https://` connections of the default transport trust (default:
+    /// the platform's roots). Not used with [`Self::transport`].
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Signs every request and checks every answer's signature with a key shared with
+    /// the server (PROTOCOL §2.6), whichever transport carries them.
+    pub fn signing_key(mut self, key: SigningKey) -> Self {
+        self.signing_key = Some(key);
+        self
+    }
+
+    /// Opens (creating if missing) the local database and the client. The database
+    /// file (which holds the token) is made readable by its owner only.
     pub async fn open(self) -> Result<BlowingOffClient, ClientError> {
         let url = store_url(&self.path);
         let options = StoreOptions {
@@ -123,11 +142,25 @@ impl ClientBuilder {
             ..StoreOptions::default()
         };
         let store = goodies_store::open_client_store(&url, options).await?;
-        let transport = self
-            .transport
-            .unwrap_or_else(|| Arc::new(HyperTransport::with_timeout(self.config.request_timeout)));
+        let transport: Arc<dyn Transport> = match self.transport {
+            Some(t) => t,
+            None => Arc::new(HyperTransport::with_tls(
+                self.config.request_timeout,
+                &self.tls,
+            )?),
+        };
+        let transport: Arc<dyn Transport> = match self.signing_key {
+            Some(key) => Arc::new(SigningTransport::new(
+                transport,
+                key,
+                self.config.max_response_bytes,
+            )),
+            None => transport,
+        };
         let db_path = self.path.display().to_string();
-        BlowingOffClient::from_parts(store, transport, self.config, &db_path).await
+        let client = BlowingOffClient::from_parts(store, transport, self.config, &db_path).await?;
+        crate::account::restrict_to_owner(&self.path);
+        Ok(client)
     }
 }
 
@@ -190,6 +223,8 @@ impl BlowingOffClient {
             path: path.as_ref().to_path_buf(),
             config: ClientConfig::default(),
             transport: None,
+            tls: TlsConfig::default(),
+            signing_key: None,
         }
     }
 
@@ -402,6 +437,7 @@ impl BlowingOffClient {
         self.inner.gzip_after_sync(gzip).await;
         outcome.map(|mut r| {
             r.errors.extend(blob_errors);
+        self.refresh_token_if_due().await;
             r
         })
     }

@@ -79,8 +79,8 @@ impl GzipRefusals {
 /// How many decided conflicts are kept for [`crate::BlowingOffClient::recent_conflicts`].
 pub const RECENT_CONFLICTS_KEPT: usize = 200;
 
-/// The connection settings.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// The connection settings. Their `Debug` does not show the token.
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Settings {
     /// The server's base URL (e.g. `http://127.0.0.1:8000`).
@@ -98,6 +98,18 @@ pub struct Settings {
 /// The outcome of comparing the server's `state_digest` with the local one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("server_url", &self.server_url)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "<redacted>"))
+            .field("client_id", &self.client_id)
+            .field("user_id", &self.user_id)
+            .field("db_path", &self.db_path)
+            .finish()
+    }
+}
+
 pub struct DigestCheck {
     /// When it was made (local clock).
     pub at: Timestamp,

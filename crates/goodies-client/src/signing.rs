@@ -14,7 +14,7 @@ use inbetweenies_proto::codec::{gzip_decode, sign, verify, SIGNATURE_HEADER};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ClientError, TransportError};
-use crate::transport::{HttpRequest, HttpResponse, Transport};
+use crate::transport::{HttpRequest, HttpResponse, HttpStream, Transport};
 
 /// The header with the signing time, whole seconds since the Unix epoch.
 pub const TIMESTAMP_HEADER: &str = "x-inbetweenies-timestamp";
@@ -195,6 +195,13 @@ impl Transport for SigningTransport {
         let nonce = self.sign_request(&mut request)?;
         let resp = self.inner.send(request).await?;
         self.check_response(&nonce, resp)
+    }
+
+    /// Signs the request; the streamed answer is not signed by the server (PROTOCOL
+    /// §2.6), so it is handed on as it comes.
+    async fn open_stream(&self, mut request: HttpRequest) -> Result<HttpStream, TransportError> {
+        self.sign_request(&mut request)?;
+        self.inner.open_stream(request).await
     }
 }
 

@@ -182,7 +182,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The platform roots, loaded once per process.
-fn platform_config() -> &'static rustls::ClientConfig {
+pub(crate) fn platform_config() -> &'static rustls::ClientConfig {
     static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
     CONFIG.get_or_init(|| {
         let mut roots = RootCertStore::empty();

@@ -9,11 +9,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::error::TransportError;
+use crate::error::{ClientError, TransportError};
+use crate::tls::TlsConfig;
 
 /// An HTTP method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,8 +49,9 @@ impl fmt::Display for Method {
     }
 }
 
-/// A request as the client hands it to a [`Transport`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A request as the client hands it to a [`Transport`]. Its `Debug` does not show the
+/// `authorization` header's value.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpRequest {
     /// The method.
     pub method: Method,
@@ -58,6 +61,25 @@ pub struct HttpRequest {
     pub headers: Vec<(String, String)>,
     /// The body (possibly gzipped: see the `content-encoding` header).
     pub body: Vec<u8>,
+}
+
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let secret = k.eq_ignore_ascii_case("authorization");
+                (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl HttpRequest {
@@ -143,12 +165,14 @@ pub trait Transport: Send + Sync + fmt::Debug {
     }
 }
 
-/// The default transport: hyper's pooled HTTP/1.1 client over plain TCP.
+/// The default transport: hyper's pooled HTTP/1.1 client over TCP, `http://` and
+/// `https://` (rustls; the platform's trust roots by default, or a custom CA or a pinned
+/// certificate: [`HyperTransport::with_tls`]).
 ///
-/// Plain `http://` only; TLS is not built in (bring a [`Transport`] for `https://`).
-/// Every request is bounded by the timeout (default 30 s).
+/// Every request is bounded by the timeout (default 30 s). A TLS failure (an untrusted
+/// certificate) is [`TransportError::Tls`], which is not retried.
 pub struct HyperTransport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -177,9 +201,25 @@ impl HyperTransport {
 
     /// A transport whose requests time out after `timeout`.
     pub fn with_timeout(timeout: Duration) -> Self {
+        Self::over(timeout, crate::tls::platform_config().clone())
+    }
+
+    /// A transport whose requests time out after `timeout` and whose `https://`
+    /// connections trust what `tls` says. Fails when the TLS settings cannot be used.
+    pub fn with_tls(timeout: Duration, tls: &TlsConfig) -> Result<Self, ClientError> {
+        Ok(Self::over(timeout, tls.client_config()?))
+    }
+
+    fn over(timeout: Duration, tls: tokio_rustls::rustls::ClientConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -199,15 +239,8 @@ impl Transport for HyperTransport {
             .url
             .parse()
             .map_err(|_| TransportError::InvalidUrl(request.url.clone()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(TransportError::Unsupported(
-                    "https is not supported by the built-in transport; supply your own Transport"
-                        .into(),
-                ))
-            }
-            _ => return Err(TransportError::InvalidUrl(request.url.clone())),
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(TransportError::InvalidUrl(request.url.clone()));
         }
         let method = match request.method {
             Method::Get => hyper::Method::GET,
@@ -223,13 +256,7 @@ impl Transport for HyperTransport {
             .body(Full::new(Bytes::from(request.body)))
             .map_err(|e| TransportError::InvalidUrl(format!("{}: {e}", request.url)))?;
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    TransportError::Connect(Box::new(e))
-                } else {
-                    TransportError::Http(Box::new(e))
-                }
-            })?;
+            let resp = self.client.request(req).await.map_err(request_error)?;
             let (parts, body) = resp.into_parts();
             let body = body
                 .collect()
@@ -278,8 +305,7 @@ impl Transport for HyperTransport {
             .map_err(|e| TransportError::InvalidUrl(format!("{}: {e}", request.url)))?;
         let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) if e.is_connect() => return Err(TransportError::Connect(Box::new(e))),
-            Ok(Err(e)) => return Err(TransportError::Http(Box::new(e))),
+            Ok(Err(e)) => return Err(request_error(e)),
             Err(_) => return Err(TransportError::Timeout(self.timeout)),
         };
         let (parts, body) = resp.into_parts();
@@ -300,5 +326,18 @@ impl Transport for HyperTransport {
             headers,
             body: Box::pin(body),
         })
+    }
+}
+
+/// A failed request as a [`TransportError`]: a TLS failure (not transient), a failed
+/// connection, or a failed exchange.
+fn request_error(e: hyper_util::client::legacy::Error) -> TransportError {
+    if let Some(why) = crate::tls::tls_failure(&e) {
+        return TransportError::Tls(why);
+    }
+    if e.is_connect() {
+        TransportError::Connect(Box::new(e))
+    } else {
+        TransportError::Http(Box::new(e))
     }
 }
