@@ -51,6 +51,7 @@ mod http;
 mod live;
 pub mod merkle;
 mod model;
+mod repair;
 mod rooms;
 mod settings;
 mod signals;
@@ -77,6 +78,7 @@ pub use events::{BlobDirection, ClientEvent, SubscriptionHandle, SyncPhase};
 pub use model::{
     Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, LEGACY_DEVICE_TYPE_KEY, MANUFACTURER_KEY,
 };
+pub use repair::{RepairMethod, ENTITY_PATH, MAX_MERKLE_REFETCH, MERKLE_PATH};
 pub use rooms::ROOM_TYPE_KEY;
 pub use settings::{
     keys, normalize_server_url, ClientStatus, DigestCheck, GzipRefusals, LastSync,

@@ -36,6 +36,7 @@ use crate::config::{ClientConfig, RetryPolicy};
 use crate::error::{ClientError, SyncError};
 use crate::events::{ClientEvent, SyncPhase};
 use crate::http::{Http, RequestFailure};
+use crate::repair::RepairMethod;
 use crate::settings::{keys, DigestCheck, LastSync, RecordedConflict, RECENT_CONFLICTS_KEPT};
 use crate::transport::Method;
 
@@ -108,13 +109,17 @@ pub enum RepairReason {
     InvalidSyncState,
 }
 
-/// What a repair did: a full pull that kept every pending change, then what the server
-/// lacked given back to it.
+/// What a repair did: a full pull that kept every pending change (or, through the
+/// server's Merkle tree, a read of just the differing ids: see [`RepairMethod`]), then
+/// what the server lacked given back to it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Repair {
     /// Why.
     pub reason: RepairReason,
+    /// How.
+    #[serde(default)]
+    pub method: RepairMethod,
     /// Entity versions the full pull made latest locally.
     pub pulled_entities: u64,
     /// Local entity versions and relationships the server did not hold, queued again and pushed.
@@ -123,24 +128,35 @@ pub struct Repair {
     pub forgotten: u64,
     /// Whether the digests agreed afterwards.
     pub converged: bool,
+    /// The ids the Merkle walk found differing (a [`RepairMethod::Merkle`] repair).
+    #[serde(default)]
+    pub differing_ids: Vec<EntityId>,
+    /// Requests the Merkle walk made (at most the tree's depth + 1).
+    #[serde(default)]
+    pub merkle_requests: u32,
+    /// The ids whose latest version was read from the server one by one.
+    #[serde(default)]
+    pub fetched: Vec<EntityId>,
 }
 
 /// The ids the pages of a full pull carried.
 #[derive(Debug, Default)]
-struct ServerIds {
+pub(crate) struct ServerIds {
     entities: HashSet<EntityId>,
     relationships: HashSet<RelationshipId>,
 }
 
 /// How one pass of round trips ended.
 #[derive(Debug)]
-struct Pass {
+pub(crate) struct Pass {
     /// Nothing failed, the pull reached its last page.
     complete: bool,
     /// The server answered `INVALID_SYNC_STATE`.
     invalid_state: bool,
     /// The last answer's `state_digest`.
     state_digest: Option<String>,
+    /// The server announced the `merkle` capability.
+    merkle: bool,
 }
 
 /// What a refused request means for the pass.
@@ -320,12 +336,14 @@ impl Inner {
         // Pages applied from here on keep the digest index up to date.
         self.digest.ensure(self.store.as_ref()).await?;
         let pass = self.exchange(&http, &settings, res, None).await?;
+        let mut merkle = pass.merkle;
         let reason = if pass.invalid_state {
             Some(RepairReason::InvalidSyncState)
         } else if self.check_digest(res, &pass).await?.is_some() {
             // A write that committed between the page and the digest the server read can
             // make them disagree for a moment: a fresh delta settles that before a full pull.
             let again = self.exchange(&http, &settings, res, None).await?;
+            merkle = again.merkle;
             if again.invalid_state {
                 Some(RepairReason::InvalidSyncState)
             } else {
@@ -337,7 +355,20 @@ impl Inner {
             None
         };
         if let Some(reason) = reason {
-            self.repair(&http, &settings, res, reason).await?;
+            // A mismatch against a server with a Merkle tree: just the differing ids.
+            let by_merkle = if reason == RepairReason::DigestMismatch && merkle {
+                self.merkle_repair(&http, &settings, res).await?
+            } else {
+                None
+            };
+            match by_merkle {
+                Some(repair) => {
+                    tracing::info!(?repair, "repair finished");
+                    self.events.emit(ClientEvent::Repaired(repair.clone()));
+                    res.repair = Some(repair);
+                }
+                None => self.repair(&http, &settings, res, reason).await?,
+            }
         }
         res.pending = self.store.pending_count().await?;
         res.quarantined_total = self.store.quarantined().await?.len() as u64;
@@ -370,10 +401,14 @@ impl Inner {
         let pass = self.exchange(http, settings, res, Some(&mut seen)).await?;
         let mut repair = Repair {
             reason,
+            method: RepairMethod::FullPull,
             pulled_entities: res.pulled_entities - pulled_before,
             requeued: 0,
             forgotten: 0,
             converged: false,
+            differing_ids: Vec::new(),
+            merkle_requests: 0,
+            fetched: Vec::new(),
         };
         if pass.complete && !pass.invalid_state {
             // Everything the server holds was in the pages: what else the mirror holds
@@ -436,7 +471,7 @@ impl Inner {
 
     /// Compares the last answer's `state_digest` with the local digest when the pass
     /// left nothing pending; records the check (and a mismatch) in `res`.
-    async fn check_digest(
+    pub(crate) async fn check_digest(
         &self,
         res: &mut SyncResult,
         pass: &Pass,
@@ -479,7 +514,7 @@ impl Inner {
     /// split, a change refused as invalid is quarantined and the rest go on, and any
     /// other refusal stops pushing for this sync. `seen` collects every id the pages
     /// carried (for a repair).
-    async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         http: &Http<'_>,
         settings: &crate::settings::Settings,
@@ -503,6 +538,7 @@ impl Inner {
         let mut not_acked_entities: Vec<EntityId> = Vec::new();
         let mut not_acked_rels: Vec<RelationshipId> = Vec::new();
         let mut last_cursor_sent: Option<String> = None;
+        let mut offers_merkle = false;
         let listening = self.events.has_listeners();
 
         // The answer to a page request sent while the previous page was being applied.
@@ -609,6 +645,9 @@ impl Inner {
                 }
             }
             last_cursor_sent = response.cursor.as_ref().map(|c| c.0.clone());
+            if let Some(offered) = &response.capabilities {
+                offers_merkle = offered.iter().any(|c| c == capability::MERKLE);
+            }
 
             // Acknowledgements: count them, and remember what was sent but not named.
             let acked_entities: HashSet<&EntityId> = response.applied.iter().collect();
@@ -755,6 +794,7 @@ impl Inner {
             complete: res.errors.len() == errors_before && !pulling && !invalid_state && answered,
             invalid_state,
             state_digest: last.and_then(|(d, _)| d),
+            merkle: offers_merkle,
         })
     }
 
