@@ -367,6 +367,7 @@ impl BlowingOffClient {
     pub async fn status(&self) -> Result<ClientStatus, ClientError> {
         let s = self.settings().await?;
         let state = self.inner.store.sync_state().await?;
+        let conflicts = self.recent_conflicts().await?;
         Ok(ClientStatus {
             server_url: s.server_url,
             logged_in: s.auth_token.is_some(),
@@ -382,6 +383,12 @@ impl BlowingOffClient {
                 .inner
                 .get_json::<DigestCheck>(keys::LAST_DIGEST_CHECK)
                 .await?,
+            conflicts: conflicts.len() as u64,
+            conflicts_from_other_devices: conflicts
+                .iter()
+                .filter(|c| c.origin == crate::settings::ConflictOrigin::OtherDevice)
+                .count() as u64,
+            last_conflict: conflicts.last().cloned(),
         })
     }
 
@@ -430,6 +437,7 @@ impl BlowingOffClient {
     /// Blob uploads still owed (see [`Self::attach_blob`]) are finished first; their
     /// failures are reported in [`SyncResult::errors`] too, and they stay queued.
     pub async fn sync(&self) -> Result<SyncResult, ClientError> {
+        self.refresh_token_if_due().await;
         let blob_errors = self.upload_blobs_for_sync().await;
         let gzip = self.inner.gzip_before_sync().await?;
         let outcome = self.inner.sync().await;
@@ -437,7 +445,6 @@ impl BlowingOffClient {
         self.inner.gzip_after_sync(gzip).await;
         outcome.map(|mut r| {
             r.errors.extend(blob_errors);
-        self.refresh_token_if_due().await;
             r
         })
     }
@@ -470,7 +477,7 @@ impl BlowingOffClient {
 
     // ----- local writes ----------------------------------------------------------------
 
-    async fn write(&self, edit: LocalEdit) -> Result<Entity, ClientError> {
+    pub(crate) async fn write(&self, edit: LocalEdit) -> Result<Entity, ClientError> {
         let user = self.user_id();
         let e = self.inner.store.write_local(edit, &user).await?;
         self.inner.digest.counted_write();

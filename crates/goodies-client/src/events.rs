@@ -52,6 +52,10 @@ pub enum ClientEvent {
     },
     /// The server decided a conflict over one of our pushed changes.
     ConflictDecided(ConflictInfo),
+    /// A sync recorded a conflict over an entity this device edited, with both versions'
+    /// content: one decided on this device's push, or one decided on another device's push
+    /// that replaced this device's edit (learnt when the winner was pulled).
+    ConflictRecorded(Box<crate::settings::RecordedConflict>),
     /// A sync started.
     SyncStarted,
     /// Progress of a sync: items done of a total (unknown for pulls: the server does not

@@ -44,6 +44,7 @@ mod background;
 mod blobs;
 mod client;
 mod config;
+mod conflicts;
 mod digest;
 mod error;
 mod events;
@@ -55,12 +56,13 @@ mod repair;
 mod rooms;
 mod settings;
 mod signals;
+mod signing;
 mod sync;
+mod tls;
+mod transfer;
 mod transport;
 
-mod signing;
 pub use account::{token_expires_at, TokenInfo, ME_PATH, REFRESH_PATH};
-mod tls;
 pub use background::{BackgroundStats, BackgroundSync};
 pub use live::{
     reconnect_delay, PollSchedule, SyncTrigger, EVENTS_PATH, FEED_SILENCE, MAX_POLL, MIN_POLL,
@@ -73,6 +75,8 @@ pub use blobs::{
 };
 pub use client::{json_object, BlowingOffClient, ClientBuilder, LoginInfo, LOGIN_PATH};
 pub use config::{ClientConfig, RetryPolicy};
+pub use conflicts::{QueuedConflict, Resolution, AUTHORED_KEPT, CONFLICTS_PATH};
+pub use transfer::{GraphExport, ImportReport, GRAPH_FORMAT, GRAPH_FORMAT_VERSION};
 pub use error::{BoxError, ClientError, SyncError, TransportError};
 pub use events::{BlobDirection, ClientEvent, SubscriptionHandle, SyncPhase};
 pub use model::{
@@ -81,14 +85,15 @@ pub use model::{
 pub use repair::{RepairMethod, ENTITY_PATH, MAX_MERKLE_REFETCH, MERKLE_PATH};
 pub use rooms::ROOM_TYPE_KEY;
 pub use settings::{
-    keys, normalize_server_url, ClientStatus, DigestCheck, GzipRefusals, LastSync,
+    keys, normalize_server_url, ClientStatus, ConflictOrigin, ConflictOutcome, DigestCheck, GzipRefusals, LastSync,
     RecordedConflict, Settings, GZIP_REFUSALS_KEPT, GZIP_RETRY_AFTER_DAYS,
 };
+pub use signing::{SigningKey, SigningTransport, NONCE_HEADER, TIMESTAMP_HEADER};
 pub use sync::{
     error_chain, DigestMismatch, QuarantinedChange, Repair, RepairReason, SyncResult, SyncSummary,
-pub use tls::{certificate_sha256, TlsConfig};
     SYNC_PATH,
 };
+pub use tls::{certificate_sha256, TlsConfig};
 pub use transport::{
     ByteStream, HttpRequest, HttpResponse, HttpStream, HyperTransport, Method, Transport,
 };
@@ -96,7 +101,6 @@ pub use transport::{
 /// The store types the client API takes and returns.
 pub use goodies_store::{
     Direction, EntityQuery, GraphStats, Neighbour, RelationshipQuery, StoreError, StoredEntity,
-pub use signing::{SigningKey, SigningTransport, NONCE_HEADER, TIMESTAMP_HEADER};
 };
 /// The protocol's domain and wire types.
 pub use inbetweenies_proto as proto;

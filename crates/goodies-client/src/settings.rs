@@ -1,6 +1,6 @@
 //! Connection settings and sync records persisted in the local store's settings table.
 
-use inbetweenies_proto::{ConflictInfo, Timestamp};
+use inbetweenies_proto::{ConflictInfo, Entity, Timestamp, Version};
 
 use crate::ClientError;
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,9 @@ pub mod keys {
     pub const LAST_DIGEST_CHECK: &str = "last_digest_check";
     /// Conflicts recent syncs reported (JSON list).
     pub const RECENT_CONFLICTS: &str = "recent_conflicts";
+    /// The versions this device authored and pushed, per entity id (JSON list of
+    /// `[id, version]`, least recently edited first).
+    pub const AUTHORED_VERSIONS: &str = "authored_versions";
     /// The servers that refused a gzipped request body, and when (JSON: see
     /// [`super::GzipRefusals`]).
     pub const GZIP_REFUSED: &str = "gzip_refused";
@@ -95,9 +98,6 @@ pub struct Settings {
     pub db_path: String,
 }
 
-/// The outcome of comparing the server's `state_digest` with the local one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
@@ -110,6 +110,9 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// The outcome of comparing the server's `state_digest` with the local one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DigestCheck {
     /// When it was made (local clock).
     pub at: Timestamp,
@@ -144,14 +147,123 @@ pub struct LastSync {
     pub duration_ms: u64,
 }
 
-/// A conflict a sync reported, with when it was received.
+/// Whose push met the conflict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ConflictOrigin {
+    /// This device pushed an edit and the server decided against or for it at once
+    /// (`conflict.remote_version` is this device's edit, `local_version` the server's).
+    #[default]
+    ThisDevice,
+    /// Another device's push replaced this device's edit, learnt on a later pull
+    /// (`conflict.local_version` is this device's edit, `remote_version` the other
+    /// device's, which is latest).
+    OtherDevice,
+}
+
+/// Which edit is latest after a conflict, from this device's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ConflictOutcome {
+    /// This device's edit.
+    Ours,
+    /// The other device's edit (or the server's version).
+    Theirs,
+    /// A version the server merged from both.
+    Merged,
+    /// Nothing decided yet: the conflict waits in the server's review queue (the
+    /// server's version stays latest meanwhile).
+    AwaitingReview,
+}
+
+/// A conflict a sync reported, with when it was received and both versions' content.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RecordedConflict {
     /// When the sync received it (local clock).
     pub at: Timestamp,
-    /// The server's decision.
+    /// The server's decision (for [`ConflictOrigin::OtherDevice`], made up from the two
+    /// versions: `local_version` this device's, `remote_version` and `resolved_version`
+    /// the other device's).
     pub conflict: ConflictInfo,
+    /// Whose push met it.
+    #[serde(default)]
+    pub origin: ConflictOrigin,
+    /// This device's edit, in full (absent when neither the mirror nor the server had it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ours: Option<Entity>,
+    /// The other side (another device's edit, or the server's version), in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub theirs: Option<Entity>,
+}
+
+impl RecordedConflict {
+    /// This device's version.
+    pub fn ours_version(&self) -> &Version {
+        match self.origin {
+            ConflictOrigin::OtherDevice => &self.conflict.local_version,
+            _ => &self.conflict.remote_version,
+        }
+    }
+
+    /// The other side's version.
+    pub fn theirs_version(&self) -> &Version {
+        match self.origin {
+            ConflictOrigin::OtherDevice => &self.conflict.remote_version,
+            _ => &self.conflict.local_version,
+        }
+    }
+
+    /// Which edit is latest afterwards.
+    pub fn outcome(&self) -> ConflictOutcome {
+        let c = &self.conflict;
+        if c.reason.as_deref() == Some("manual") {
+            ConflictOutcome::AwaitingReview
+        } else if &c.resolved_version == self.ours_version() {
+            ConflictOutcome::Ours
+        } else if &c.resolved_version == self.theirs_version() {
+            ConflictOutcome::Theirs
+        } else {
+            ConflictOutcome::Merged
+        }
+    }
+
+    /// What happened, in words from this device's side ("this device's edit", "the
+    /// other device's edit", "the server's").
+    pub fn explain(&self) -> String {
+        let kept = match self.outcome() {
+            ConflictOutcome::Ours => "this device's edit",
+            ConflictOutcome::Theirs => match self.origin {
+                ConflictOrigin::OtherDevice => "the other device's edit",
+                _ => "the server's version (the other device's edit)",
+            },
+            ConflictOutcome::Merged => "a merge of both edits",
+            ConflictOutcome::AwaitingReview => "the server's version for now",
+        };
+        if self.origin == ConflictOrigin::OtherDevice {
+            return "another device pushed an edit that did not build on this device's edit; \
+                    the server kept the other device's edit, which replaced this device's edit here"
+                .to_owned();
+        }
+        let why = match self.conflict.reason.as_deref() {
+            Some("newer_on_server") => "it was made later than this device's edit".to_owned(),
+            Some("newer_on_client") => "it was made later than the server's version".to_owned(),
+            Some("tiebreak_version") => {
+                "both edits were made within 1 s of each other, so the server compared their version strings".to_owned()
+            }
+            Some("delete_wins") => {
+                "both edits were made within 1 s of each other and one of them is a delete, which wins".to_owned()
+            }
+            Some("merged") => "fields changed on only one side were combined".to_owned(),
+            Some("manual") => {
+                "the server queues conflicts for a person to review (`blowing-off conflicts queue`)".to_owned()
+            }
+            _ => format!("the server said: {}", self.conflict.resolution_strategy),
+        };
+        format!("the server kept {kept}: {why}")
+    }
 }
 
 /// Everything `status` shows.
@@ -180,6 +292,12 @@ pub struct ClientStatus {
     pub last_sync: Option<LastSync>,
     /// The last digest comparison.
     pub last_digest_check: Option<DigestCheck>,
+    /// Conflicts recorded by recent syncs (at most [`RECENT_CONFLICTS_KEPT`]).
+    pub conflicts: u64,
+    /// Of those, conflicts in which another device's edit replaced this device's.
+    pub conflicts_from_other_devices: u64,
+    /// The most recent conflict, with both versions' content.
+    pub last_conflict: Option<RecordedConflict>,
 }
 
 /// Checks a server URL and returns it in the form the client stores: trimmed, without a

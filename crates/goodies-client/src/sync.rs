@@ -37,7 +37,7 @@ use crate::error::{ClientError, SyncError};
 use crate::events::{ClientEvent, SyncPhase};
 use crate::http::{Http, RequestFailure};
 use crate::repair::RepairMethod;
-use crate::settings::{keys, DigestCheck, LastSync, RecordedConflict, RECENT_CONFLICTS_KEPT};
+use crate::settings::{keys, DigestCheck, LastSync, RecordedConflict};
 use crate::transport::Method;
 
 /// The sync endpoint.
@@ -218,6 +218,12 @@ pub struct SyncResult {
     pub quarantined_total: u64,
     /// Set when the sync repaired the mirror (full pull keeping pending changes).
     pub repair: Option<Repair>,
+    /// Every conflict this sync recorded, with both versions' content: those in
+    /// [`Self::conflicts`], and those in which another device's edit replaced this
+    /// device's (see [`crate::ConflictOrigin`]).
+    pub recorded: Vec<RecordedConflict>,
+    /// What this device authored, as the sync learnt it.
+    pub(crate) authored: crate::conflicts::AuthoredNotes,
     /// An `INVALID_SYNC_STATE` answer was met (one repair per sync).
     pub(crate) invalid_state_seen: bool,
 }
@@ -284,7 +290,13 @@ impl Inner {
         self.events.emit(ClientEvent::SyncStarted);
         let started = Instant::now();
         let mut result = SyncResult::default();
-        let outcome = self.signalled_rounds(&mut result).await;
+        let mut outcome = self.load_authored(&mut result).await;
+        if outcome.is_ok() {
+            outcome = self.signalled_rounds(&mut result).await;
+        }
+        // Conflicts are recorded whether or not the sync finished.
+        let settled = self.settle_conflicts(&mut result).await;
+        let outcome = outcome.and(settled);
         result.duration = started.elapsed();
         match outcome {
             Ok(()) => {
@@ -732,6 +744,13 @@ impl Inner {
             for (id, _) in &acks.resolved_versions {
                 self.digest.touched(id);
             }
+            res.authored.round(
+                &batch,
+                &acks,
+                &response.conflicts,
+                &page.changes,
+                &report.entities_applied,
+            );
             pulling = page.cursor.is_some();
             pulled_so_far += page_len;
 
@@ -941,20 +960,7 @@ impl Inner {
         if let Some(d) = &res.digest {
             self.set_json(keys::LAST_DIGEST_CHECK, d).await?;
         }
-        if !res.conflicts.is_empty() {
-            let mut all: Vec<RecordedConflict> = self
-                .get_json(keys::RECENT_CONFLICTS)
-                .await?
-                .unwrap_or_default();
-            let now = Timestamp::now();
-            all.extend(res.conflicts.iter().map(|c| RecordedConflict {
-                at: now,
-                conflict: c.clone(),
-            }));
-            let excess = all.len().saturating_sub(RECENT_CONFLICTS_KEPT);
-            all.drain(..excess);
-            self.set_json(keys::RECENT_CONFLICTS, &all).await?;
-        }
+        // The conflicts were recorded by `settle_conflicts`, with their contents.
         Ok(())
     }
 }
