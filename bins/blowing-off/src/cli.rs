@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::commands::{
-    completions, conflicts, connect, device, entity, graph, home, login, mcp, outbox, room, sync,
+    blob, completions, conflicts, connect, device, entity, graph, home, login, mcp, outbox, room,
+    sync,
 };
 
 /// Heading of the options every command takes (shown once, in `blowing-off --help`).
@@ -178,6 +179,9 @@ pub enum Command {
     Conflicts(conflicts::Args),
     /// Changes the server refused (kept aside, not lost), and sending them again.
     Outbox(outbox::Args),
+    /// Files attached to entities: put (attach and upload), get (download, verified),
+    /// list.
+    Blob(blob::Args),
     /// Serve the house-graph tools to an assistant over stdio (Model Context Protocol),
     /// answering from the local mirror; writes sync like any local edit.
     Mcp(mcp::Args),

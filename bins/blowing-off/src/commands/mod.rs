@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` resolves the settings, opens the client and
 //! dispatches.
 
+pub mod blob;
 pub mod completions;
 pub mod conflicts;
 pub mod connect;
@@ -75,6 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Stats => graph::stats(&client, out).await,
         Command::Conflicts(a) => conflicts::run(&client, out, a).await,
         Command::Outbox(a) => outbox::run(&client, out, a).await,
+        Command::Blob(a) => blob::run(&client, out, a).await,
         Command::Mcp(a) => mcp::run(&client, a).await,
         Command::Completions(a) => completions::run(a),
     }
