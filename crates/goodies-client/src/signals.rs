@@ -271,4 +271,163 @@ mod tests {
         );
         assert_eq!(s.link().online, Some(true));
     }
+
+    /// Answers from a script: each request takes the next answer (`None`: connection
+    /// refused); the last one repeats.
+    #[derive(Debug)]
+    struct Scripted {
+        answers: Mutex<Vec<Option<(u16, Vec<(String, String)>)>>>,
+        sent: std::sync::atomic::AtomicU32,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<Option<(u16, Vec<(String, String)>)>>) -> Self {
+            Scripted {
+                answers: Mutex::new(answers),
+                sent: Default::default(),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::transport::Transport for Scripted {
+        async fn send(
+            &self,
+            _request: crate::transport::HttpRequest,
+        ) -> Result<crate::transport::HttpResponse, crate::error::TransportError> {
+            self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let next = {
+                let mut a = self.answers.lock().expect("lock");
+                if a.len() > 1 {
+                    a.remove(0)
+                } else {
+                    a[0].clone()
+                }
+            };
+            match next {
+                None => Err(crate::error::TransportError::Connect(
+                    "connection refused".into(),
+                )),
+                Some((status, headers)) => Ok(crate::transport::HttpResponse {
+                    status,
+                    headers,
+                    body: if status == 200 {
+                        b"{}".to_vec()
+                    } else {
+                        br#"{"detail":"slow down"}"#.to_vec()
+                    },
+                }),
+            }
+        }
+    }
+
+    /// Runs one request through the request loop with the default retry policy, on the
+    /// task's (paused) clock: the outcome, the time it took, and the events it made.
+    async fn call_through(
+        transport: &Scripted,
+    ) -> (bool, Duration, Vec<ClientEvent>, Arc<Signals>) {
+        let hub = EventHub::new(64);
+        let mut events = hub.subscribe();
+        let signals = Arc::new(Signals::new(hub.clone(), time::Duration::ZERO));
+        let config = crate::ClientConfig::default();
+        let compress = std::sync::atomic::AtomicBool::new(false);
+        let http = crate::http::Http {
+            transport,
+            base_url: "http://127.0.0.1:9",
+            token: None,
+            config: &config,
+            compress: &compress,
+        };
+        let started = tokio::time::Instant::now();
+        let mut retries = 0;
+        let ok = signals
+            .scope(http.call::<(), serde_json::Value>(
+                crate::transport::Method::Get,
+                "/x",
+                None,
+                &mut retries,
+            ))
+            .await
+            .is_ok();
+        let took = started.elapsed();
+        drop(hub);
+        drop(http);
+        let mut seen = Vec::new();
+        while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(1), events.next()).await
+        {
+            seen.push(e);
+        }
+        (ok, took, seen, signals)
+    }
+
+    fn retry_delays(events: &[ClientEvent]) -> Vec<(u32, u32, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Retrying {
+                    attempt,
+                    max_attempts,
+                    delay,
+                    ..
+                } => Some((*attempt, *max_attempts, delay.as_millis() as u64)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A 429 waits exactly what `Retry-After` says (3 s here, not the 1 s backoff).
+    #[tokio::test(start_paused = true)]
+    async fn rate_limited_waits_what_retry_after_says() {
+        let t = Scripted::new(vec![
+            Some((429, vec![("retry-after".into(), "3".into())])),
+            Some((200, vec![])),
+        ]);
+        let (ok, took, events, _) = call_through(&t).await;
+        assert!(ok);
+        assert_eq!(took, Duration::from_secs(3));
+        assert_eq!(retry_delays(&events), vec![(1, 5, 3_000)]);
+    }
+
+    /// Five refused connections then an answer: the waits are 1, 2, 4, 8 and 16 s (31 s
+    /// on the clock), each announced, and the sixth request lands.
+    #[tokio::test(start_paused = true)]
+    async fn five_failures_back_off_then_recover() {
+        let t = Scripted::new(vec![None, None, None, None, None, Some((200, vec![]))]);
+        let (ok, took, events, signals) = call_through(&t).await;
+        assert!(ok);
+        assert_eq!(t.sent.load(std::sync::atomic::Ordering::SeqCst), 6);
+        assert_eq!(took, Duration::from_secs(31));
+        assert_eq!(
+            retry_delays(&events),
+            vec![
+                (1, 5, 1_000),
+                (2, 5, 2_000),
+                (3, 5, 4_000),
+                (4, 5, 8_000),
+                (5, 5, 16_000)
+            ]
+        );
+        assert!(matches!(
+            events.first(),
+            Some(ClientEvent::Retrying { reason, .. }) if reason.contains("connection refused")
+        ));
+        assert_eq!(signals.link().online, Some(true));
+    }
+
+    /// When every try goes unanswered the client is offline (an event and the link
+    /// state), after exactly five retries.
+    #[tokio::test(start_paused = true)]
+    async fn exhausted_tries_report_offline() {
+        let t = Scripted::new(vec![None]);
+        let (ok, took, events, signals) = call_through(&t).await;
+        assert!(!ok);
+        assert_eq!(t.sent.load(std::sync::atomic::Ordering::SeqCst), 6);
+        assert_eq!(took, Duration::from_secs(31));
+        assert_eq!(retry_delays(&events).len(), 5);
+        assert_eq!(
+            events.last(),
+            Some(&ClientEvent::Connectivity { online: false })
+        );
+        assert_eq!(signals.link().online, Some(false));
+    }
 }
