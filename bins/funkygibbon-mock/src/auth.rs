@@ -20,8 +20,10 @@ use crate::state::AppState;
 
 /// The permissions of an admin token, as the reference grants them.
 pub const ADMIN_PERMISSIONS: &[&str] = &["read", "write", "delete", "configure"];
-/// Devices whose first syncing subject is remembered, at most.
+/// Device owners cached, at most (the store keeps them all, `goodies_store::owners`).
 pub(crate) const MAX_DEVICES: usize = 100_000;
+/// Verified bearer tokens cached, at most (past that the cache starts over).
+pub(crate) const MAX_VERIFIED_TOKENS: usize = 10_000;
 
 /// The permissions of a guest token.
 pub const GUEST_PERMISSIONS: &[&str] = &["read"];
@@ -84,8 +86,12 @@ pub(crate) struct AuthService {
     admin_hash: Option<Arc<str>>,
     admin_ttl: Duration,
     guests: Mutex<HashMap<String, GuestGrant>>,
-    /// Which token subject first synced as each device (for `/sync/ack`).
+    /// Which token subject first synced as each device (for `/sync/ack`), as the store
+    /// recorded it: an owner never changes once recorded, so a cached one is never stale.
     devices: Mutex<HashMap<String, String>>,
+    /// Tokens whose signature was checked, with their claims: a token seen again is
+    /// answered without parsing and hashing it again, until its expiry.
+    verified: Mutex<HashMap<Box<str>, Claims>>,
     failures: Mutex<HashMap<Option<IpAddr>, VecDeque<Instant>>>,
     max_failures: u32,
     window: Duration,
@@ -152,6 +158,7 @@ impl AuthService {
             admin_ttl,
             guests: Mutex::new(HashMap::new()),
             devices: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             max_failures,
             window,
@@ -200,19 +207,54 @@ impl AuthService {
         Ok(())
     }
 
-    /// Records that `subject` syncs as `device`, unless another subject did first
-    /// (at most [`MAX_DEVICES`] devices are remembered).
-    pub fn claim_device(&self, device: &str, subject: &str) {
+    /// Records in the store that `subject` syncs as `device`, unless another subject did
+    /// first (on any server process sharing the store). Only a device not seen yet costs
+    /// a store round trip; at most [`MAX_DEVICES`] owners are cached.
+    pub async fn claim_device(
+        &self,
+        store: &dyn goodies_store::ServerStore,
+        device: &str,
+        subject: &str,
+    ) -> Result<(), goodies_store::StoreError> {
+        if lock(&self.devices).contains_key(device) {
+            return Ok(());
+        }
+        let owner = store.claim_device(device, subject).await?;
+        self.cache_owner(device, owner);
+        Ok(())
+    }
+
+    fn cache_owner(&self, device: &str, owner: String) {
         let mut devices = lock(&self.devices);
-        if devices.len() < MAX_DEVICES && !devices.contains_key(device) {
-            devices.insert(device.to_owned(), subject.to_owned());
+        if devices.len() < MAX_DEVICES {
+            devices.insert(device.to_owned(), owner);
         }
     }
 
     /// Whether a token may confirm `device`'s watermark: admin tokens may confirm any;
-    /// others only a device their subject synced as first.
-    pub fn owns_device(&self, claims: &Claims, device: &str) -> bool {
-        claims.is_admin() || lock(&self.devices).get(device) == Some(&claims.sub)
+    /// others only a device their subject synced as first (as the store recorded it, so
+    /// after a restart and on every server process sharing the store).
+    pub async fn owns_device(
+        &self,
+        store: &dyn goodies_store::ServerStore,
+        claims: &Claims,
+        device: &str,
+    ) -> Result<bool, goodies_store::StoreError> {
+        if claims.is_admin() {
+            return Ok(true);
+        }
+        let cached = lock(&self.devices).get(device).cloned();
+        let owner = match cached {
+            Some(owner) => Some(owner),
+            None => {
+                let owner = store.device_owner(device).await?;
+                if let Some(o) = &owner {
+                    self.cache_owner(device, o.clone());
+                }
+                owner
+            }
+        };
+        Ok(owner.as_deref() == Some(claims.sub.as_str()))
     }
 
     /// Forgets failed logins after a success.
@@ -240,20 +282,67 @@ impl AuthService {
         Ok((self.sign(&claims)?, ttl))
     }
 
-    /// Verifies a bearer token.
+    /// Verifies a bearer token, guest grants as this process knows them (the rate limit's
+    /// check; a request's caller is checked against the store, [`Self::verify_caller`]).
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        let mut v = Validation::new(Algorithm::HS256);
-        v.leeway = 0;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map_err(|e| {
-            ApiError::invalid_token(matches!(e.kind(), ErrorKind::ExpiredSignature))
-        })?;
-        let claims = data.claims;
+        let claims = self.verify_signature(token)?;
         if claims.role == "guest" {
             let guests = lock(&self.guests);
             match guests.get(&claims.sub) {
                 Some(g) if !g.revoked => {}
                 _ => return Err(ApiError::invalid_token(false)),
             }
+        }
+        Ok(claims)
+    }
+
+    /// Verifies a bearer token; a guest token only while the store holds its grant
+    /// unrevoked, read on every request, so a grant made or revoked through any server
+    /// process sharing the store counts at once.
+    pub async fn verify_caller(
+        &self,
+        store: &dyn goodies_store::ServerStore,
+        token: &str,
+    ) -> Result<Claims, ApiError> {
+        let claims = self.verify_signature(token)?;
+        if claims.role == "guest" {
+            let grant = store.guest_grant(&claims.sub).await?;
+            let active = grant.as_ref().is_some_and(|g| !g.revoked);
+            if let Some(g) = grant {
+                self.load_guests(vec![g]);
+            }
+            if !active {
+                return Err(ApiError::invalid_token(false));
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Checks a token's signature and expiry (HS256, no leeway). A token verified
+    /// before is answered from a cache until its expiry: the key never changes while
+    /// the server runs, so the same bytes verify the same way.
+    fn verify_signature(&self, token: &str) -> Result<Claims, ApiError> {
+        let now = now_secs();
+        if let Some(c) = lock(&self.verified).get(token) {
+            // Expired (or about to be): decoded again below, which says so.
+            if c.exp > now {
+                return Ok(c.clone());
+            }
+        }
+        let mut v = Validation::new(Algorithm::HS256);
+        v.leeway = 0;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map_err(|e| {
+            ApiError::invalid_token(matches!(e.kind(), ErrorKind::ExpiredSignature))
+        })?;
+        let claims = data.claims;
+        let mut verified = lock(&self.verified);
+        if verified.len() >= MAX_VERIFIED_TOKENS {
+            verified.clear();
+        }
+        if claims.exp > now {
+            verified.insert(token.into(), claims.clone());
+        } else {
+            verified.remove(token);
         }
         Ok(claims)
     }
@@ -279,8 +368,16 @@ impl AuthService {
         grant
     }
 
-    /// Exchanges a guest grant's token for a guest JWT.
-    pub fn verify_guest(&self, token: &str) -> Result<GuestLogin, ApiError> {
+    /// Exchanges a guest grant's token for a guest JWT; the grant is read from the store,
+    /// so one made or revoked through any server process sharing it counts.
+    pub async fn verify_guest(
+        &self,
+        store: &dyn goodies_store::ServerStore,
+        token: &str,
+    ) -> Result<GuestLogin, ApiError> {
+        if let Some(g) = store.guest_grant_by_token(token).await? {
+            self.load_guests(vec![g]);
+        }
         let grant = lock(&self.guests)
             .values()
             .find(|g| g.token == token)
@@ -340,6 +437,27 @@ impl AuthService {
         let mut v: Vec<GuestGrant> = lock(&self.guests).values().cloned().collect();
         v.sort_by_key(|g| g.created_at);
         v
+    }
+
+    /// Revokes a grant by its token or its subject, in the store and here; its subject,
+    /// `None` when no grant has that token or subject (on any server process).
+    pub async fn revoke_guest_everywhere(
+        &self,
+        store: &dyn goodies_store::ServerStore,
+        token_or_subject: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let stored = match store.guest_grant_by_token(token_or_subject).await? {
+            Some(g) => Some(g),
+            None => store.guest_grant(token_or_subject).await?,
+        };
+        if let Some(g) = stored {
+            self.load_guests(vec![g]);
+        }
+        let Some(subject) = self.revoke_guest(token_or_subject) else {
+            return Ok(None);
+        };
+        store.revoke_guest_grant(&subject).await?;
+        Ok(Some(subject))
     }
 
     /// Revokes a grant by its token or its subject; its subject, `None` when unknown.
@@ -407,7 +525,10 @@ impl FromRequestParts<AppState> for Caller {
         if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
             return Err(ApiError::not_authenticated());
         }
-        let claims = state.auth.verify(token)?;
+        let claims = state
+            .auth
+            .verify_caller(state.store.as_ref(), token)
+            .await?;
         tracing::Span::current().record("user", claims.sub.as_str());
         Ok(Caller(claims))
     }
@@ -464,19 +585,63 @@ mod tests {
     #[tokio::test]
     async fn guests_are_read_only_and_revocable() {
         let a = service().await;
+        let store = goodies_store::open_server_store(
+            "sqlite::memory:",
+            goodies_store::StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        let store = store.as_ref();
         let g = a.create_guest(1.0, None);
-        let login = a.verify_guest(&g.token).unwrap();
+        store.put_guest_grant(&g.record()).await.unwrap();
+        let login = a.verify_guest(store, &g.token).await.unwrap();
         assert!((3590..=3600).contains(&login.expires_in));
         assert_eq!(login.server_url, None);
         let jwt = login.jwt;
-        let c = a.verify(&jwt).unwrap();
+        let c = a.verify_caller(store, &jwt).await.unwrap();
         assert!(!c.can_write() && !c.is_admin());
-        assert!(a.revoke_guest(&g.token).is_some());
+        assert!(a.verify(&jwt).is_ok());
+        assert!(a
+            .revoke_guest_everywhere(store, &g.token)
+            .await
+            .unwrap()
+            .is_some());
         assert!(a.verify(&jwt).is_err());
-        assert!(a.verify_guest(&g.token).is_err());
+        assert!(a.verify_caller(store, &jwt).await.is_err());
+        assert!(a.verify_guest(store, &g.token).await.is_err());
         let g = a.create_guest(1.0, Some("http://10.0.0.2:8000".into()));
-        let login = a.verify_guest(&g.token).unwrap();
+        store.put_guest_grant(&g.record()).await.unwrap();
+        let login = a.verify_guest(store, &g.token).await.unwrap();
         assert_eq!(login.server_url.as_deref(), Some("http://10.0.0.2:8000"));
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_cached_until_its_expiry_and_a_forged_one_never() {
+        let a = service().await;
+        let (t, _) = a.admin_token().unwrap();
+        assert!(a.verify(&t).is_ok());
+        assert!(a.verify(&t).is_ok(), "from the cache");
+        assert_eq!(lock(&a.verified).len(), 1);
+        // A token with the same claims but another signature is not in the cache.
+        let forged = format!("{}x", &t[..t.len() - 1]);
+        assert!(a.verify(&forged).is_err());
+        // A cached token past its expiry is not answered from the cache: it is decoded
+        // again and refused with the expiry error.
+        let now = now_secs();
+        let claims = Claims {
+            sub: "admin".into(),
+            role: "admin".into(),
+            permissions: vec![],
+            exp: now - 1,
+            iat: now - 10,
+        };
+        let expired = a.sign(&claims).unwrap();
+        lock(&a.verified).insert(expired.as_str().into(), claims);
+        let e = a.verify(&expired).unwrap_err();
+        assert_eq!(
+            e.body.error.code,
+            inbetweenies_proto::ErrorCode::AuthExpired
+        );
     }
 
     #[tokio::test]

@@ -178,7 +178,10 @@ pub(crate) async fn guest_verify(
     let mut f = Fields::new(&value)?;
     let token = f.req_str(&["token"], 1);
     f.finish()?;
-    let login = app.auth.verify_guest(&token.unwrap_or_default())?;
+    let login = app
+        .auth
+        .verify_guest(app.store.as_ref(), &token.unwrap_or_default())
+        .await?;
     let mut answer = json!({
         "access_token": login.jwt,
         "token_type": "bearer",
@@ -197,6 +200,8 @@ pub(crate) async fn guest_list(
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
+    // Grants made through other server processes sharing the store are listed too.
+    app.auth.load_guests(app.store.guest_grants().await?);
     let now = Timestamp::now().unix_micros() / 1_000_000;
     let guests: Vec<Value> = app
         .auth
@@ -231,10 +236,13 @@ pub(crate) async fn guest_revoke(
     let token = f.req_str(&["token", "subject"], 1);
     f.finish()?;
     let token = token.unwrap_or_default();
-    let Some(subject) = app.auth.revoke_guest(&token) else {
+    let revoked = app
+        .auth
+        .revoke_guest_everywhere(app.store.as_ref(), &token)
+        .await?;
+    if revoked.is_none() {
         return Err(ApiError::not_found("Guest token not found"));
-    };
-    app.store.revoke_guest_grant(&subject).await?;
+    }
     tracing::info!("guest grant revoked");
     Ok(Json(json!({"revoked": true})))
 }

@@ -91,7 +91,9 @@ pub(crate) async fn request(
         &["entity_types"],
     )?;
     tracing::Span::current().record("client_id", req.client_id.as_str());
-    app.auth.claim_device(&req.client_id, &caller.0.sub);
+    app.auth
+        .claim_device(app.store.as_ref(), &req.client_id, &caller.0.sub)
+        .await?;
     // Unknown entity types are counted and matched verbatim, or refused in strict mode.
     if let (false, Some(types)) = (app.config.strict, &req.entity_types) {
         app.unknown_values.record_filter(types);
@@ -314,6 +316,7 @@ pub(crate) async fn push(
         .collect();
     let changes = validate_as_sync(&app, &req.client_id, &user_id, changes)?;
     caller.require_write()?;
+    let pushed_at = std::time::Instant::now();
     let outcome = app
         .store
         .apply_push(PushBatch {
@@ -322,6 +325,13 @@ pub(crate) async fn push(
             changes: changes.clone(),
         })
         .await?;
+    // Counted as a `POST /api/v1/sync/` push is (docs/SERVER.md "Metrics").
+    app.metrics.store_time("apply_push", pushed_at);
+    app.metrics.push_batch(changes.len());
+    for c in &outcome.conflicts {
+        app.metrics
+            .conflict(crate::metrics::conflict_reason(c.reason.as_deref()));
+    }
     // What an acknowledgement carries (PROTOCOL §6.7, §10.4), read after the commit.
     // A five-step client confirms by `applied` (its `client_sync_id`s), so only the
     // superseded ids' rows are carried.
@@ -417,7 +427,11 @@ pub(crate) async fn ack(
 ) -> Result<Json<Value>, ApiError> {
     let ack: FlowSyncAck = parse_flow(body.json()?, "sync_ack", &["client_id"], &[])?;
     // A token confirms only its own device's watermark (the device it synced as).
-    if !app.auth.owns_device(&caller.0, &ack.client_id) {
+    if !app
+        .auth
+        .owns_device(app.store.as_ref(), &caller.0, &ack.client_id)
+        .await?
+    {
         return Err(ApiError::forbidden(
             "This token may only acknowledge its own device's sync",
         ));

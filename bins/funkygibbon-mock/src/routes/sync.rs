@@ -282,7 +282,9 @@ pub(crate) async fn sync(
     span.record("user", caller.0.sub.as_str());
     let req = parse_sync_request(&app, body.json()?)?;
     span.record("device_id", req.device_id.as_str());
-    app.auth.claim_device(&req.device_id, &caller.0.sub);
+    app.auth
+        .claim_device(app.store.as_ref(), &req.device_id, &caller.0.sub)
+        .await?;
     span.record("sync_type", req.sync_type.as_str());
     span.record("pushed", req.changes.len());
     check_types(&app, &req);
