@@ -67,6 +67,16 @@ impl DigestIndex {
         // Read the position first: a row committed meanwhile is read again next time, and
         // applying a row twice changes nothing.
         let max = store.max_seq().await?;
+        self.digest_at(store, max).await
+    }
+
+    /// [`Self::digest_with_seq`] with the highest committed sequence number already read
+    /// (`max`, read before this call): the digest reflects every row up to it.
+    pub(crate) async fn digest_at(
+        &self,
+        store: &dyn ServerStore,
+        max: Seq,
+    ) -> Result<(Seq, String), StoreError> {
         let mut state = self.state.lock().await;
         if let Some(ix) = state.as_ref().filter(|ix| ix.seq == max) {
             return Ok((max, ix.digest.clone()));

@@ -17,7 +17,7 @@
 //!
 //! [`DigestIndex::digest_with_seq`]: crate::digest::DigestIndex::digest_with_seq
 
-use goodies_store::{ChangePage, ChangeQuery, Seq, StoreError};
+use goodies_store::{ChangePage, ChangeQuery, Seq, StoreError, StoreHead};
 use inbetweenies_proto::{capability, SyncFilters, SyncType};
 
 use crate::state::AppInner;
@@ -150,13 +150,29 @@ impl Snapshot {
 /// Reads the page `query` asks for and the digest, as of one store state when the store
 /// lets it within a few attempts.
 pub(crate) async fn read(app: &AppInner, spec: &PageSpec) -> Result<Snapshot, StoreError> {
+    let head = app.store.head().await?;
+    Ok(read_from(app, spec, head).await?.0)
+}
+
+/// [`read`] starting from a head of the store read just before (its sequence number is
+/// the digest's position), and with the head read after the page: a sync answer checks
+/// its position against the restore mark and the history horizon of that later head
+/// (`crate::routes::backup::refuse_position_at`), so one read serves both.
+pub(crate) async fn read_from(
+    app: &AppInner,
+    spec: &PageSpec,
+    head: StoreHead,
+) -> Result<(Snapshot, StoreHead), StoreError> {
     let (store, query) = (app.store.as_ref(), &spec.query);
     let mut attempt = 0;
+    let mut before = head.seq;
     loop {
         attempt += 1;
-        let (digest_seq, digest) = app.digest.digest_with_seq(store).await?;
+        let (digest_seq, digest) = app.digest.digest_at(store, before).await?;
         let page = store.changes(query).await?;
-        let seq = store.max_seq().await?;
+        let after = store.head().await?;
+        let seq = after.seq;
+        before = seq;
         let snap = Snapshot {
             page,
             digest,
@@ -171,7 +187,7 @@ pub(crate) async fn read(app: &AppInner, spec: &PageSpec) -> Result<Snapshot, St
                     "writes kept committing: page and digest from neighbouring states"
                 );
             }
-            return Ok(snap);
+            return Ok((snap, after));
         }
     }
 }

@@ -75,6 +75,7 @@ pub trait ServerStore:
     + crate::blob_upload::BlobUploads
     + crate::grants::GuestGrants
     + crate::owners::DeviceOwners
+    + crate::head::StoreHeadRead
 {
     /// Applies a pushed batch in ONE transaction: entities before relationships, parents
     /// before children, each contested id decided by the conflict crate. On error nothing

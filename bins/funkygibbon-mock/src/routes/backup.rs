@@ -447,7 +447,19 @@ pub(crate) async fn refuse_pre_restore_position(
     if cursor.is_none() && since.is_none() {
         return Ok(());
     }
-    match app.store.restore_mark().await? {
+    refuse_position_at(&app.store.head().await?, cursor, since)
+}
+
+/// [`refuse_pre_restore_position`] against a head of the store already read.
+pub(crate) fn refuse_position_at(
+    head: &goodies_store::StoreHead,
+    cursor: Option<Seq>,
+    since: Option<Timestamp>,
+) -> Result<(), ApiError> {
+    if cursor.is_none() && since.is_none() {
+        return Ok(());
+    }
+    match head.restore_mark {
         Some(mark) if mark.predates(cursor, since) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidSyncState,
@@ -460,7 +472,7 @@ pub(crate) async fn refuse_pre_restore_position(
         })),
         // Behind the history horizon (PROTOCOL §15.3): history this position may rest on
         // was pruned, so the same answer: pull in full.
-        _ => match app.store.history_horizon().await? {
+        _ => match head.horizon {
             Some(h) if h.predates(cursor, since) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidSyncState,

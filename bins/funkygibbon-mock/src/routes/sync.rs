@@ -77,7 +77,11 @@ fn py_repr(s: &str) -> String {
 
 /// 400 `INVALID_SYNC_STATE` for a cursor past every sequence number assigned (PROTOCOL §6.5).
 pub(crate) async fn check_cursor_issued(app: &AppState, seq: u64) -> Result<(), ApiError> {
-    let max = app.store.max_seq().await?;
+    check_cursor_at(app.store.max_seq().await?, seq)
+}
+
+/// [`check_cursor_issued`] against the highest sequence number `max`, already read.
+pub(crate) fn check_cursor_at(max: u64, seq: u64) -> Result<(), ApiError> {
     if seq > max {
         return Err(ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,
@@ -294,15 +298,18 @@ pub(crate) async fn sync(
         (Some(c), SyncType::Delta) => Some(c.seq().map_err(|_| bad_cursor(&c.0))?),
         _ => None,
     };
+    // The head of the store, read once: the cursor's bound, the restore mark and the
+    // history horizon, and the digest's position when nothing is pushed.
+    let head = app.store.head().await?;
     if let Some(seq) = after_seq {
-        check_cursor_issued(&app, seq).await?;
+        check_cursor_at(head.seq, seq)?;
     }
     // A position from before a restore of a backup (docs/SERVER.md "Backups").
     let since_asked = match req.sync_type {
         SyncType::Delta => req.filters.as_ref().and_then(|f| f.since),
         _ => None,
     };
-    crate::routes::backup::refuse_pre_restore_position(&app, after_seq, since_asked).await?;
+    crate::routes::backup::refuse_position_at(&head, after_seq, since_asked)?;
     if !req.changes.is_empty() {
         caller.require_write()?;
     }
@@ -357,19 +364,28 @@ pub(crate) async fn sync(
         }
         false => None,
     };
-    let snap = match ahead {
-        Some(snap) => snap,
+    let (snap, head_after) = match ahead {
+        Some(snap) => {
+            let head_after = app.store.head().await?;
+            (snap, head_after)
+        }
         None => {
             let read_at = Instant::now();
-            let snap = crate::snapshot::read(&app, &spec).await?;
+            // After a push the head read first is behind: the digest starts from a new one.
+            let head = match req.changes.is_empty() {
+                true => head,
+                false => app.store.head().await?,
+            };
+            let read = crate::snapshot::read_from(&app, &spec, head).await?;
             app.metrics.store_time("read_page", read_at);
-            snap
+            read
         }
     };
     app.metrics.page_served();
     let (page, state_digest) = (snap.page, snap.digest);
-    // Again after the page: a restore that committed before the page was read is seen here.
-    crate::routes::backup::refuse_pre_restore_position(&app, after_seq, since_asked).await?;
+    // Again after the page: a restore that committed before the page was read is seen
+    // here (the head was read after the page).
+    crate::routes::backup::refuse_position_at(&head_after, after_seq, since_asked)?;
     // Bookkeeping only: the push is committed already, so a failure here must not fail the answer.
     if let Err(e) = app.store.record_sync(&req.device_id).await {
         tracing::warn!(error = %crate::error::error_chain(&e), "cannot record the device's sync");

@@ -90,6 +90,7 @@
 mod backup;
 mod blob_upload;
 mod grants;
+mod head;
 mod history;
 mod merkle;
 mod notify;

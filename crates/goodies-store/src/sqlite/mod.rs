@@ -36,6 +36,7 @@ mod blobs;
 mod client;
 mod feed;
 mod grants;
+mod head;
 mod group;
 mod history;
 mod merkle;

@@ -1,0 +1,87 @@
+//! The store's head in one read: the highest committed sequence number, the restore mark
+//! and the history horizon. A sync answer checks its position against all three before
+//! and after reading its page; one round trip instead of three.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::detached::Detached;
+use crate::error::{Result, StoreError};
+use crate::horizon::HistoryHorizon;
+use crate::snapshot::RestoreMark;
+use crate::types::Seq;
+
+/// What [`StoreHeadRead::head`] reads, as of one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreHead {
+    /// The highest sequence number assigned so far (as `ServerStore::max_seq`).
+    pub seq: Seq,
+    /// The mark of the last restore (as `ServerStore::restore_mark`).
+    pub restore_mark: Option<RestoreMark>,
+    /// The horizon of the last compaction (as `ServerStore::history_horizon`).
+    pub horizon: Option<HistoryHorizon>,
+}
+
+/// Reads the head of a server store.
+#[async_trait]
+pub trait StoreHeadRead: Send + Sync {
+    /// The sequence number, restore mark and history horizon, read in one statement.
+    async fn head(&self) -> Result<StoreHead>;
+}
+
+/// Decodes the meta row's columns (0 means none, as the backends store them).
+pub(crate) fn head_from(
+    seq: i64,
+    restored_seq: i64,
+    restored_at: i64,
+    horizon_at: i64,
+    horizon_seq: i64,
+) -> Result<StoreHead> {
+    let micros = |us: i64| {
+        inbetweenies_proto::Timestamp::from_unix_micros(us)
+            .map_err(|e| StoreError::Corrupt(format!("bad time {us} in the store's meta row: {e}")))
+    };
+    let seq_of = |v: i64| {
+        Seq::try_from(v).map_err(|_| StoreError::Corrupt(format!("bad sequence number {v}")))
+    };
+    Ok(StoreHead {
+        seq: seq_of(seq)?,
+        restore_mark: match restored_seq {
+            0 => None,
+            s => Some(RestoreMark {
+                seq: seq_of(s)?,
+                at: micros(restored_at)?,
+            }),
+        },
+        horizon: match horizon_at {
+            0 => None,
+            at => Some(HistoryHorizon {
+                at: micros(at)?,
+                seq: seq_of(horizon_seq)?,
+            }),
+        },
+    })
+}
+
+/// Runs `call` on its own task, as every [`Detached`] call does.
+async fn run<T, F>(call: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    match tokio::spawn(call).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StoreError::Database(Box::new(e))),
+    }
+}
+
+#[async_trait]
+impl<S: StoreHeadRead + ?Sized + 'static> StoreHeadRead for Detached<S> {
+    async fn head(&self) -> Result<StoreHead> {
+        let s: Arc<S> = self.0.clone();
+        run(async move { s.head().await }).await
+    }
+}

@@ -1,0 +1,22 @@
+//! The store's head in one statement (`crate::head`).
+
+use async_trait::async_trait;
+
+use super::PgStore;
+use crate::error::{Result, StoreError};
+use crate::head::{head_from, StoreHead, StoreHeadRead};
+
+#[async_trait]
+impl StoreHeadRead for PgStore {
+    async fn head(&self) -> Result<StoreHead> {
+        let (seq, restored_seq, restored_at, horizon_at, horizon_seq): (i64, i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT last_seq, restored_seq, restored_at, horizon_at, horizon_seq \
+                 FROM goodies_meta",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::database)?;
+        head_from(seq, restored_seq, restored_at, horizon_at, horizon_seq)
+    }
+}
