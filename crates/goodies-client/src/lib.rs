@@ -54,6 +54,7 @@ pub mod merkle;
 mod model;
 mod repair;
 mod rooms;
+mod selection;
 mod settings;
 mod signals;
 mod signing;
@@ -84,6 +85,7 @@ pub use model::{
 };
 pub use repair::{RepairMethod, ENTITY_PATH, MAX_MERKLE_REFETCH, MERKLE_PATH};
 pub use rooms::ROOM_TYPE_KEY;
+pub use selection::{Selection, SELECTION_KEY};
 pub use settings::{
     keys, normalize_server_url, ClientStatus, ConflictOrigin, ConflictOutcome, DigestCheck, GzipRefusals, LastSync,
     RecordedConflict, Settings, GZIP_REFUSALS_KEPT, GZIP_RETRY_AFTER_DAYS,

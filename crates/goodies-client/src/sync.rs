@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use goodies_store::{AckSet, OutboxEntry, PulledPage};
 use inbetweenies_proto::{
-    capability, ConflictInfo, Cursor, EntityId, ErrorCode, RelationshipId, SyncFilters,
-    SyncRequest, SyncResponse, SyncType, Timestamp, Version,
+    capability, ConflictInfo, Cursor, EntityId, ErrorCode, RelationshipId, SyncRequest,
+    SyncResponse, SyncType, Timestamp, Version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +157,9 @@ pub(crate) struct Pass {
     state_digest: Option<String>,
     /// The server announced the `merkle` capability.
     merkle: bool,
+    /// The pages were filtered by a selection (`crate::Selection`): the server's digest
+    /// covers more than they did.
+    selective: bool,
 }
 
 /// What a refused request means for the pass.
@@ -422,7 +425,9 @@ impl Inner {
             merkle_requests: 0,
             fetched: Vec::new(),
         };
-        if pass.complete && !pass.invalid_state {
+        // Under a selection the pages leave out what is not selected: nothing can be
+        // told missing on the server from them.
+        if pass.complete && !pass.invalid_state && !pass.selective {
             // Everything the server holds was in the pages: what else the mirror holds
             // is missing on the server.
             let mut kept: HashSet<EntityId> = self.store.pending_ids().await?.into_iter().collect();
@@ -492,6 +497,10 @@ impl Inner {
         let Some(server) = pass.state_digest.as_ref() else {
             return Ok(None);
         };
+        if pass.selective {
+            // The server's digest is over every entity; the mirror holds a selection.
+            return Ok(None);
+        }
         if !pass.complete
             || self.store.pending_count().await? != 0
             || !self.store.quarantined().await?.is_empty()
@@ -552,6 +561,7 @@ impl Inner {
         let mut last_cursor_sent: Option<String> = None;
         let mut offers_merkle = false;
         let listening = self.events.has_listeners();
+        let selection = self.stored_selection().await?;
 
         // The answer to a page request sent while the previous page was being applied.
         let mut prefetched: Option<Result<SyncResponse, RequestFailure>> = None;
@@ -584,7 +594,8 @@ impl Inner {
                     }
                     let state = self.store.sync_state().await?;
                     watermark = state.watermark;
-                    let mut request = self.sync_request(settings, watermark, state.cursor);
+                    let mut request =
+                        self.sync_request(settings, selection.as_ref(), watermark, state.cursor);
                     request.changes = batch.iter().map(|e| e.change.clone()).collect();
                     // After a server error that outlasted the retries, the pull gets one
                     // try: enough to get past a change the server cannot take, without
@@ -721,7 +732,12 @@ impl Inner {
             // page's cursor). Local edits made meanwhile go out once the pull is done.
             let next_page = match &page.cursor {
                 Some(cursor) if batch.is_empty() && res.requests < MAX_REQUESTS => {
-                    Some(self.sync_request(settings, watermark, Some(cursor.clone())))
+                    Some(self.sync_request(
+                        settings,
+                        selection.as_ref(),
+                        watermark,
+                        Some(cursor.clone()),
+                    ))
                 }
                 _ => None,
             };
@@ -814,6 +830,7 @@ impl Inner {
             invalid_state,
             state_digest: last.and_then(|(d, _)| d),
             merkle: offers_merkle,
+            selective: selection.is_some(),
         })
     }
 
@@ -928,6 +945,7 @@ impl Inner {
     fn sync_request(
         &self,
         settings: &crate::settings::Settings,
+        selection: Option<&crate::selection::Selection>,
         watermark: Option<Timestamp>,
         cursor: Option<String>,
     ) -> SyncRequest {
@@ -936,12 +954,7 @@ impl Inner {
             settings.user_id.clone(),
             SyncType::Delta,
         );
-        if watermark.is_some() {
-            request.filters = Some(SyncFilters {
-                since: watermark,
-                ..SyncFilters::default()
-            });
-        }
+        request.filters = crate::selection::filters(selection, watermark);
         request.cursor = cursor.map(Cursor);
         request.capabilities = vec![capability::RELATIONSHIP_ROWS.to_owned()];
         request
