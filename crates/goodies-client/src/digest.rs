@@ -12,6 +12,13 @@
 //!
 //! When its digest differs from the server's, the sync also recomputes the digest from
 //! the store itself ([`LocalDigest::rebuild_from_store`]): the store has the last word.
+//!
+//! A fresh process does not build the index to answer one digest: it asks the store for
+//! the digest it remembers ([`ClientStore::stored_digest`]: SQLite keeps the last one
+//! computed, in any process, until a latest row changes), so an idle `blowing-off sync`
+//! costs one small read whatever the mirror's size. When nothing is remembered, the
+//! first digest is the store's own (which remembers it for the next process); only a
+//! process that needs a second one builds the index and keeps it up to date from then on.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +65,8 @@ pub(crate) struct LocalDigest {
     dirty: Mutex<HashSet<EntityId>>,
     /// Transactions changing entity rows that this client made and told the index of.
     told: AtomicU64,
+    /// Digests the store had to compute for this client while the index was not built.
+    computed_by_store: AtomicU64,
 }
 
 impl LocalDigest {
@@ -76,11 +85,13 @@ impl LocalDigest {
             .insert(id.clone());
     }
 
-    /// Builds the index from the store unless it is built already (cheap on an empty
-    /// mirror; a sync calls it first so that its pages keep the index up to date).
+    /// Builds the index from the store unless it is built already, once this process has
+    /// needed a digest the store did not remember (a sync calls it first so that its
+    /// pages keep the index up to date). Before that, nothing: a process that syncs once
+    /// reads the remembered digest instead.
     pub(crate) async fn ensure(&self, store: &dyn ClientStore) -> Result<(), StoreError> {
         let mut index = self.index.lock().await;
-        if index.is_none() {
+        if index.is_none() && self.computed_by_store.load(Ordering::SeqCst) > 0 {
             self.take_dirty();
             *index = Some(self.build(store).await?);
         }
@@ -118,6 +129,18 @@ impl LocalDigest {
             if store.graph_generation().await? != ix.base + told {
                 tracing::debug!("the database changed behind the index; rebuilding it");
                 *index = None;
+            }
+        }
+        if index.is_none() {
+            if let Some(d) = store.stored_digest().await? {
+                self.take_dirty();
+                return Ok(d);
+            }
+            if self.computed_by_store.fetch_add(1, Ordering::SeqCst) == 0 {
+                // The first digest of this process: the store computes it and remembers
+                // it for the next process.
+                self.take_dirty();
+                return store.state_digest().await;
             }
         }
         let ix = match index.as_mut() {
@@ -306,6 +329,58 @@ mod tests {
             digest.rebuild_from_store(store).await.expect("from store"),
             want
         );
+    }
+
+    /// A fresh process answers its first digest from the store without building the index:
+    /// the digest an earlier process left in the file, or else the store's own (which it
+    /// leaves for the next process). Only a second digest the store does not remember
+    /// builds the index, which then follows this process's writes.
+    #[tokio::test]
+    async fn a_fresh_process_reads_the_remembered_digest() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("mirror.db").display());
+        let earlier = goodies_store::open_client_store(&url, StoreOptions::default())
+            .await
+            .expect("store");
+        for name in ["a", "b", "c"] {
+            create(earlier.as_ref(), name).await;
+        }
+        let want = earlier.state_digest().await.expect("store digest");
+        drop(earlier);
+
+        let store = goodies_store::open_client_store(&url, StoreOptions::default())
+            .await
+            .expect("store");
+        let store = store.as_ref();
+        assert_eq!(
+            store.stored_digest().await.expect("stored"),
+            Some(want.clone())
+        );
+        let digest = LocalDigest::default();
+        digest.ensure(store).await.expect("ensure");
+        assert_eq!(digest.digest(store).await.expect("digest"), want);
+        assert!(digest.index.lock().await.is_none(), "no index was built");
+
+        // A write forgets the remembered digest: the store computes the next one.
+        let d = create(store, "d").await;
+        digest.counted_write();
+        digest.touched(&d);
+        let next = digest.digest(store).await.expect("digest");
+        assert_ne!(next, want);
+        assert_eq!(
+            store.stored_digest().await.expect("stored"),
+            Some(next.clone())
+        );
+        assert!(digest.index.lock().await.is_none(), "still no index");
+
+        // A second digest the store does not remember builds the index, kept from then on.
+        let e = create(store, "e").await;
+        digest.counted_write();
+        digest.touched(&e);
+        let last = digest.digest(store).await.expect("digest");
+        assert!(digest.index.lock().await.is_some(), "the index is built");
+        assert_eq!(last, store.state_digest().await.expect("store digest"));
+        assert_ne!(last, next);
     }
 
     /// Another writer of the same file (a second store on it: another process, or a
