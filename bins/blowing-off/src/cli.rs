@@ -46,6 +46,21 @@ pub struct Cli {
     #[arg(long, global = true, env = "BLOWING_OFF_SERVER_URL", help_heading = GLOBAL)]
     pub server_url: Option<String>,
 
+    /// A PEM file of CA certificates to trust for https instead of the platform's roots
+    /// (a self-hosted server's own CA; overrides the config file's ca_file).
+    #[arg(long, global = true, env = "BLOWING_OFF_CA_FILE", help_heading = GLOBAL)]
+    pub ca_file: Option<PathBuf>,
+
+    /// Trust only the https server whose certificate's DER has this SHA-256 (64 hex
+    /// digits, colons allowed; overrides the config file's pin_sha256).
+    #[arg(long, global = true, env = "BLOWING_OFF_PIN_SHA256", help_heading = GLOBAL)]
+    pub pin_sha256: Option<String>,
+
+    /// A file holding the key shared with the server for signed messages (overrides
+    /// the config file's signing_key_file; BLOWING_OFF_SIGNING_KEY gives the key itself).
+    #[arg(long, global = true, env = "BLOWING_OFF_SIGNING_KEY_FILE", help_heading = GLOBAL)]
+    pub signing_key_file: Option<PathBuf>,
+
     /// Print JSON instead of tables and sentences (errors too, on stderr).
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,

@@ -11,11 +11,18 @@
 //!   the database remembers. The token: `BLOWING_OFF_AUTH_TOKEN`, else the file's, else
 //!   the database's. The client id: `BLOWING_OFF_CLIENT_ID`, else the file's when the file
 //!   names the database in use (a file describes one client), else the database's.
+//! - TLS: `--ca-file` / `BLOWING_OFF_CA_FILE`, else the file's `ca_file`; `--pin-sha256` /
+//!   `BLOWING_OFF_PIN_SHA256`, else the file's `pin_sha256`; neither: the platform's roots.
+//! - The signing key: `BLOWING_OFF_SIGNING_KEY` (the key), else `--signing-key-file` /
+//!   `BLOWING_OFF_SIGNING_KEY_FILE`, else the file's `signing_key_file`.
+//!
+//! The file holds the token: it is written readable by its owner only (mode 0600), and a
+//! file found readable by others is made so when read. No `Debug` here shows the token.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use goodies_client::{keys, normalize_server_url, BlowingOffClient};
+use goodies_client::{keys, normalize_server_url, BlowingOffClient, SigningKey, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
@@ -30,8 +37,12 @@ pub const TOKEN_ENV: &str = "BLOWING_OFF_AUTH_TOKEN";
 /// The environment variable holding the client id.
 pub const CLIENT_ID_ENV: &str = "BLOWING_OFF_CLIENT_ID";
 
-/// The configuration file's contents (the seeds' `.blowing-off.json`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The environment variable holding the signing key itself.
+pub const SIGNING_KEY_ENV: &str = "BLOWING_OFF_SIGNING_KEY";
+
+/// The configuration file's contents (the seeds' `.blowing-off.json`). Its `Debug`
+/// does not show the token.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileConfig {
     /// The server's base URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,10 +56,38 @@ pub struct FileConfig {
     /// The local database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db_path: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for https instead of the platform's roots
+    /// (relative to the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The SHA-256 of the one https certificate to trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_sha256: Option<String>,
+    /// A file holding the key shared with the server for signed messages (relative to
+    /// the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<PathBuf>,
 }
 
-/// The settings of this run, each from the strongest source that has it.
-#[derive(Debug)]
+impl std::fmt::Debug for FileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileConfig")
+            .field("server_url", &self.server_url)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("client_id", &self.client_id)
+            .field("db_path", &self.db_path)
+            .field("ca_file", &self.ca_file)
+            .field("pin_sha256", &self.pin_sha256)
+            .field("signing_key_file", &self.signing_key_file)
+            .finish()
+    }
+}
+
+/// The settings of this run, each from the strongest source that has it. Its `Debug`
+/// does not show the token or the signing key.
 pub struct Resolved {
     /// The configuration file read (or to write, when it does not exist yet).
     pub file: PathBuf,
@@ -62,6 +101,38 @@ pub struct Resolved {
     pub auth_token: Option<String>,
     /// The client id, when the environment or (for its database) the file gives one.
     pub client_id: Option<String>,
+    /// Which https servers are trusted.
+    pub tls: TlsConfig,
+    /// The CA file in use (flag, environment or file), absolute; written back by
+    /// `connect` with the pin and the signing key file.
+    pub ca_file: Option<PathBuf>,
+    /// The certificate pin in use.
+    pub pin_sha256: Option<String>,
+    /// The signing key file in use, absolute.
+    pub signing_key_file: Option<PathBuf>,
+    /// The key for signed messages, when one is given.
+    pub signing_key: Option<SigningKey>,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("file", &self.file)
+            .field("from_file", &self.from_file)
+            .field("db", &self.db)
+            .field("server_url", &self.server_url)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("client_id", &self.client_id)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("pin_sha256", &self.pin_sha256)
+            .field("signing_key_file", &self.signing_key_file)
+            .field("signing_key", &self.signing_key)
+            .finish()
+    }
 }
 
 fn dirs() -> Option<directories::ProjectDirs> {
@@ -90,6 +161,7 @@ pub fn locate(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// Reads the file; a missing file is an empty configuration, an unreadable or malformed
 /// one a usage error naming it.
 pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
+    make_private(path);
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
             usage(format!(
@@ -103,6 +175,59 @@ pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
             path.display()
         ))),
     }
+}
+
+/// Makes an existing file readable and writable by its owner only (mode 0600) when it
+/// is open to others: it holds the token.
+fn make_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+                match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+                    Ok(()) => {
+                        tracing::info!(file = %path.display(), "made the configuration file private (mode 0600)")
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot make the configuration file private")
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// A path given by a flag (relative to the working directory) or by the file
+/// (relative to the file), made absolute.
+fn path_of(flag: Option<&PathBuf>, in_file: Option<&PathBuf>, base: &Path) -> Option<PathBuf> {
+    let p = flag.cloned().or_else(|| in_file.map(|p| base.join(p)))?;
+    Some(std::path::absolute(&p).unwrap_or(p))
+}
+
+/// The TLS settings from the CA file and the pin.
+fn tls_of(ca_file: Option<&Path>, pin: Option<&str>) -> anyhow::Result<TlsConfig> {
+    let mut tls = TlsConfig::platform();
+    if let Some(ca) = ca_file {
+        tls = tls.with_ca_file(ca)?;
+    }
+    if let Some(pin) = pin {
+        tls = tls.with_pinned_sha256_hex(pin)?;
+    }
+    Ok(tls)
+}
+
+/// The signing key: the environment's key, else the key file's.
+fn signing_key_of(file: Option<&Path>) -> anyhow::Result<Option<SigningKey>> {
+    if let Some(key) = env(SIGNING_KEY_ENV) {
+        return Ok(Some(SigningKey::new(key)?));
+    }
+    Ok(match file {
+        Some(f) => Some(SigningKey::from_file(f)?),
+        None => None,
+    })
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -124,7 +249,24 @@ pub fn resolve(cli: &Cli) -> anyhow::Result<Resolved> {
         (None, None) => default_db()?,
     };
     let file_names_db = file_db.as_deref().is_some_and(|f| same_file(f, &db));
+    let ca_file = path_of(cli.ca_file.as_ref(), from_file.ca_file.as_ref(), base);
+    let pin_sha256 = cli
+        .pin_sha256
+        .clone()
+        .or_else(|| from_file.pin_sha256.clone());
+    let signing_key_file = path_of(
+        cli.signing_key_file.as_ref(),
+        from_file.signing_key_file.as_ref(),
+        base,
+    );
+    let tls = tls_of(ca_file.as_deref(), pin_sha256.as_deref())?;
+    let signing_key = signing_key_of(signing_key_file.as_deref())?;
     Ok(Resolved {
+        tls,
+        signing_key,
+        ca_file,
+        pin_sha256,
+        signing_key_file,
         server_url: cli
             .server_url
             .clone()

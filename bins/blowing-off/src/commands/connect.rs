@@ -113,6 +113,9 @@ pub async fn run(
         auth_token: s.auth_token.clone(),
         client_id: Some(s.client_id.clone()),
         db_path: Some(std::path::absolute(&r.db)?),
+        ca_file: r.ca_file.clone(),
+        pin_sha256: r.pin_sha256.clone(),
+        signing_key_file: r.signing_key_file.clone(),
     };
     config::write(&r.file, &file)?;
     let expires_at = match &verified {

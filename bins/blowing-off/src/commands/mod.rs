@@ -43,8 +43,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     let client_config = ClientConfig::default()
         .with_retry(retry)
         .with_request_timeout(Duration::from_secs(cli.timeout.max(1)));
-    let client = BlowingOffClient::builder(&resolved.db)
+    let mut builder = BlowingOffClient::builder(&resolved.db)
         .config(client_config)
+        .tls(resolved.tls.clone());
+    if let Some(key) = resolved.signing_key.clone() {
+        builder = builder.signing_key(key);
+    }
+    let client = builder
         .open()
         .await
         .with_context(|| format!("cannot open the local database {}", resolved.db.display()))?;
