@@ -181,24 +181,112 @@ fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// The platform roots, loaded once per process.
+/// The platform roots, loaded once per process, on the first `https://` handshake that
+/// needs them: reading the system bundle (hundreds of files) costs a fresh process tens of
+/// milliseconds, which a client of an `http://` server never pays.
 pub(crate) fn platform_config() -> &'static rustls::ClientConfig {
     static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        let mut roots = RootCertStore::empty();
-        let found = rustls_native_certs::load_native_certs();
-        for e in &found.errors {
-            tracing::debug!(error = %e, "a platform trust root could not be loaded");
-        }
-        let (added, ignored) = roots.add_parsable_certificates(found.certs);
-        tracing::debug!(added, ignored, "platform trust roots loaded");
         match rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
         {
-            Ok(b) => b.with_root_certificates(roots).with_no_client_auth(),
+            Ok(b) => b
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PlatformVerifier {
+                    provider: provider(),
+                }))
+                .with_no_client_auth(),
             Err(_) => unreachable!("the ring provider supports the default protocol versions"),
         }
     })
+}
+
+/// Whether this process has loaded the platform's trust roots.
+#[cfg(test)]
+fn platform_roots_loaded() -> bool {
+    PLATFORM_VERIFIER.get().is_some()
+}
+
+/// The platform roots' verifier; `None` when the platform has no usable root.
+static PLATFORM_VERIFIER: OnceLock<Option<Arc<WebPkiServerVerifier>>> = OnceLock::new();
+
+fn platform_verifier() -> Option<Arc<WebPkiServerVerifier>> {
+    PLATFORM_VERIFIER
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::debug!(error = %e, "a platform trust root could not be loaded");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            tracing::debug!(added, ignored, "platform trust roots loaded");
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| tracing::debug!(error = %e, "no platform trust roots"))
+                .ok()
+        })
+        .clone()
+}
+
+/// Checks certificates against the platform's roots, loaded when the first one is checked.
+/// Without any usable root every certificate is of an unknown issuer.
+#[derive(Debug)]
+struct PlatformVerifier {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PlatformVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match platform_verifier() {
+            Some(v) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// Trusts the one certificate whose DER hashes to the pin (and, with a CA, only when
@@ -306,6 +394,60 @@ fn describe(e: &rustls::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client of an `http://` server never reads the platform's trust roots (a fresh
+    /// process would pay tens of milliseconds for them); the first certificate checked
+    /// against them loads them.
+    #[tokio::test]
+    async fn platform_roots_are_loaded_only_to_check_a_certificate() {
+        use crate::transport::{HttpRequest, Method, Transport};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.expect("read");
+                assert!(n > 0, "request cut short");
+                got.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .expect("write");
+        });
+        let transport = crate::transport::HyperTransport::new();
+        let answer = transport
+            .send(HttpRequest {
+                method: Method::Get,
+                url,
+                headers: vec![],
+                body: vec![],
+            })
+            .await
+            .expect("plain http request");
+        assert_eq!(answer.status, 200);
+        server.await.expect("server");
+        assert!(
+            !platform_roots_loaded(),
+            "http:// loaded the platform roots"
+        );
+
+        // A certificate to check (any will do: it is not the handshake's) loads them.
+        let verifier = PlatformVerifier {
+            provider: provider(),
+        };
+        let der = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+        let name = ServerName::try_from("example.invalid").expect("name");
+        assert!(verifier
+            .verify_server_cert(&der, &[], &name, &[], UnixTime::now())
+            .is_err());
+        assert!(platform_roots_loaded());
+    }
 
     #[test]
     fn pins_are_read_in_either_form() {
