@@ -131,11 +131,11 @@ impl BlowingOffClient {
         Ok(self.inner.stored_selection().await?.unwrap_or_default())
     }
 
-    /// Sets what syncs pull (see the module documentation of selective sync in
-    /// docs/CLIENT.md). A different selection forgets the sync position, so the next sync
-    /// pulls the whole state again under it, keeping pending edits; returns whether it
-    /// changed. Waits for a running sync to finish. An empty list is refused (it would
-    /// pull nothing): leave the field unset to select everything.
+    /// Sets what syncs pull (see "Selective sync" in docs/CLIENT.md). A different
+    /// selection forgets the sync position, so the next sync pulls the whole state again
+    /// under it, keeping pending edits; returns whether it changed. Waits for a running
+    /// sync to finish. An empty list is refused (it would pull nothing): leave the field
+    /// unset to select everything.
     pub async fn set_selection(&self, selection: Selection) -> Result<bool, ClientError> {
         selection.check()?;
         let selection = selection.normalized();
