@@ -21,11 +21,23 @@
 //!
 //! Collecting a page therefore answers exactly what a fresh read at that moment would
 //! have answered, one read of the sequence counter instead of the page read.
+//!
+//! **Quiet deltas.** The same holds for the commonest request of all, a delta from a
+//! watermark with nothing new: the last empty page read at the store's head is kept per
+//! query (filters and capabilities, without the watermark), with its watermark `T`, its
+//! sequence number `S` and its digest. Every row numbered up to `S` was received at or
+//! before `T` (that is what made `T` a watermark), so a later request of the same query
+//! from exactly `T`, while the store's highest committed sequence number (read for that
+//! request, from the store, so a write by any server process counts) is still `S`, has
+//! the same empty page, watermark and digest, and gets them without a page read. A
+//! restore of a backup raises that number too; the history horizon is checked against
+//! the head read for the request.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use goodies_store::{ServerStore, StoreError};
+use goodies_store::{ChangePage, Seq, ServerStore, StoreError};
+use inbetweenies_proto::Timestamp;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -40,6 +52,21 @@ const ROWS: usize = 20_000;
 
 /// A page nobody collected within this time is dropped.
 const KEEP: Duration = Duration::from_secs(10);
+
+/// Empty pages kept for quiet deltas, at most (one per query; the oldest goes first).
+const QUIET: usize = 16;
+
+/// The last empty page read at the store's head for one query (see the module doc).
+struct Quiet {
+    /// The query without its watermark.
+    spec: PageSpec,
+    /// The page's watermark: what the next request of a caught-up client sends.
+    server_time: Timestamp,
+    /// The store's highest committed sequence number when the page was read.
+    seq: Seq,
+    /// The digest of the store at `seq`.
+    digest: String,
+}
 
 struct Slot {
     device: String,
@@ -59,6 +86,8 @@ pub(crate) struct ReadAhead {
     slots: Mutex<Vec<Slot>>,
     /// How many reads ahead have finished (successfully or not) since the server started.
     finished: watch::Sender<u64>,
+    /// Empty pages at the head, for quiet deltas.
+    quiet: Mutex<Vec<Quiet>>,
 }
 
 impl Default for ReadAhead {
@@ -66,8 +95,20 @@ impl Default for ReadAhead {
         ReadAhead {
             slots: Mutex::new(Vec::new()),
             finished: watch::channel(0).0,
+            quiet: Mutex::new(Vec::new()),
         }
     }
+}
+
+/// A delta from a watermark, without a cursor, and the same query without the watermark.
+fn quiet_key(spec: &PageSpec) -> Option<(Timestamp, PageSpec)> {
+    let since = spec.query.since?;
+    if spec.query.after_seq.is_some() {
+        return None;
+    }
+    let mut key = spec.clone();
+    key.query.since = None;
+    Some((since, key))
 }
 
 impl std::fmt::Debug for ReadAhead {
@@ -149,6 +190,49 @@ impl ReadAhead {
                 None
             }
         }
+    }
+
+    /// Keeps `snap` for quiet deltas when it is an exact, empty, last page of a delta
+    /// from a watermark (see the module doc).
+    pub(crate) fn remember_empty(&self, spec: &PageSpec, snap: &Snapshot) {
+        let Some((_, key)) = quiet_key(spec) else {
+            return;
+        };
+        if !snap.is_exact() || !snap.page.records.is_empty() || snap.page.next_after_seq.is_some() {
+            return;
+        }
+        let mut quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        quiet.retain(|q| q.spec != key);
+        if quiet.len() >= QUIET {
+            quiet.remove(0);
+        }
+        quiet.push(Quiet {
+            spec: key,
+            server_time: snap.page.server_time,
+            seq: snap.seq,
+            digest: snap.digest.clone(),
+        });
+    }
+
+    /// The empty page for a delta of `spec` from exactly the watermark of the last empty
+    /// page of the same query, while the store's highest committed sequence number is
+    /// still `head_seq` (read from the store for this request).
+    pub(crate) fn quiet_page(&self, spec: &PageSpec, head_seq: Seq) -> Option<Snapshot> {
+        let (since, key) = quiet_key(spec)?;
+        let quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        let q = quiet
+            .iter()
+            .find(|q| q.spec == key && q.server_time == since && q.seq == head_seq)?;
+        Some(Snapshot {
+            page: ChangePage {
+                records: Vec::new(),
+                next_after_seq: None,
+                server_time: q.server_time,
+            },
+            digest: q.digest.clone(),
+            digest_seq: q.seq,
+            seq: q.seq,
+        })
     }
 
     /// Waits until at least `n` reads ahead have finished since the server started.
@@ -272,6 +356,75 @@ mod tests {
             app.read_ahead.take(store, "c", &query()).await.is_none(),
             "handed out once"
         );
+    }
+
+    /// An empty page at the head is kept per query and answered again only to a request
+    /// from exactly its watermark while nothing was committed; never to another query,
+    /// another watermark or a cursor, and never after a write.
+    #[tokio::test]
+    async fn a_quiet_delta_is_answered_from_the_last_empty_page_only_while_nothing_was_written() {
+        let app = app().await;
+        push(&app, (0..3).map(|i| create(&format!("note {i}"))).collect()).await;
+        let first = crate::snapshot::read(
+            &app,
+            &PageSpec {
+                query: ChangeQuery {
+                    limit: 10,
+                    ..ChangeQuery::default()
+                },
+                caps: Capabilities::NONE,
+            },
+        )
+        .await
+        .expect("whole pull");
+        let watermark = first.page.server_time;
+        let spec = |since: Timestamp, caps: Capabilities| PageSpec {
+            query: ChangeQuery {
+                since: Some(since),
+                limit: 10,
+                ..ChangeQuery::default()
+            },
+            caps,
+        };
+        let delta = spec(watermark, Capabilities::NONE);
+        let empty = crate::snapshot::read(&app, &delta).await.expect("delta");
+        assert!(empty.page.records.is_empty() && empty.is_exact());
+        app.read_ahead.remember_empty(&delta, &empty);
+        let at = empty.page.server_time;
+        let next = spec(at, Capabilities::NONE);
+        let quiet = app
+            .read_ahead
+            .quiet_page(&next, empty.seq)
+            .expect("the same query from its watermark, nothing written");
+        assert_eq!(quiet.page.server_time, at);
+        assert_eq!(
+            quiet.digest,
+            app.store.state_digest().await.expect("digest")
+        );
+        assert!(quiet.page.records.is_empty() && quiet.page.next_after_seq.is_none());
+        // A fresh read answers the same page.
+        let fresh = crate::snapshot::read(&app, &next).await.expect("fresh");
+        assert!(fresh.page.records.is_empty());
+        assert_eq!(fresh.digest, quiet.digest);
+        let caps = Capabilities::declared(&[inbetweenies_proto::capability::RELATIONSHIP_ROWS]);
+        assert!(app
+            .read_ahead
+            .quiet_page(&spec(at, caps), empty.seq)
+            .is_none());
+        assert!(app.read_ahead.quiet_page(&delta, empty.seq).is_none());
+        let mut cursor = next.clone();
+        cursor.query.after_seq = Some(empty.seq);
+        assert!(app.read_ahead.quiet_page(&cursor, empty.seq).is_none());
+        // A write commits: its sequence number moves, and the next request reads afresh.
+        push(&app, vec![create("later")]).await;
+        let head = app.store.head().await.expect("head").seq;
+        assert_eq!(head, empty.seq + 1);
+        assert!(app.read_ahead.quiet_page(&next, head).is_none());
+        let fresh = crate::snapshot::read(&app, &next).await.expect("fresh");
+        assert_eq!(fresh.page.records.len(), 1, "the write is in the page");
+        // A page that is not empty is never kept.
+        app.read_ahead.remember_empty(&next, &fresh);
+        assert!(app.read_ahead.quiet_page(&next, head).is_none());
     }
 
     /// A page read before a write committed is never handed out after it, even to its

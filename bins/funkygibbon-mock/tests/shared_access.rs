@@ -236,3 +236,68 @@ async fn five_step_pushes_are_in_the_metrics(backend: support::Backend) {
 }
 
 on_both_backends!(five_step_pushes_are_in_the_metrics);
+
+/// A caught-up client's delta is answered from the last empty page at the head only
+/// while nothing was committed: a write through another server on the same database is
+/// in the very next delta from the same watermark.
+async fn a_quiet_delta_sees_a_write_through_another_server(backend: support::Backend) {
+    let Some(a) = TestServer::start(backend).await else {
+        return;
+    };
+    let b = TestServer::start_on_url(&a.database_url).await;
+    let admin = a.login().await;
+    let delta = |since: &Value| {
+        let mut body = support::sync_body("quiet-phone", "delta", json!([]));
+        body["filters"] = json!({ "since": since });
+        body
+    };
+    let (status, first) = a
+        .post_json(
+            &admin,
+            "/api/v1/sync/",
+            &support::sync_body("quiet-phone", "full", json!([])),
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    // Two empty deltas: the second is answered from the first's page, same watermark.
+    let (_, empty) = a
+        .post_json(&admin, "/api/v1/sync/", &delta(&first["server_time"]))
+        .await;
+    assert_eq!(empty["changes"], json!([]), "{empty}");
+    let (_, again) = a
+        .post_json(&admin, "/api/v1/sync/", &delta(&empty["server_time"]))
+        .await;
+    assert_eq!(again["changes"], json!([]), "{again}");
+    assert_eq!(again["server_time"], empty["server_time"]);
+    assert_eq!(again["state_digest"], empty["state_digest"]);
+    // A write through B; the same delta through A has it.
+    let (status, pushed) = b
+        .post_json(
+            &admin,
+            "/api/v1/sync/",
+            &support::sync_body(
+                "other-phone",
+                "delta",
+                json!([support::create_change("q-1", "note", "from B", json!({}))]),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{pushed}");
+    let (status, after) = a
+        .post_json(&admin, "/api/v1/sync/", &delta(&again["server_time"]))
+        .await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = after["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter_map(|c| c["entity"]["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["q-1"], "{after}");
+    assert_ne!(after["state_digest"], again["state_digest"]);
+    assert_eq!(after["state_digest"], pushed["state_digest"]);
+    b.shutdown().await.expect("B stops");
+    a.shutdown().await.expect("A stops");
+}
+
+on_both_backends!(a_quiet_delta_sees_a_write_through_another_server);

@@ -356,20 +356,27 @@ pub(crate) async fn sync(
     );
     // A pull page this device asks for next may have been read ahead while the last one
     // went out; it is used only when nothing was written since (crate::readahead).
-    let ahead = match req.changes.is_empty() {
-        true => {
+    // A delta from the watermark of the last empty page at the head, with nothing
+    // written since, is answered with that page (crate::readahead, "Quiet deltas").
+    let quiet = match req.changes.is_empty() {
+        true => app.read_ahead.quiet_page(&spec, head.seq),
+        false => None,
+    };
+    let ahead = match (req.changes.is_empty(), &quiet) {
+        (true, None) => {
             app.read_ahead
                 .take(app.store.as_ref(), &req.device_id, &spec)
                 .await
         }
-        false => None,
+        _ => None,
     };
-    let (snap, head_after) = match ahead {
-        Some(snap) => {
+    let (snap, head_after) = match (quiet, ahead) {
+        (Some(snap), _) => (snap, head),
+        (None, Some(snap)) => {
             let head_after = app.store.head().await?;
             (snap, head_after)
         }
-        None => {
+        (None, None) => {
             let read_at = Instant::now();
             // After a push the head read first is behind: the digest starts from a new one.
             let head = match req.changes.is_empty() {
@@ -378,6 +385,7 @@ pub(crate) async fn sync(
             };
             let read = crate::snapshot::read_from(&app, &spec, head).await?;
             app.metrics.store_time("read_page", read_at);
+            app.read_ahead.remember_empty(&spec, &read.0);
             read
         }
     };
