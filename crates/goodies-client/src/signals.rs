@@ -193,7 +193,7 @@ impl Signals {
                     (false, false) => false,
                 };
                 report.then_some(ClientEvent::ClockSkew {
-                    offset_ms: skewed.then_some(offset_ms).unwrap_or(0),
+                    offset_ms: if skewed { offset_ms } else { 0 },
                 })
             }
             Err(_) => None,
@@ -274,14 +274,17 @@ mod tests {
 
     /// Answers from a script: each request takes the next answer (`None`: connection
     /// refused); the last one repeats.
+    /// A status and headers, or `None` for a refused connection.
+    type Answer = Option<(u16, Vec<(String, String)>)>;
+
     #[derive(Debug)]
     struct Scripted {
-        answers: Mutex<Vec<Option<(u16, Vec<(String, String)>)>>>,
+        answers: Mutex<Vec<Answer>>,
         sent: std::sync::atomic::AtomicU32,
     }
 
     impl Scripted {
-        fn new(answers: Vec<Option<(u16, Vec<(String, String)>)>>) -> Self {
+        fn new(answers: Vec<Answer>) -> Self {
             Scripted {
                 answers: Mutex::new(answers),
                 sent: Default::default(),
@@ -351,7 +354,6 @@ mod tests {
             .is_ok();
         let took = started.elapsed();
         drop(hub);
-        drop(http);
         let mut seen = Vec::new();
         while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(1), events.next()).await
         {
