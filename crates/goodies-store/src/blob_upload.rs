@@ -8,11 +8,16 @@
 //! the upload.
 //!
 //! - SQLite (`sqlite::blob_upload`): a file `uploads/<sha256>.part` beside the
-//!   database, written at the held offset and synced before the offset moves; completing
-//!   renames it to `<sha256[0..2]>/<sha256>` (atomically, after an fsync).
+//!   database, written at the held offset before the offset moves; completing syncs it
+//!   and renames it to `<sha256[0..2]>/<sha256>` (atomically). A row found ahead of its
+//!   file (a machine crash before the bytes reached the disk) is taken back to the file.
 //! - PostgreSQL (`postgres::blob_upload`): each append is one row of `blob_chunks`,
 //!   inserted in the same transaction that moves the offset, so every server process
-//!   sees the same upload.
+//!   sees the same upload; appends do not wait for the WAL flush, completing does.
+//!
+//! So a crash can take back the latest appends of an upload in progress, never without
+//! their offset: the uploader resumes from the offset it is told. A complete blob is
+//! durable.
 
 use async_trait::async_trait;
 
@@ -62,7 +67,8 @@ pub trait BlobUploads: Send + Sync + std::fmt::Debug {
 
     /// Appends `bytes` at `offset`, which must be the held offset (else
     /// [`StoreError::Conflict`](crate::StoreError::Conflict)); returns the new offset.
-    /// The bytes are durable when this returns.
+    /// The bytes are held when this returns (durable once the blob completes: see the
+    /// module doc).
     async fn append_blob(&self, sha256: &str, offset: u64, bytes: Vec<u8>) -> Result<u64>;
 
     /// Reads at most `len` held bytes from `offset`, of a complete blob or an upload in

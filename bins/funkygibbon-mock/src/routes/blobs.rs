@@ -22,7 +22,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::BytesMut;
 use goodies_store::{BlobState, StoreError};
 use http_body_util::BodyExt;
 use inbetweenies_proto::ErrorCode;
@@ -448,8 +447,14 @@ pub(crate) async fn put(
         return Ok(closing(with_offsets(res, held, total, false)));
     }
     let mut hasher = state.blobs.take_hash(&sha256, held);
-    let mut at = held;
-    let mut buf = BytesMut::with_capacity(CHUNK.min((end - start) as usize));
+    // Pieces are handed to the store as they fill; while one is written the next is
+    // received and hashed (at most one write in flight: memory stays two pieces).
+    let mut pipe = Pipeline {
+        at: held,
+        queued: held,
+        writing: None,
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min((end - start) as usize));
     let mut body = body;
     let stall = state.config.body_read_timeout;
     let mut failure: Option<ApiError> = None;
@@ -473,7 +478,7 @@ pub(crate) async fn put(
         let Ok(mut data) = frame.into_data() else {
             continue;
         };
-        if at + (buf.len() + data.len()) as u64 > end {
+        if pipe.queued + (buf.len() + data.len()) as u64 > end {
             failure = Some(bad_request(
                 "body",
                 "the body is longer than its Content-Range",
@@ -484,12 +489,15 @@ pub(crate) async fn put(
             let take = (CHUNK - buf.len()).min(data.len());
             buf.extend_from_slice(&data.split_to(take));
             if buf.len() == CHUNK {
-                at = flush(&state, &sha256, at, &mut buf, &mut hasher).await?;
+                let left = (end - pipe.queued - CHUNK as u64).min(CHUNK as u64) as usize;
+                let piece = std::mem::replace(&mut buf, Vec::with_capacity(left));
+                pipe.hand_over(&state, &sha256, piece, &mut hasher).await?;
             }
         }
     }
     // What did arrive is kept: a resumed upload goes on from there.
-    at = flush(&state, &sha256, at, &mut buf, &mut hasher).await?;
+    pipe.hand_over(&state, &sha256, buf, &mut hasher).await?;
+    let at = pipe.finish().await?;
     if let Some(e) = failure {
         if let Some(h) = hasher {
             state.blobs.keep_hash(&sha256, at, h);
@@ -546,29 +554,52 @@ pub(crate) async fn put(
     Ok(with_offsets(res, total, total, true))
 }
 
-/// Appends what `buf` holds at `at` (hashing it), and returns the new offset.
-async fn flush(
-    state: &AppState,
-    sha256: &str,
+/// The store writes of one `PUT`, in order, at most one in flight.
+struct Pipeline {
+    /// Bytes the store holds for sure (every write finished).
     at: u64,
-    buf: &mut BytesMut,
-    hasher: &mut Option<Sha256>,
-) -> Result<u64, ApiError> {
-    if buf.is_empty() {
-        return Ok(at);
+    /// Bytes handed to the store (`at` plus the write in flight).
+    queued: u64,
+    writing: Option<tokio::task::JoinHandle<Result<u64, StoreError>>>,
+}
+
+impl Pipeline {
+    /// Hashes `piece`, waits for the write in flight, then starts writing `piece` at
+    /// the end of what is held.
+    async fn hand_over(
+        &mut self,
+        state: &AppState,
+        sha256: &str,
+        piece: Vec<u8>,
+        hasher: &mut Option<Sha256>,
+    ) -> Result<(), ApiError> {
+        if piece.is_empty() {
+            return Ok(());
+        }
+        if let Some(h) = hasher.as_mut() {
+            h.update(&piece);
+        }
+        self.finish().await?;
+        let n = piece.len();
+        state.metrics.blob_bytes("in", n);
+        let (store, sha, at) = (state.store.clone(), sha256.to_owned(), self.at);
+        self.queued = at + n as u64;
+        self.writing = Some(tokio::spawn(async move {
+            store.append_blob(&sha, at, piece).await
+        }));
+        Ok(())
     }
-    let bytes = buf.split().freeze();
-    if let Some(h) = hasher.as_mut() {
-        h.update(&bytes);
+
+    /// Waits for the write in flight; returns what the store holds.
+    async fn finish(&mut self) -> Result<u64, ApiError> {
+        if let Some(w) = self.writing.take() {
+            let written = w
+                .await
+                .map_err(|e| ApiError::internal(&StoreError::Io(std::io::Error::other(e))))?;
+            self.at = written.map_err(store_error)?;
+        }
+        Ok(self.at)
     }
-    let n = bytes.len();
-    let next = state
-        .store
-        .append_blob(sha256, at, bytes.to_vec())
-        .await
-        .map_err(store_error)?;
-    state.metrics.blob_bytes("in", n);
-    Ok(next)
 }
 
 /// The SHA-256 of the `total` held bytes, read back from the store chunk by chunk.

@@ -1,5 +1,5 @@
 //! Resumable blob uploads on SQLite: the row in `blob_uploads` says how many bytes count;
-//! the bytes are a file beside the database, renamed into place once complete.
+//! the bytes are a file beside the database, synced and renamed into place once complete.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -92,7 +92,36 @@ impl BlobUploads for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        let state = self.blob_state(sha256).await?;
+        let mut state = self.blob_state(sha256).await?;
+        if let BlobState::Partial { received, .. } = &mut state {
+            // The file holds fewer bytes than the row counts (the machine crashed before
+            // they reached the disk): the upload goes on from what the file holds.
+            let path = self.part_path(sha256);
+            let len = blocking(move || match std::fs::metadata(path) {
+                Ok(m) => Ok(m.len()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+                Err(e) => Err(e),
+            })
+            .await?;
+            if len < *received {
+                tracing::warn!(
+                    sha256,
+                    held = *received,
+                    file = len,
+                    "blob upload file shorter than its row: resuming from the file"
+                );
+                sqlx::query(
+                    "UPDATE blob_uploads SET received = ? WHERE sha256 = ? AND received = ? AND complete = 0",
+                )
+                .bind(len as i64)
+                .bind(sha256)
+                .bind(*received as i64)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+                *received = len;
+            }
+        }
         match &state {
             BlobState::Partial { total: t, .. } if *t != total => Err(StoreError::Conflict(
                 format!("an upload of {sha256} with {t} bytes is in progress"),
@@ -127,7 +156,9 @@ impl BlobUploads for SqliteStore {
         }
         let path = self.part_path(sha256);
         // Bytes past the held offset (an append that died before its row moved) are
-        // overwritten; the file is synced before the row says they count.
+        // overwritten. The file is synced once, when the blob completes (before the
+        // rename): a crash of the machine can leave the row ahead of the file, which
+        // `begin_blob` notices and takes back to the file's length.
         blocking(move || {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -140,7 +171,6 @@ impl BlobUploads for SqliteStore {
             f.set_len(offset)?;
             f.seek(SeekFrom::Start(offset))?;
             f.write_all(&bytes)?;
-            f.sync_data()?;
             Ok(())
         })
         .await?;
@@ -242,5 +272,72 @@ impl BlobUploads for SqliteStore {
             _ => Ok(()),
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+
+    /// A machine crash can leave the row counting bytes the file never received (the
+    /// file is synced only when the blob completes): the next upload of the blob goes on
+    /// from what the file holds, and completes with the right bytes.
+    #[tokio::test]
+    async fn a_row_ahead_of_its_file_is_taken_back_to_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = SqliteStore::connect(&url, StoreOptions::default())
+            .await
+            .expect("store");
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();
+        let sha = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&data))
+        };
+        store.begin_blob(&sha, 3000, "x/y").await.unwrap();
+        assert_eq!(
+            store
+                .append_blob(&sha, 0, data[..1000].to_vec())
+                .await
+                .unwrap(),
+            1000
+        );
+        assert_eq!(
+            store
+                .append_blob(&sha, 1000, data[1000..2000].to_vec())
+                .await
+                .unwrap(),
+            2000
+        );
+        // What a crash before the data reached the disk leaves: the file cut short.
+        let part = store.part_path(&sha);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&part)
+            .unwrap()
+            .set_len(1500)
+            .unwrap();
+        match store.begin_blob(&sha, 3000, "x/y").await.unwrap() {
+            BlobState::Partial { received, .. } => assert_eq!(received, 1500),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            store
+                .append_blob(&sha, 1500, data[1500..].to_vec())
+                .await
+                .unwrap(),
+            3000
+        );
+        store.complete_blob(&sha).await.unwrap();
+        assert_eq!(store.read_blob_bytes(&sha, 0, 5000).await.unwrap(), data);
+        // A file as long as its row is left alone.
+        let other = "ab".repeat(32);
+        store.begin_blob(&other, 10, "x/y").await.unwrap();
+        store.append_blob(&other, 0, vec![1; 4]).await.unwrap();
+        match store.begin_blob(&other, 10, "x/y").await.unwrap() {
+            BlobState::Partial { received, .. } => assert_eq!(received, 4),
+            other => panic!("{other:?}"),
+        }
     }
 }
