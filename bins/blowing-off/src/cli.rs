@@ -190,7 +190,13 @@ pub enum Command {
     /// Counts of entities and relationships in the local mirror.
     #[command(after_help = "Example:\n  blowing-off stats --json")]
     Stats,
-    /// Conflicts the server decided in recent syncs.
+    /// Write the whole local graph (latest entities and relationships) as JSON.
+    Export(crate::commands::transfer::ExportArgs),
+    /// Read a graph export and write it locally (queued for the next sync); importing
+    /// the same file again changes nothing.
+    Import(crate::commands::transfer::ImportArgs),
+    /// Conflicts recent syncs recorded, and the server's review queue (list, show, queue,
+    /// resolve).
     Conflicts(conflicts::Args),
     /// Changes the server refused (kept aside, not lost), and sending them again.
     Outbox(outbox::Args),

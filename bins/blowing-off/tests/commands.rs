@@ -309,9 +309,9 @@ fn an_offline_conflict_is_explained_from_this_clients_side_and_both_converge() {
     assert_eq!(synced["conflicts_resolved"], 1, "{synced}");
 
     let shown = json(&a, &["conflicts", "show", &id(&lamp)]);
-    assert_eq!(shown["kept"], "server", "{shown}");
-    assert_eq!(shown["yours"]["content"]["power"], "on", "{shown}");
-    assert_eq!(shown["server"]["content"]["power"], "off", "{shown}");
+    assert_eq!(shown["kept"], "theirs", "{shown}");
+    assert_eq!(shown["ours"]["content"]["power"], "on", "{shown}");
+    assert_eq!(shown["theirs"]["content"]["power"], "off", "{shown}");
     let text = ok(&a, &["conflicts", "show", &id(&lamp)]);
     assert!(text.contains("the server kept the server's"), "{text}");
     assert!(

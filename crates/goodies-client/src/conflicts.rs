@@ -497,6 +497,13 @@ impl BlowingOffClient {
                     .iter()
                     .find(|c| c.id == id)
                     .ok_or_else(|| ClientError::NotFound(format!("conflict {id} on the server")))?;
+                if c.status != "pending" {
+                    return Err(ClientError::Server {
+                        status: 409,
+                        code: Some(inbetweenies_proto::ErrorCode::SyncConflict),
+                        message: format!("conflict {id} is not pending (it is {})", c.status),
+                    });
+                }
                 let ours_pushed = c.ours_is_pushed().ok_or_else(|| {
                     ClientError::Invalid(format!(
                         "neither side of conflict {id} is this device's edit: choose the server's version or the pushed one"

@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod room;
 pub mod status;
 pub mod sync;
+pub mod transfer;
 
 use anyhow::Context;
 use std::time::Duration;
@@ -72,6 +73,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Sync => sync::run_once(&client, out).await,
         Command::SyncDaemon(a) => sync::run_daemon(&client, out, &resolved, a).await,
         Command::Status(a) => status::run(&client, out, a).await,
+        Command::Export(a) => transfer::export(&client, out, a).await,
+        Command::Import(a) => transfer::import(&client, out, a).await,
         Command::Home(a) => home::run(&client, out, a).await,
         Command::Room(a) => room::run(&client, out, a).await,
         Command::Device(a) => device::run(&client, out, a).await,

@@ -33,6 +33,7 @@ fn result_json(r: &SyncResult) -> serde_json::Value {
         "deferred": r.deferred,
         "conflicts_resolved": r.conflicts_resolved,
         "conflicts": r.conflicts,
+        "recorded_conflicts": r.recorded,
         "errors": r.errors.iter().map(|e| error_chain(e)).collect::<Vec<_>>(),
         "pending": r.pending,
         "requests": r.requests,
@@ -102,6 +103,14 @@ fn print_problems(r: &SyncResult) {
             rep.requeued,
             rep.forgotten,
             if rep.converged { "" } else { "; still not in step" }
+        );
+    }
+    for c in &r.recorded {
+        errln!(
+            "note: conflict over {}: {} (see `blowing-off conflicts show {}`)",
+            c.conflict.entity_id,
+            c.explain(),
+            c.conflict.entity_id
         );
     }
     if let Some(m) = &r.digest_mismatch {
