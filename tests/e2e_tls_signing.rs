@@ -4,7 +4,6 @@
 //! never shows in logs, events, errors or settings.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -203,7 +203,12 @@ impl BlowingOffClient {
         };
         let mut retries = 0;
         let resp: RefreshResponse = http
-            .call::<(), _>(Method::Post, REFRESH_PATH, None::<&'static ()>, &mut retries)
+            .call::<(), _>(
+                Method::Post,
+                REFRESH_PATH,
+                None::<&'static ()>,
+                &mut retries,
+            )
             .await
             .map_err(|f| f.into_client_error())?;
         self.connect(&url, Some(&resp.access_token)).await?;
@@ -236,8 +241,14 @@ mod tests {
         };
         // 7 days: not at 2 days left, but at 16 hours (under a tenth).
         let week = 7 * 86_400;
-        assert!(!token_refresh_due(&t(now - 5 * 86_400, now - 5 * 86_400 + week), now));
-        assert!(token_refresh_due(&t(now - week + 57_600, now + 57_600), now));
+        assert!(!token_refresh_due(
+            &t(now - 5 * 86_400, now - 5 * 86_400 + week),
+            now
+        ));
+        assert!(token_refresh_due(
+            &t(now - week + 57_600, now + 57_600),
+            now
+        ));
         // Short-lived: under 5 minutes left is due whatever the lifetime.
         assert!(token_refresh_due(&t(now - 10, now + 290), now));
         assert!(!token_refresh_due(&t(now - 10, now + 3_600), now));
@@ -259,7 +270,10 @@ mod tests {
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
         restrict_to_owner(&db);
         for f in ["m.db", "m.db-wal"] {
-            let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
     }

@@ -32,8 +32,8 @@ use crate::settings::{
     keys, normalize_server_url, ClientStatus, DigestCheck, GzipRefusals, LastSync,
     RecordedConflict, Settings,
 };
-use crate::sync::SyncResult;
 use crate::signing::{SigningKey, SigningTransport};
+use crate::sync::SyncResult;
 use crate::tls::TlsConfig;
 use crate::transport::{HyperTransport, Method, Transport};
 
