@@ -496,6 +496,9 @@ pub struct StoreOptions {
     pub max_connections: Option<u32>,
     /// Directory for blob bytes (SQLite; default: beside the database file).
     pub blob_dir: Option<std::path::PathBuf>,
+    /// SQLite page cache of each pooled connection, in KiB (None: 32 MiB). A client
+    /// mirror needs far less than a server; each connection keeps its own.
+    pub cache_kib: Option<u32>,
     /// Added to the system clock wherever the store reads it (edit times of local
     /// versions, receipt times, `server_time`): a device whose clock is off. Zero by
     /// default. SQLite only; PostgreSQL reads the database server's clock.

@@ -33,6 +33,8 @@
 mod backup;
 mod blob_upload;
 mod blobs;
+#[cfg(test)]
+mod cache_tests;
 mod client;
 mod feed;
 mod grants;
@@ -167,7 +169,10 @@ impl SqliteStore {
             // For new databases (an existing one keeps its page size). Larger pages make
             // a large push cheaper: fewer page splits, shallower indexes, fewer WAL frames.
             .page_size(PAGE_SIZE)
-            .pragma("cache_size", "-32768")
+            .pragma(
+                "cache_size",
+                format!("-{}", opts.cache_kib.unwrap_or(32_768).max(64)),
+            )
             .pragma("temp_store", "memory")
             // Rows come back from the connection's worker thread in batches this large
             // (fewer thread hand-offs on big pages).
