@@ -63,7 +63,9 @@ mod tls;
 mod transfer;
 mod transport;
 
-pub use account::{token_expires_at, TokenInfo, ME_PATH, REFRESH_PATH};
+pub use account::{
+    token_expires_at, token_refresh_due, TokenInfo, ME_PATH, REFRESH_PATH, REFRESH_WITHIN_SECS,
+};
 pub use background::{BackgroundStats, BackgroundSync};
 pub use live::{
     reconnect_delay, PollSchedule, SyncTrigger, EVENTS_PATH, FEED_SILENCE, MAX_POLL, MIN_POLL,
