@@ -126,7 +126,8 @@ impl Signals {
         }
     }
 
-    /// The server answered (any status): it is online.
+    /// The server answered (any status): it is online (an event only when it was known
+    /// to be offline).
     pub(crate) fn answered(&self) {
         let now = self.now_micros();
         self.set_online(true, Some(now));
@@ -143,12 +144,13 @@ impl Signals {
                 if answered_at.is_some() {
                     s.answered_at = answered_at;
                 }
-                let changed = s.link.online != Some(online);
-                if changed {
+                let was = s.link.online;
+                if was != Some(online) {
                     s.link.online = Some(online);
                     s.dirty = true;
                 }
-                changed
+                // Told when it changes; a first answer is not news.
+                was != Some(online) && !(was.is_none() && online)
             }
             Err(_) => false,
         };

@@ -79,6 +79,8 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
     };
     s.logged_in = token == TokenState::Valid || token == TokenState::Unverified;
     let conflicts = client.recent_conflicts().await?.len();
+    // What the last sync measured of the server's clock (kept across processes).
+    let link = client.link_state().await?;
     if out.json {
         #[derive(Serialize)]
         struct Json<'a> {
@@ -88,6 +90,7 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
             token_expires_at: Option<i64>,
             online: Option<bool>,
             recent_conflicts: usize,
+            clock_skew_ms: Option<i64>,
         }
         out.json(&Json {
             status: &s,
@@ -95,6 +98,7 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
             token_expires_at: expires_at,
             online,
             recent_conflicts: conflicts,
+            clock_skew_ms: link.clock_skew_ms,
         })?;
         return Ok(Exit::Ok);
     }
@@ -129,6 +133,18 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
                 Some(true) => "online".to_owned(),
                 Some(false) => "offline (did not answer)".to_owned(),
                 None => "not asked".to_owned(),
+            },
+        ),
+        (
+            "server clock",
+            match link.clock_skew_ms {
+                None => "not measured yet".to_owned(),
+                Some(ms) if link.clock_skewed() => format!(
+                    "{:.1} s {} ours (skewed)",
+                    ms.unsigned_abs() as f64 / 1000.0,
+                    if ms > 0 { "ahead of" } else { "behind" }
+                ),
+                Some(ms) => format!("within a second of ours ({ms} ms)"),
             },
         ),
         ("logged in", token.text().to_owned()),

@@ -252,12 +252,20 @@ pub async fn run_daemon(
             "note: repaired the local mirror: {} version(s) pulled, {} given back, {} dropped",
             r.pulled_entities, r.requeued, r.forgotten
         ),
-        _ => {}
+        other => {
+            if let Some(line) = crate::progress::signal_line(other) {
+                if json_out {
+                    outln!("{}", json!({"event": "signal", "message": line}));
+                } else {
+                    errln!("{line}");
+                }
+            }
+        }
     });
     let interval = Duration::from_secs(a.interval);
     let signal = shutdown_signal()?;
     out.note(format_args!(
-        "syncing every {} s; Ctrl-C or SIGTERM stops after the sync in progress",
+        "syncing now, on each change the server's feed announces, and at least every {} s; Ctrl-C or SIGTERM stops after the sync in progress",
         a.interval
     ));
     let bg = match a.count {
