@@ -26,6 +26,8 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The default cap on client connections open at once; more wait to be accepted.
 pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 512;
+/// The default number of sync requests handled at once; more wait their turn (`admission`).
+pub const DEFAULT_MAX_CONCURRENT_SYNCS: usize = 32;
 /// The default time between change-feed heartbeats on a quiet event stream.
 pub const DEFAULT_FEED_HEARTBEAT: Duration = Duration::from_secs(15);
 /// The default number of commit notices a change-feed listener may fall behind.
@@ -134,6 +136,9 @@ pub struct ServerConfig {
     /// Client connections served at once; further ones wait in the listen queue
     /// until one closes.
     pub max_client_connections: usize,
+    /// Sync requests (`POST /api/v1/sync/`) handled at once; more wait, first come first
+    /// served, before their body is read. Bounds the memory of pages being answered.
+    pub max_concurrent_syncs: usize,
     /// Time between heartbeats on a quiet change-feed stream (at most half the idle timeout).
     pub feed_heartbeat: Duration,
     /// Commit notices a change-feed listener may fall behind before it is sent `resync`
@@ -181,6 +186,7 @@ impl Default for ServerConfig {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
+            max_concurrent_syncs: DEFAULT_MAX_CONCURRENT_SYNCS,
             feed_heartbeat: DEFAULT_FEED_HEARTBEAT,
             feed_buffer: DEFAULT_FEED_BUFFER,
             feed_replay_limit: DEFAULT_FEED_REPLAY_LIMIT,
@@ -226,6 +232,7 @@ impl fmt::Debug for ServerConfig {
             .field("body_read_timeout", &self.body_read_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_client_connections", &self.max_client_connections)
+            .field("max_concurrent_syncs", &self.max_concurrent_syncs)
             .field("feed_heartbeat", &self.feed_heartbeat)
             .field("feed_buffer", &self.feed_buffer)
             .field("feed_replay_limit", &self.feed_replay_limit)
@@ -376,6 +383,12 @@ impl ServerConfig {
         self
     }
 
+    /// Sets how many sync requests are handled at once (at least one).
+    pub fn with_max_concurrent_syncs(mut self, max: usize) -> Self {
+        self.max_concurrent_syncs = max.max(1);
+        self
+    }
+
     /// Sets the change feed's heartbeat interval, listener buffer and resume limit.
     pub fn with_feed(mut self, heartbeat: Duration, buffer: usize, replay_limit: usize) -> Self {
         self.feed_heartbeat = heartbeat;
@@ -417,6 +430,13 @@ fn parse_client_connections(s: &str) -> Result<usize, String> {
         _ => Err(format!(
             "{s:?} is not a connection count between 1 and 1000000"
         )),
+    }
+}
+
+fn parse_concurrent_syncs(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a sync count between 1 and 100000")),
     }
 }
 
@@ -634,6 +654,11 @@ pub struct Cli {
           default_value_t = DEFAULT_MAX_CLIENT_CONNECTIONS,
           value_parser = parse_client_connections)]
     pub max_client_connections: usize,
+    /// Sync requests handled at once; further ones wait their turn before their body is read.
+    #[arg(long, env = "FUNKYGIBBON_MAX_CONCURRENT_SYNCS",
+          default_value_t = DEFAULT_MAX_CONCURRENT_SYNCS,
+          value_parser = parse_concurrent_syncs)]
+    pub max_concurrent_syncs: usize,
     /// Seconds between heartbeats on a quiet change-feed stream.
     #[arg(long, env = "FUNKYGIBBON_FEED_HEARTBEAT_SECS", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -721,6 +746,7 @@ impl Cli {
             body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_client_connections: self.max_client_connections,
+            max_concurrent_syncs: self.max_concurrent_syncs,
             feed_heartbeat: Duration::from_secs(self.feed_heartbeat_secs),
             feed_buffer: self.feed_buffer,
             feed_replay_limit: self.feed_replay_limit,

@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admission;
 mod auth;
 mod body;
 mod clock;
@@ -66,6 +67,10 @@ pub use config::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_PAGE_SIZE,
 };
 pub use error::ServerError;
+/// The allocator the server binary runs with: it gives freed memory back to the system
+/// soon after a load ends (docs/PERFORMANCE.md "Memory"). A program embedding the
+/// server can choose it too: `#[global_allocator] static A: ServerAllocator = ServerAllocator;`.
+pub use mimalloc::MiMalloc as ServerAllocator;
 pub use faults::FaultConfig;
 pub use signing::{
     request_string, response_string, sign_string, NONCE_HEADER, REQUEST_SCHEME, RESPONSE_SCHEME,
@@ -187,6 +192,7 @@ async fn build_with_port(
     let fault_state = faults::FaultState::new(config.faults.clone(), &metrics);
     let replay = signing::ReplayCache::new(config.hmac_replay_cache);
     let sync_limiter = ratelimit::SyncLimiter::new(config.sync_rate_limit, config.sync_rate_burst);
+    let admission = admission::SyncAdmission::new(config.max_concurrent_syncs, &metrics);
     if config.faults.is_active() {
         tracing::warn!(faults = ?config.faults, "fault injection is on for the sync endpoints");
     }
@@ -200,6 +206,7 @@ async fn build_with_port(
         metrics,
         replay,
         sync_limiter,
+        admission,
         digest: digest::DigestIndex::default(),
         read_ahead: readahead::ReadAhead::default(),
         clock: clock::ServerClock::default(),

@@ -10,7 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use funkygibbon_mock::{serve_with_handle, shutdown_signal, Cli, LogFormat, ServerError};
+use funkygibbon_mock::{
+    serve_with_handle, shutdown_signal, Cli, LogFormat, ServerAllocator, ServerError,
+};
+
+/// Freed memory goes back to the system after a load (docs/PERFORMANCE.md "Memory").
+#[global_allocator]
+static ALLOCATOR: ServerAllocator = ServerAllocator;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -30,6 +30,8 @@ pub(crate) struct AppInner {
     pub replay: crate::signing::ReplayCache,
     /// The per-token rate limit of the sync endpoints.
     pub sync_limiter: crate::ratelimit::SyncLimiter,
+    /// How many syncs are handled at once (`crate::admission`).
+    pub admission: crate::admission::SyncAdmission,
     /// The state digest, kept up to date from the change feed.
     pub digest: crate::digest::DigestIndex,
     /// Pull pages read ahead of the requests that will ask for them.

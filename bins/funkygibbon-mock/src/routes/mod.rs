@@ -183,6 +183,10 @@ pub(crate) fn router(state: AppState) -> Router {
     .layer(RequestDecompressionLayer::new().gzip(true))
     .layer(middleware::from_fn_with_state(
         state.clone(),
+        crate::admission::admit,
+    ))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
         crate::ratelimit::limit,
     ))
     .layer(middleware::map_response(json_errors))
