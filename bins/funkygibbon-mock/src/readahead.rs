@@ -23,15 +23,17 @@
 //! have answered, one read of the sequence counter instead of the page read.
 //!
 //! **Quiet deltas.** The same holds for the commonest request of all, a delta from a
-//! watermark with nothing new: the last empty page read at the store's head is kept per
+//! watermark with nothing new: the first empty page read at the store's head is kept per
 //! query (filters and capabilities, without the watermark), with its watermark `T`, its
 //! sequence number `S` and its digest. Every row numbered up to `S` was received at or
-//! before `T` (that is what made `T` a watermark), so a later request of the same query
-//! from exactly `T`, while the store's highest committed sequence number (read for that
-//! request, from the store, so a write by any server process counts) is still `S`, has
-//! the same empty page, watermark and digest, and gets them without a page read. A
-//! restore of a backup raises that number too; the history horizon is checked against
-//! the head read for the request.
+//! before `T` (that is what made `T` a watermark), and every row numbered after it is
+//! received after `T`. So a later request of the same query from any watermark at or
+//! after `T`, while the store's highest committed sequence number (read for that request,
+//! from the store, so a write by any server process counts) is still `S`, has an empty
+//! page, and `T` is a watermark it may be given, with the digest at `S`: it gets them
+//! without a page read, and every caught-up client soon sends exactly `T`. A restore of
+//! a backup raises that number too; the history horizon is checked against the head read
+//! for the request.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -193,7 +195,8 @@ impl ReadAhead {
     }
 
     /// Keeps `snap` for quiet deltas when it is an exact, empty, last page of a delta
-    /// from a watermark (see the module doc).
+    /// from a watermark, unless a page of the same query at the same head is kept
+    /// already (the first one stays, so caught-up clients converge on its watermark).
     pub(crate) fn remember_empty(&self, spec: &PageSpec, snap: &Snapshot) {
         let Some((_, key)) = quiet_key(spec) else {
             return;
@@ -202,6 +205,9 @@ impl ReadAhead {
             return;
         }
         let mut quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        if quiet.iter().any(|q| q.spec == key && q.seq == snap.seq) {
+            return;
+        }
         quiet.retain(|q| q.spec != key);
         if quiet.len() >= QUIET {
             quiet.remove(0);
@@ -214,15 +220,15 @@ impl ReadAhead {
         });
     }
 
-    /// The empty page for a delta of `spec` from exactly the watermark of the last empty
-    /// page of the same query, while the store's highest committed sequence number is
-    /// still `head_seq` (read from the store for this request).
+    /// The empty page kept for the query of `spec`, for a delta from its watermark or
+    /// later, while the store's highest committed sequence number is still `head_seq`
+    /// (read from the store for this request).
     pub(crate) fn quiet_page(&self, spec: &PageSpec, head_seq: Seq) -> Option<Snapshot> {
         let (since, key) = quiet_key(spec)?;
         let quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
         let q = quiet
             .iter()
-            .find(|q| q.spec == key && q.server_time == since && q.seq == head_seq)?;
+            .find(|q| q.spec == key && since >= q.server_time && q.seq == head_seq)?;
         Some(Snapshot {
             page: ChangePage {
                 records: Vec::new(),
@@ -359,8 +365,8 @@ mod tests {
     }
 
     /// An empty page at the head is kept per query and answered again only to a request
-    /// from exactly its watermark while nothing was committed; never to another query,
-    /// another watermark or a cursor, and never after a write.
+    /// from its watermark or later while nothing was committed; never to another query,
+    /// an earlier watermark or a cursor, and never after a write.
     #[tokio::test]
     async fn a_quiet_delta_is_answered_from_the_last_empty_page_only_while_nothing_was_written() {
         let app = app().await;
@@ -406,6 +412,21 @@ mod tests {
         let fresh = crate::snapshot::read(&app, &next).await.expect("fresh");
         assert!(fresh.page.records.is_empty());
         assert_eq!(fresh.digest, quiet.digest);
+        // A later watermark gets the kept page too (its own watermark is no better);
+        // an earlier one may miss rows, and reads the feed.
+        let later = spec(at.saturating_add_micros(5), Capabilities::NONE);
+        let kept = app.read_ahead.quiet_page(&later, empty.seq).expect("later");
+        assert_eq!(kept.page.server_time, at);
+        let early = spec(at.saturating_add_micros(-1), Capabilities::NONE);
+        assert!(app.read_ahead.quiet_page(&early, empty.seq).is_none());
+        // Another empty page at the same head does not replace the first.
+        let other = crate::snapshot::read(&app, &later)
+            .await
+            .expect("later read");
+        assert!(other.page.server_time > at);
+        app.read_ahead.remember_empty(&later, &other);
+        let kept = app.read_ahead.quiet_page(&next, empty.seq).expect("kept");
+        assert_eq!(kept.page.server_time, at);
         let caps = Capabilities::declared(&[inbetweenies_proto::capability::RELATIONSHIP_ROWS]);
         assert!(app
             .read_ahead

@@ -356,8 +356,8 @@ pub(crate) async fn sync(
     );
     // A pull page this device asks for next may have been read ahead while the last one
     // went out; it is used only when nothing was written since (crate::readahead).
-    // A delta from the watermark of the last empty page at the head, with nothing
-    // written since, is answered with that page (crate::readahead, "Quiet deltas").
+    // A delta from the watermark of the empty page kept at the head (or later), with
+    // nothing written since, is answered with that page (crate::readahead, "Quiet deltas").
     let quiet = match req.changes.is_empty() {
         true => app.read_ahead.quiet_page(&spec, head.seq),
         false => None,
