@@ -217,6 +217,7 @@ pub async fn run_daemon(
         return Err(goodies_client::ClientError::NotConnected.into());
     }
     let json_out = out.json;
+    let quiet = out.quiet;
     let _printer = client.on_change(move |e| match e {
         ClientEvent::SyncFinished(s) => {
             if json_out {
@@ -252,13 +253,11 @@ pub async fn run_daemon(
             "note: repaired the local mirror: {} version(s) pulled, {} given back, {} dropped",
             r.pulled_entities, r.requeued, r.forgotten
         ),
+        // Retries, connectivity, clock skew, token refresh, the feed: on stderr, so
+        // stdout keeps one line per sync.
         other => {
-            if let Some(line) = crate::progress::signal_line(other) {
-                if json_out {
-                    outln!("{}", json!({"event": "signal", "message": line}));
-                } else {
-                    errln!("{line}");
-                }
+            if let Some(line) = crate::progress::signal_line(other).filter(|_| !quiet) {
+                errln!("{line}");
             }
         }
     });
