@@ -123,13 +123,19 @@ async fn main() -> anyhow::Result<()> {
         "expected one conflict, got {}",
         r.conflicts_resolved
     );
-    for c in &r.conflicts {
-        let kept = if c.resolved_version == c.remote_version {
-            "alice's edit"
-        } else {
-            "bob's edit (already on the server)"
+    // Told from Alice's side: "this device's edit" is hers, "the other device's" Bob's.
+    for c in &r.recorded {
+        println!("   {}", c.explain());
+        let content = |e: &Option<goodies_client::Entity>| {
+            e.as_ref().map_or("(not known here)".to_owned(), |e| {
+                serde_json::Value::Object(e.content.clone()).to_string()
+            })
         };
-        println!("   the server kept {kept}: {}", c.resolution_strategy);
+        println!("   this device's edit (alice): {}", content(&c.ours));
+        println!(
+            "   the other side (bob's, on the server): {}",
+            content(&c.theirs)
+        );
     }
     let state = alice.get_device_state(&lamp.id).await?;
     println!(
