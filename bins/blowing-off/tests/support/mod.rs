@@ -59,7 +59,7 @@ pub fn start_server(dir: &Path) -> (String, tokio::sync::oneshot::Sender<()>) {
 }
 
 /// Every environment variable the binary reads its settings from.
-pub const SETTINGS_ENV: [&str; 9] = [
+pub const SETTINGS_ENV: [&str; 13] = [
     "BLOWING_OFF_DB",
     "BLOWING_OFF_CONFIG",
     "BLOWING_OFF_SERVER_URL",
@@ -68,6 +68,10 @@ pub const SETTINGS_ENV: [&str; 9] = [
     "BLOWING_OFF_PASSWORD",
     "BLOWING_OFF_RETRIES",
     "BLOWING_OFF_TIMEOUT",
+    "BLOWING_OFF_CA_FILE",
+    "BLOWING_OFF_PIN_SHA256",
+    "BLOWING_OFF_SIGNING_KEY",
+    "BLOWING_OFF_SIGNING_KEY_FILE",
     "RUST_LOG",
 ];
 
