@@ -12,7 +12,15 @@ fn the_demo_runs_and_converges() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("the server kept bob's edit"), "{stdout}");
+    // Told from Alice's side, in the client's words (never "local" or "remote").
+    assert!(
+        stdout.contains("the server kept the server's version (the other device's edit)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("this device's edit (alice): {") && !stdout.contains("remote"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("\"brightness\":20"),
         "the loser is not shown:\n{stdout}"
