@@ -66,6 +66,8 @@ struct Watched {
     unplugged: AtomicBool,
     /// Answer the change feed with 404, as a server without one.
     no_feed: AtomicBool,
+    /// Cut the next change feed opened after its first chunk, as a dropped connection.
+    cut_feed: AtomicBool,
 }
 
 impl std::fmt::Debug for Watched {
@@ -100,7 +102,11 @@ impl Transport for Watched {
                 body: Box::pin(futures::stream::empty()),
             });
         }
-        self.inner.open_stream(request).await
+        let mut stream = self.inner.open_stream(request).await?;
+        if self.cut_feed.swap(false, Ordering::SeqCst) {
+            stream.body = Box::pin(stream.body.take(1));
+        }
+        Ok(stream)
     }
 }
 
@@ -463,5 +469,45 @@ async fn without_a_feed_background_sync_polls() -> anyhow::Result<()> {
     assert_eq!(triggers.last(), Some(&SyncTrigger::Poll), "{triggers:?}");
     assert!(!triggers.contains(&SyncTrigger::Feed), "{triggers:?}");
     assert_eq!(stats.feed_syncs, 0);
+    Ok(())
+}
+
+/// A change feed cut off is reported lost, reopened (after the first 1 s wait) and goes
+/// on waking background sync.
+#[tokio::test]
+async fn a_lost_change_feed_is_reopened() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let t = Arc::new(Watched::default());
+    t.cut_feed.store(true, Ordering::SeqCst);
+    let a = client_through(&server, "a", t, quick()).await?;
+    let b = server.client("b").await?;
+    let mut events = a.observe_changes();
+    let bg = a.start_background_sync(Duration::from_secs(300));
+    let mut feed = Vec::new();
+    wait_for(&mut events, "the feed reopened", |e| match e {
+        ClientEvent::ChangeFeed { connected } => {
+            feed.push(*connected);
+            feed.len() == 3
+        }
+        _ => false,
+    })
+    .await?;
+    assert_eq!(feed, vec![true, false, true]);
+    let e = b
+        .create_entity(EntityType::Note, "from b", note("again"))
+        .await?;
+    b.sync().await?;
+    let mut trigger = None;
+    wait_for(&mut events, "b's change", |ev| match ev {
+        ClientEvent::SyncTriggered(t) => {
+            trigger = Some(*t);
+            false
+        }
+        ClientEvent::EntityChangedBySync { id } => *id == e.id,
+        _ => false,
+    })
+    .await?;
+    assert_eq!(trigger, Some(SyncTrigger::Feed));
+    bg.stop().await;
     Ok(())
 }
