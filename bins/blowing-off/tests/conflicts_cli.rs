@@ -195,6 +195,11 @@ fn the_device_whose_edit_was_replaced_is_told_in_its_own_words() {
         status["last_conflict"]["ours"]["content"]["power"], "on",
         "{status}"
     );
+    let text = ok(&a, &["status", "--offline"]);
+    assert!(
+        text.contains("1 where another device's edit replaced this device's"),
+        "{text}"
+    );
     let shown = json(&a, &["conflicts", "show", &lamp]);
     assert_eq!(shown["origin"], "other_device", "{shown}");
     assert_eq!(shown["kept"], "theirs", "{shown}");

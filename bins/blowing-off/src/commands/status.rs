@@ -165,7 +165,13 @@ pub async fn run(client: &BlowingOffClient, out: Out, a: Args) -> anyhow::Result
             if conflicts == 0 {
                 "0".to_owned()
             } else {
-                format!("{conflicts} recent (see `blowing-off conflicts`)")
+                format!(
+                    "{conflicts} recent{} (see `blowing-off conflicts`)",
+                    match s.conflicts_from_other_devices {
+                        0 => String::new(),
+                        n => format!(", {n} where another device's edit replaced this device's"),
+                    }
+                )
             },
         ),
         ("watermark", opt(s.watermark)),
