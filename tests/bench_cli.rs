@@ -191,7 +191,7 @@ fn run_rss(cmd: &Command) -> anyhow::Result<(String, u64)> {
     let kb = std::fs::read_to_string(file.path())?
         .lines()
         .filter_map(|l| l.trim().parse::<u64>().ok())
-        .last()
+        .next_back()
         .context("/usr/bin/time printed no peak RSS")?;
     Ok((out, kb))
 }
