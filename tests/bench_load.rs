@@ -34,11 +34,6 @@ use goodies_store::PushBatch;
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
-/// The server binary's allocator, so that the server child's memory is measured as
-/// the server runs (the driver uses it too).
-#[global_allocator]
-static ALLOCATOR: funkygibbon_mock::ServerAllocator = funkygibbon_mock::ServerAllocator;
-
 /// No client sends more than this many requests in one measurement.
 const MAX_REQUESTS_PER_CLIENT: usize = 200_000;
 /// One request waits at most this long for its answer.

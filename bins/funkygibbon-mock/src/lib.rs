@@ -67,10 +67,6 @@ pub use config::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_PAGE_SIZE,
 };
 pub use error::ServerError;
-/// The allocator the server binary runs with: it gives freed memory back to the system
-/// soon after a load ends (docs/PERFORMANCE.md "Memory"). A program embedding the
-/// server can choose it too: `#[global_allocator] static A: ServerAllocator = ServerAllocator;`.
-pub use mimalloc::MiMalloc as ServerAllocator;
 pub use faults::FaultConfig;
 pub use signing::{
     request_string, response_string, sign_string, NONCE_HEADER, REQUEST_SCHEME, RESPONSE_SCHEME,

@@ -10,13 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use funkygibbon_mock::{
-    serve_with_handle, shutdown_signal, Cli, LogFormat, ServerAllocator, ServerError,
-};
-
-/// Freed memory goes back to the system after a load (docs/PERFORMANCE.md "Memory").
-#[global_allocator]
-static ALLOCATOR: ServerAllocator = ServerAllocator;
+use funkygibbon_mock::{serve_with_handle, shutdown_signal, Cli, LogFormat, ServerError};
 
 #[tokio::main]
 async fn main() -> ExitCode {
