@@ -100,6 +100,13 @@ fn one_v_shows_our_events_and_only_three_show_library_noise() {
         "-v shows the sync's own events: {}",
         stderr(&v)
     );
+    assert!(
+        stderr(&v)
+            .lines()
+            .any(|l| l.contains("request answered") && l.contains("/api/v1/sync")),
+        "-v shows each request with its status: {}",
+        stderr(&v)
+    );
     let noise: Vec<&String> = seen.iter().filter(|t| !is_ours(t)).collect();
     assert!(
         noise.is_empty(),

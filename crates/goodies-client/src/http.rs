@@ -209,7 +209,18 @@ impl Http<'_> {
             if let Some(s) = &signals {
                 s.sending();
             }
+            let started = std::time::Instant::now();
             let outcome = self.transport.send(req).await;
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            match &outcome {
+                Ok(resp) => tracing::debug!(
+                    %method, path, status = resp.status, bytes = resp.body.len(), attempt,
+                    "request answered in {ms:.1} ms"
+                ),
+                Err(e) => tracing::debug!(
+                    %method, path, attempt, error = %e, "request got no answer after {ms:.1} ms"
+                ),
+            }
             if let (Some(s), Ok(_)) = (&signals, &outcome) {
                 s.answered();
             }
