@@ -214,7 +214,7 @@ async fn a_multi_chunk_blob_round_trips(backend: Backend) {
     s.shutdown().await.unwrap();
 }
 
-/// An upload cut off in the middle of its third chunk (of six) leaves the blob pending,
+/// An upload cut off at 50 %, in the middle of its third chunk (of five), leaves the blob pending,
 /// also for a new process on the same database; the next attempt asks the server what
 /// it kept and sends only the rest: less than one chunk is sent twice.
 async fn an_interrupted_upload_resumes_sending_at_most_one_chunk_again(backend: Backend) {
@@ -223,7 +223,7 @@ async fn an_interrupted_upload_resumes_sending_at_most_one_chunk_again(backend: 
     };
     let admin = s.login().await;
     let dir = tempfile::tempdir().unwrap();
-    let data = bytes(6 * CHUNK, 2);
+    let data = bytes(5 * CHUNK, 2);
     let file = dir.path().join("photo.jpg");
     std::fs::write(&file, &data).unwrap();
 
@@ -240,6 +240,7 @@ async fn an_interrupted_upload_resumes_sending_at_most_one_chunk_again(backend: 
     assert_eq!(t.puts.load(Ordering::SeqCst), 3);
     let first = t.put_bytes.load(Ordering::SeqCst);
     assert_eq!(first, (2 * CHUNK + CHUNK / 2) as u64);
+    assert_eq!(2 * first, data.len() as u64, "cut at half the blob");
     drop(c);
 
     // A new process on the same database finishes it.
