@@ -67,11 +67,6 @@ pub use account::{
     token_expires_at, token_refresh_due, TokenInfo, ME_PATH, REFRESH_PATH, REFRESH_WITHIN_SECS,
 };
 pub use background::{BackgroundStats, BackgroundSync};
-pub use live::{
-    reconnect_delay, PollSchedule, SyncTrigger, EVENTS_PATH, FEED_SILENCE, MAX_POLL, MIN_POLL,
-    RECONNECT_DELAYS,
-};
-pub use signals::{LinkState, CLOCK_SKEW_THRESHOLD_MS, LINK_STATE_KEY, MAX_RETRY_AFTER};
 pub use blobs::{
     content_type_for, hash_file, is_sha256, Attached, BlobRef, BlobUploadReport, UploadStats,
     BLOBS_PATH, PENDING_BLOB_UPLOADS_KEY,
@@ -79,9 +74,12 @@ pub use blobs::{
 pub use client::{json_object, BlowingOffClient, ClientBuilder, LoginInfo, LOGIN_PATH};
 pub use config::{ClientConfig, RetryPolicy};
 pub use conflicts::{QueuedConflict, Resolution, AUTHORED_KEPT, CONFLICTS_PATH};
-pub use transfer::{GraphExport, ImportReport, GRAPH_FORMAT, GRAPH_FORMAT_VERSION};
 pub use error::{BoxError, ClientError, SyncError, TransportError};
 pub use events::{BlobDirection, ClientEvent, SubscriptionHandle, SyncPhase};
+pub use live::{
+    reconnect_delay, PollSchedule, SyncTrigger, EVENTS_PATH, FEED_SILENCE, MAX_POLL, MIN_POLL,
+    RECONNECT_DELAYS,
+};
 pub use model::{
     Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, LEGACY_DEVICE_TYPE_KEY, MANUFACTURER_KEY,
 };
@@ -89,15 +87,17 @@ pub use repair::{RepairMethod, ENTITY_PATH, MAX_MERKLE_REFETCH, MERKLE_PATH};
 pub use rooms::ROOM_TYPE_KEY;
 pub use selection::{Selection, SELECTION_KEY};
 pub use settings::{
-    keys, normalize_server_url, ClientStatus, ConflictOrigin, ConflictOutcome, DigestCheck, GzipRefusals, LastSync,
-    RecordedConflict, Settings, GZIP_REFUSALS_KEPT, GZIP_RETRY_AFTER_DAYS,
+    keys, normalize_server_url, ClientStatus, ConflictOrigin, ConflictOutcome, DigestCheck,
+    GzipRefusals, LastSync, RecordedConflict, Settings, GZIP_REFUSALS_KEPT, GZIP_RETRY_AFTER_DAYS,
 };
+pub use signals::{LinkState, CLOCK_SKEW_THRESHOLD_MS, LINK_STATE_KEY, MAX_RETRY_AFTER};
 pub use signing::{SigningKey, SigningTransport, NONCE_HEADER, TIMESTAMP_HEADER};
 pub use sync::{
     error_chain, DigestMismatch, QuarantinedChange, Repair, RepairReason, SyncResult, SyncSummary,
     SYNC_PATH,
 };
 pub use tls::{certificate_sha256, TlsConfig};
+pub use transfer::{GraphExport, ImportReport, GRAPH_FORMAT, GRAPH_FORMAT_VERSION};
 pub use transport::{
     ByteStream, HttpRequest, HttpResponse, HttpStream, HyperTransport, Method, Transport,
 };

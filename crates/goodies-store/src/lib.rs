@@ -28,8 +28,8 @@ pub mod horizon;
 pub mod logic;
 pub mod merkle;
 pub mod notify;
-pub mod owners;
 mod open;
+pub mod owners;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod snapshot;
@@ -44,8 +44,8 @@ pub use error::{Result, StoreError};
 pub use grants::{GuestGrantRecord, GuestGrants};
 pub use head::{StoreHead, StoreHeadRead};
 pub use notify::{CommitFeed, CommitGap, CommitNotice, CommitSubscription};
-pub use owners::DeviceOwners;
 pub use open::{open_client_store, open_server_store};
+pub use owners::DeviceOwners;
 pub use snapshot::{
     RestoreMark, RestoreReport, StoreSnapshot, SyncEvent, SyncMetadata, SNAPSHOT_FORMAT,
 };
