@@ -8,25 +8,7 @@ use std::path::Path;
 mod support;
 
 use serde_json::Value;
-use support::{run, start_server, PASSWORD};
-
-fn ok(db: &Path, args: &[&str]) -> String {
-    let out = run(db, args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(db: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ok(db, &all)).expect("JSON output")
-}
+use support::{json, ok, run, start_server, PASSWORD};
 
 /// Runs and returns (exit code, stderr).
 fn fails(db: &Path, args: &[&str]) -> (i32, String) {

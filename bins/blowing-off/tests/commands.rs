@@ -3,34 +3,10 @@
 //! showing ids, fit `$COLUMNS`, and are plain ASCII when not on a terminal; `entity
 //! history` shows whole contents.
 
-use std::path::Path;
-
 mod support;
 
 use serde_json::Value;
-use support::{command, run, start_server, PASSWORD};
-
-fn ok(db: &Path, args: &[&str]) -> String {
-    let out = run(db, args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(db: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ok(db, &all)).expect("JSON output")
-}
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().expect("an id").to_owned()
-}
+use support::{command, id, json, ok, run, start_server, PASSWORD};
 
 #[test]
 fn the_seeds_commands_in_tables_and_json() {

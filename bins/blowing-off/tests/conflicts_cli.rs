@@ -8,29 +8,7 @@ mod support;
 
 use inbetweenies_conflict::{ResolverConfig, Strategy};
 use serde_json::Value;
-use support::{run, start_server, start_server_with, PASSWORD};
-
-fn ok(db: &Path, args: &[&str]) -> String {
-    let out = run(db, args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(db: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ok(db, &all)).expect("JSON output")
-}
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().expect("an id").to_owned()
-}
+use support::{id, json, ok, run, start_server, start_server_with, PASSWORD};
 
 /// Exit code and stderr of a command expected to fail.
 fn fails(db: &Path, args: &[&str]) -> (Option<i32>, String) {

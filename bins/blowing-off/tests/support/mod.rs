@@ -114,3 +114,28 @@ pub fn command(db: &Path, args: &[&str]) -> Command {
 pub fn run(db: &Path, args: &[&str]) -> Output {
     command(db, args).output().expect("run blowing-off")
 }
+
+/// Runs `blowing-off --db DB ARGS…` ([`run`]), requires exit 0, returns stdout.
+pub fn ok(db: &Path, args: &[&str]) -> String {
+    let out = run(db, args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// [`ok`] with `--json` first, its stdout read as JSON.
+pub fn json(db: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(db, &all)).expect("JSON output")
+}
+
+/// The `id` field of a command's JSON output.
+pub fn id(v: &serde_json::Value) -> String {
+    v["id"].as_str().expect("an id").to_owned()
+}
