@@ -13,12 +13,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use funkygibbon_mock::{serve_with_handle, ServerConfig};
-use goodies_client::proto::{
-    ChangeType, EntityChange, EntityId, EntityType, RelationshipChange, RelationshipId,
-    RelationshipType, SourceType, SyncChange, Version,
-};
 use goodies_client::{BlowingOffClient, ClientConfig, RetryPolicy};
-use goodies_store::PushBatch;
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "bench-password";
@@ -78,7 +73,7 @@ fn server_role() -> anyhow::Result<()> {
             Ok(())
         });
         let handle = handle.await?;
-        seed(&handle, n).await?;
+        goodies_e2e::seed_device_chain(handle.store().as_ref(), n).await?;
         println!("{url}");
         std::io::stdout().flush()?;
         // Serve until the driver closes our stdin.
@@ -110,66 +105,6 @@ impl IntoTokio for std::net::TcpListener {
         self.set_nonblocking(true)?;
         tokio::net::TcpListener::from_std(self)
     }
-}
-
-/// `n` devices, each `connects_to` the previous one: `n` entities and `n` relationships.
-async fn seed(handle: &funkygibbon_mock::AppHandle, n: usize) -> anyhow::Result<()> {
-    let ids: Vec<EntityId> = (0..n).map(|_| EntityId::new_random()).collect();
-    let versions: Vec<Version> = (0..n).map(|_| Version::now("seed")).collect();
-    let store = handle.store();
-    let all: Vec<usize> = (0..n).collect();
-    for chunk in all.chunks(2000) {
-        let mut changes: Vec<SyncChange> = chunk
-            .iter()
-            .map(|&i| SyncChange {
-                change_type: ChangeType::Create,
-                entity: Some(EntityChange {
-                    id: ids[i].clone(),
-                    version: versions[i].clone(),
-                    entity_type: EntityType::Device,
-                    name: format!("device {i:05}"),
-                    content: json!({"n": i, "power": "off", "manufacturer": "Acme"})
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default(),
-                    source_type: SourceType::Generated,
-                    user_id: "seed".into(),
-                    parent_versions: vec![],
-                    checksum: None,
-                    created_at: None,
-                    updated_at: None,
-                }),
-                relationships: vec![],
-            })
-            .collect();
-        changes.extend(chunk.iter().map(|&i| {
-            let j = i.saturating_sub(1);
-            SyncChange {
-                change_type: ChangeType::Update,
-                entity: None,
-                relationships: vec![RelationshipChange {
-                    id: RelationshipId::new_random(),
-                    from_entity_id: ids[i].clone(),
-                    from_entity_version: versions[i].clone(),
-                    to_entity_id: ids[j].clone(),
-                    to_entity_version: versions[j].clone(),
-                    relationship_type: RelationshipType::ConnectsTo,
-                    properties: Default::default(),
-                    user_id: None,
-                    created_at: None,
-                    updated_at: None,
-                }],
-            }
-        }));
-        store
-            .apply_push(PushBatch {
-                device_id: "seeder".into(),
-                user_id: "seed".into(),
-                changes,
-            })
-            .await?;
-    }
-    Ok(())
 }
 
 // ----- the client child ---------------------------------------------------------------

@@ -353,3 +353,70 @@ pub fn http_json(
     };
     Ok((status, value))
 }
+
+/// Seeds a server store with `n` devices, each `connects_to` the previous one: `n`
+/// entities and `n` relationships, pushed in batches of 2,000 (what the benchmarks pull).
+pub async fn seed_device_chain(
+    store: &dyn goodies_store::ServerStore,
+    n: usize,
+) -> anyhow::Result<()> {
+    use goodies_client::proto::{
+        ChangeType, EntityChange, EntityId, EntityType, RelationshipChange, RelationshipId,
+        RelationshipType, SourceType, SyncChange, Version,
+    };
+    let ids: Vec<EntityId> = (0..n).map(|_| EntityId::new_random()).collect();
+    let versions: Vec<Version> = (0..n).map(|_| Version::now("seed")).collect();
+    let all: Vec<usize> = (0..n).collect();
+    for chunk in all.chunks(2000) {
+        let mut changes: Vec<SyncChange> = chunk
+            .iter()
+            .map(|&i| SyncChange {
+                change_type: ChangeType::Create,
+                entity: Some(EntityChange {
+                    id: ids[i].clone(),
+                    version: versions[i].clone(),
+                    entity_type: EntityType::Device,
+                    name: format!("device {i:05}"),
+                    content: serde_json::json!({"n": i, "power": "off", "manufacturer": "Acme"})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                    source_type: SourceType::Generated,
+                    user_id: "seed".into(),
+                    parent_versions: vec![],
+                    checksum: None,
+                    created_at: None,
+                    updated_at: None,
+                }),
+                relationships: vec![],
+            })
+            .collect();
+        changes.extend(chunk.iter().map(|&i| {
+            let j = i.saturating_sub(1);
+            SyncChange {
+                change_type: ChangeType::Update,
+                entity: None,
+                relationships: vec![RelationshipChange {
+                    id: RelationshipId::new_random(),
+                    from_entity_id: ids[i].clone(),
+                    from_entity_version: versions[i].clone(),
+                    to_entity_id: ids[j].clone(),
+                    to_entity_version: versions[j].clone(),
+                    relationship_type: RelationshipType::ConnectsTo,
+                    properties: Default::default(),
+                    user_id: None,
+                    created_at: None,
+                    updated_at: None,
+                }],
+            }
+        }));
+        store
+            .apply_push(goodies_store::PushBatch {
+                device_id: "seeder".into(),
+                user_id: "seed".into(),
+                changes,
+            })
+            .await?;
+    }
+    Ok(())
+}
