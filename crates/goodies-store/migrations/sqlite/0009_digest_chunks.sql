@@ -18,9 +18,12 @@ CREATE TABLE digest_chunks (
     body     BLOB NOT NULL
 ) WITHOUT ROWID;
 
+-- One row per change (an id may appear more than once; the reader deduplicates):
+-- a conflict clause inside a trigger gives way to the firing statement's, so the
+-- triggers cannot rely on `INSERT OR IGNORE`.
 CREATE TABLE digest_dirty (
-    id TEXT PRIMARY KEY
-) WITHOUT ROWID;
+    id TEXT NOT NULL
+);
 
 CREATE TABLE digest_chunks_on (
     one INTEGER PRIMARY KEY CHECK (one = 1)
@@ -29,18 +32,18 @@ CREATE TABLE digest_chunks_on (
 CREATE TRIGGER entities_chunks_insert AFTER INSERT ON entities
 WHEN NEW.is_latest = 1 AND EXISTS (SELECT 1 FROM digest_chunks_on)
 BEGIN
-    INSERT OR IGNORE INTO digest_dirty (id) VALUES (NEW.id);
+    INSERT INTO digest_dirty (id) VALUES (NEW.id);
 END;
 
 CREATE TRIGGER entities_chunks_update AFTER UPDATE ON entities
 WHEN (OLD.is_latest <> NEW.is_latest OR OLD.version <> NEW.version OR OLD.id <> NEW.id)
     AND EXISTS (SELECT 1 FROM digest_chunks_on)
 BEGIN
-    INSERT OR IGNORE INTO digest_dirty (id) VALUES (OLD.id), (NEW.id);
+    INSERT INTO digest_dirty (id) VALUES (OLD.id), (NEW.id);
 END;
 
 CREATE TRIGGER entities_chunks_delete AFTER DELETE ON entities
 WHEN OLD.is_latest = 1 AND EXISTS (SELECT 1 FROM digest_chunks_on)
 BEGIN
-    INSERT OR IGNORE INTO digest_dirty (id) VALUES (OLD.id);
+    INSERT INTO digest_dirty (id) VALUES (OLD.id);
 END;
