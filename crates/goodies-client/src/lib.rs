@@ -50,6 +50,7 @@ mod error;
 mod events;
 mod http;
 mod live;
+mod record;
 pub mod merkle;
 mod model;
 mod repair;
