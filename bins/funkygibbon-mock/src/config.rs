@@ -151,26 +151,7 @@ pub struct ServerConfig {
     /// Superseded history older than this is pruned, every [`crate::horizon::period`]
     /// (`None`: history is kept whole). See `goodies_store::horizon`.
     pub history_horizon: Option<Duration>,
-    /// Each sync's device bookkeeping (`last_seen`, `sync_count`) is held in memory
-    /// and written for every device at once at least this often
-    /// (`goodies_store::seen`); zero writes each sync's record at once.
-    pub sync_record_delay: Duration,
-    /// Verified bearer tokens cached (their signature not checked again until expiry).
-    pub token_cache: usize,
-    /// Device owners cached (the store keeps them all).
-    pub device_owner_cache: usize,
-    /// Pull pages read ahead and held at once (0: no read-ahead).
-    pub read_ahead_pages: usize,
-    /// Rows held in pages read ahead, about, in all.
-    pub read_ahead_rows: usize,
-    /// Empty pages kept for quiet deltas, one per query (0: none).
-    pub quiet_pages: usize,
-    /// Ids the state digest's in-memory index holds; past that the store's digest answers.
-    pub digest_index_ids: usize,
 }
-
-/// Default of [`ServerConfig::sync_record_delay`].
-pub const DEFAULT_SYNC_RECORD_DELAY: Duration = Duration::from_secs(1);
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -211,13 +192,6 @@ impl Default for ServerConfig {
             feed_replay_limit: DEFAULT_FEED_REPLAY_LIMIT,
             max_blob_size: DEFAULT_MAX_BLOB_SIZE,
             history_horizon: None,
-            sync_record_delay: DEFAULT_SYNC_RECORD_DELAY,
-            token_cache: crate::auth::DEFAULT_TOKEN_CACHE,
-            device_owner_cache: crate::auth::DEFAULT_DEVICE_OWNER_CACHE,
-            read_ahead_pages: crate::readahead::DEFAULT_PAGES,
-            read_ahead_rows: crate::readahead::DEFAULT_ROWS,
-            quiet_pages: crate::readahead::DEFAULT_QUIET,
-            digest_index_ids: crate::digest::DEFAULT_MAX_IDS,
         }
     }
 }
@@ -264,13 +238,6 @@ impl fmt::Debug for ServerConfig {
             .field("feed_replay_limit", &self.feed_replay_limit)
             .field("max_blob_size", &self.max_blob_size)
             .field("history_horizon", &self.history_horizon)
-            .field("sync_record_delay", &self.sync_record_delay)
-            .field("token_cache", &self.token_cache)
-            .field("device_owner_cache", &self.device_owner_cache)
-            .field("read_ahead_pages", &self.read_ahead_pages)
-            .field("read_ahead_rows", &self.read_ahead_rows)
-            .field("quiet_pages", &self.quiet_pages)
-            .field("digest_index_ids", &self.digest_index_ids)
             .finish()
     }
 }
@@ -710,30 +677,6 @@ pub struct Cli {
     /// `45s`, or plain seconds), periodically; off when not given.
     #[arg(long, env = "FUNKYGIBBON_HISTORY_HORIZON", value_parser = crate::horizon::parse_duration)]
     pub history_horizon: Option<Duration>,
-    /// Milliseconds a sync's device bookkeeping (`last_seen`, `sync_count`) may be held
-    /// before it is written, for every device at once (0: each sync writes its own).
-    #[arg(long, env = "FUNKYGIBBON_SYNC_RECORD_DELAY_MS", default_value_t = 1_000,
-          value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub sync_record_delay_ms: u64,
-    /// Verified bearer tokens cached, at most (0: each request checks its signature).
-    #[arg(long, env = "FUNKYGIBBON_TOKEN_CACHE", default_value_t = crate::auth::DEFAULT_TOKEN_CACHE)]
-    pub token_cache: usize,
-    /// Device owners cached, at most (0: each `/sync/ack` reads the store).
-    #[arg(long, env = "FUNKYGIBBON_DEVICE_OWNER_CACHE", default_value_t = crate::auth::DEFAULT_DEVICE_OWNER_CACHE)]
-    pub device_owner_cache: usize,
-    /// Pull pages read ahead and held at once, at most (0: no read-ahead).
-    #[arg(long, env = "FUNKYGIBBON_READ_AHEAD_PAGES", default_value_t = crate::readahead::DEFAULT_PAGES)]
-    pub read_ahead_pages: usize,
-    /// Rows held in pages read ahead, about, in all.
-    #[arg(long, env = "FUNKYGIBBON_READ_AHEAD_ROWS", default_value_t = crate::readahead::DEFAULT_ROWS)]
-    pub read_ahead_rows: usize,
-    /// Empty pages kept for quiet deltas, at most (0: none).
-    #[arg(long, env = "FUNKYGIBBON_QUIET_PAGES", default_value_t = crate::readahead::DEFAULT_QUIET)]
-    pub quiet_pages: usize,
-    /// Ids the state digest's in-memory index holds, at most; past that the store's
-    /// own digest answers (0: never kept).
-    #[arg(long, env = "FUNKYGIBBON_DIGEST_INDEX_IDS", default_value_t = crate::digest::DEFAULT_MAX_IDS)]
-    pub digest_index_ids: usize,
 }
 
 impl Cli {
@@ -809,13 +752,6 @@ impl Cli {
             feed_replay_limit: self.feed_replay_limit,
             max_blob_size: self.max_blob_size,
             history_horizon: self.history_horizon,
-            sync_record_delay: Duration::from_millis(self.sync_record_delay_ms),
-            token_cache: self.token_cache,
-            device_owner_cache: self.device_owner_cache,
-            read_ahead_pages: self.read_ahead_pages,
-            read_ahead_rows: self.read_ahead_rows,
-            quiet_pages: self.quiet_pages,
-            digest_index_ids: self.digest_index_ids,
         }
     }
 }

@@ -28,8 +28,7 @@
 //! # Ok(()) }
 //! ```
 
-// Denied, not forbidden: `memory` calls the C allocator (`mallopt`, `malloc_trim`).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod admission;
@@ -43,7 +42,6 @@ mod digest;
 mod error;
 mod faults;
 mod horizon;
-pub mod memory;
 mod metrics;
 mod pydantic;
 mod qr;
@@ -120,39 +118,11 @@ impl AppHandle {
         self.state.read_ahead.wait_for_finished(n).await;
     }
 
-    /// What each bounded cache of the server holds right now (docs/SERVER.md, "Caches").
-    pub async fn cached(&self) -> CacheCounts {
-        let (tokens, device_owners) = self.state.auth.cached();
-        let (read_ahead_pages, quiet_pages) = self.state.read_ahead.held();
-        CacheCounts {
-            tokens,
-            device_owners,
-            read_ahead_pages,
-            quiet_pages,
-            digest_ids: self.state.digest.held().await,
-        }
-    }
-
     /// Waits until at least `n` requests are being handled at once.
     pub async fn wait_for_in_flight(&self, n: usize) {
         let mut rx = self.state.in_flight.subscribe();
         let _ = rx.wait_for(|v| *v >= n).await;
     }
-}
-
-/// What the server's bounded caches hold ([`AppHandle::cached`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CacheCounts {
-    /// Verified bearer tokens (`--token-cache`).
-    pub tokens: usize,
-    /// Device owners (`--device-owner-cache`).
-    pub device_owners: usize,
-    /// Pull pages read ahead (`--read-ahead-pages`).
-    pub read_ahead_pages: usize,
-    /// Empty pages kept for quiet deltas (`--quiet-pages`).
-    pub quiet_pages: usize,
-    /// Ids in the state digest's index (`--digest-index-ids`).
-    pub digest_ids: usize,
 }
 
 /// Builds the router and its state: opens (and migrates) the store, hashes the
@@ -178,8 +148,6 @@ async fn build_with_port(
                 resolver: Arc::new(config.resolver.clone()),
                 max_connections: config.max_connections,
                 blob_dir: config.blob_dir.clone(),
-                sync_record_delay: (!config.sync_record_delay.is_zero())
-                    .then_some(config.sync_record_delay),
                 ..StoreOptions::default()
             };
             open_store(config.database_url.clone(), opts).await?
@@ -202,8 +170,7 @@ async fn build_with_port(
         config.login_max_failures,
         config.login_window,
     )
-    .await?
-    .with_cache_caps(config.token_cache, config.device_owner_cache);
+    .await?;
     // Guest grants made before a restart.
     auth.load_guests(store.guest_grants().await.map_err(ServerError::Store)?);
     if config.admin_password.is_none() {
@@ -217,12 +184,6 @@ async fn build_with_port(
     let public_port = config.public_port.unwrap_or(listen_port);
     let (in_flight, _) = watch::channel(0usize);
     let feed_buffer = config.feed_buffer;
-    let (digest_index_ids, read_ahead_pages, read_ahead_rows, quiet_pages) = (
-        config.digest_index_ids,
-        config.read_ahead_pages,
-        config.read_ahead_rows,
-        config.quiet_pages,
-    );
     let metrics = metrics::Metrics::new();
     let fault_state = faults::FaultState::new(config.faults.clone(), &metrics);
     let replay = signing::ReplayCache::new(config.hmac_replay_cache);
@@ -242,15 +203,14 @@ async fn build_with_port(
         replay,
         sync_limiter,
         admission,
-        digest: digest::DigestIndex::new(digest_index_ids),
-        read_ahead: readahead::ReadAhead::new(read_ahead_pages, read_ahead_rows, quiet_pages),
+        digest: digest::DigestIndex::default(),
+        read_ahead: readahead::ReadAhead::default(),
         clock: clock::ServerClock::default(),
         unknown_values: vocabulary::UnknownValues::default(),
         feed: routes::events::FeedHub::new(feed_buffer),
         blobs: routes::blobs::BlobTransfers::default(),
     }));
     horizon::spawn(&state);
-    state::spawn_sync_record_writer(&state);
     let router = routes::router(state.clone());
     Ok((router, AppHandle { state }))
 }
@@ -298,10 +258,8 @@ pub async fn serve(
     let port = listener.local_addr()?.port();
     let limits = conn_limits(&config);
     let tls = tls_acceptor(&config)?;
-    let (router, handle) = build_with_port(config, port).await?;
-    let served = serve_router(listener, router, limits, tls, shutdown).await;
-    state::write_sync_records(&handle.state).await;
-    served
+    let (router, _handle) = build_with_port(config, port).await?;
+    serve_router(listener, router, limits, tls, shutdown).await
 }
 
 /// Like [`serve`], also handing back the [`AppHandle`] once the server is built
@@ -316,11 +274,8 @@ pub async fn serve_with_handle(
     let limits = conn_limits(&config);
     let tls = tls_acceptor(&config)?;
     let (router, handle) = build_with_port(config, port).await?;
-    let state = handle.state.clone();
     let _ = ready.send(handle);
-    let served = serve_router(listener, router, limits, tls, shutdown).await;
-    state::write_sync_records(&state).await;
-    served
+    serve_router(listener, router, limits, tls, shutdown).await
 }
 
 /// The TLS acceptor when a certificate and key are configured (both or neither).

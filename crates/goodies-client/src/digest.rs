@@ -17,12 +17,8 @@
 //! the digest it remembers ([`ClientStore::stored_digest`]: SQLite keeps the last one
 //! computed, in any process, until a latest row changes), so an idle `blowing-off sync`
 //! costs one small read whatever the mirror's size. When nothing is remembered, the
-//! first digest is the store's ([`ClientStore::mirror_digest`]: SQLite keeps the
-//! digest's input in the file and patches only the rows that changed, then remembers the
-//! digest for the next process); only a process that needs a second one builds the
-//! index and keeps it up to date from then on. A digest that disagrees with the
-//! server's is read again from every latest row
-//! ([`ClientStore::recompute_mirror_digest`]), trusting nothing kept.
+//! first digest is the store's own (which remembers it for the next process); only a
+//! process that needs a second one builds the index and keeps it up to date from then on.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,11 +137,10 @@ impl LocalDigest {
                 return Ok(d);
             }
             if self.computed_by_store.fetch_add(1, Ordering::SeqCst) == 0 {
-                // The first digest of this process: the store computes it (from its kept
-                // input, patched where rows changed) and remembers it for the next
-                // process.
+                // The first digest of this process: the store computes it and remembers
+                // it for the next process.
                 self.take_dirty();
-                return store.mirror_digest().await;
+                return store.state_digest().await;
             }
         }
         let ix = match index.as_mut() {
@@ -188,7 +183,7 @@ impl LocalDigest {
     ) -> Result<String, StoreError> {
         let mut index = self.index.lock().await;
         self.take_dirty();
-        let digest = store.recompute_mirror_digest().await?;
+        let digest = store.state_digest().await?;
         *index = Some(self.build(store).await?);
         Ok(digest)
     }

@@ -50,7 +50,6 @@ mod error;
 mod events;
 mod http;
 mod live;
-mod record;
 pub mod merkle;
 mod model;
 mod repair;

@@ -116,16 +116,8 @@ pub trait ServerStore:
     /// Dismisses a pending conflict: the automatic outcome stands.
     async fn dismiss_conflict(&self, id: i64) -> Result<ConflictRecord>;
 
-    /// Records that a device synced (called on every sync round trip). With
-    /// `StoreOptions::sync_record_delay` the record is held and written behind
-    /// (`crate::seen`).
+    /// Records that a device synced (called on every sync round trip).
     async fn record_sync(&self, device_id: &str) -> Result<()>;
-
-    /// Writes the sync records held back (`crate::seen`) now; nothing to do when none
-    /// are held.
-    async fn flush_sync_records(&self) -> Result<()> {
-        Ok(())
-    }
 
     /// Records a device's confirmed watermark (five-step `sync_ack`).
     async fn record_ack(&self, device_id: &str, watermark: Timestamp) -> Result<()>;
@@ -265,20 +257,6 @@ pub trait ClientStore: GraphRead {
     /// changes); `None` when it would have to compute it.
     async fn stored_digest(&self) -> Result<Option<String>> {
         Ok(None)
-    }
-
-    /// The state digest of the mirror, as cheaply as the store can answer it: SQLite
-    /// remembers it, and keeps its input up to date, so after a pull that changed a few
-    /// rows only those rows are read again. The same value as
-    /// [`GraphRead::state_digest`].
-    async fn mirror_digest(&self) -> Result<String> {
-        self.state_digest().await
-    }
-
-    /// The state digest read from every latest row, trusting nothing remembered or kept
-    /// (what a client falls back on when its digest and the server's disagree).
-    async fn recompute_mirror_digest(&self) -> Result<String> {
-        self.state_digest().await
     }
 
     /// Counts one more failed send for these outbox positions.

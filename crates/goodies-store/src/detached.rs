@@ -250,11 +250,6 @@ impl<S: ServerStore + ?Sized + 'static> ServerStore for Detached<S> {
         run(async move { s.record_sync(&device_id).await }).await
     }
 
-    async fn flush_sync_records(&self) -> Result<()> {
-        let s = self.0.clone();
-        run(async move { s.flush_sync_records().await }).await
-    }
-
     async fn record_ack(&self, device_id: &str, watermark: Timestamp) -> Result<()> {
         let (s, device_id) = (self.0.clone(), device_id.to_owned());
         run(async move { s.record_ack(&device_id, watermark).await }).await
@@ -445,16 +440,6 @@ impl<S: ClientStore + ?Sized + 'static> ClientStore for Detached<S> {
     async fn stored_digest(&self) -> Result<Option<String>> {
         let s = self.0.clone();
         run(async move { s.stored_digest().await }).await
-    }
-
-    async fn mirror_digest(&self) -> Result<String> {
-        let s = self.0.clone();
-        run(async move { s.mirror_digest().await }).await
-    }
-
-    async fn recompute_mirror_digest(&self) -> Result<String> {
-        let s = self.0.clone();
-        run(async move { s.recompute_mirror_digest().await }).await
     }
 
     async fn mark_attempted(&self, positions: &[i64]) -> Result<()> {

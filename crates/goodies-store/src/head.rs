@@ -29,14 +29,6 @@ pub struct StoreHead {
 pub trait StoreHeadRead: Send + Sync {
     /// The sequence number, restore mark and history horizon, read in one statement.
     async fn head(&self) -> Result<StoreHead>;
-
-    /// The same read, made at once on the calling thread, when the backend can make it
-    /// without waiting (SQLite on a file: `sqlite::head`); `None` when it cannot, and
-    /// the caller awaits [`StoreHeadRead::head`]. Never a cached value: a read of the
-    /// committed store, so a write through any connection or process is seen.
-    fn head_now(&self) -> Option<Result<StoreHead>> {
-        None
-    }
 }
 
 /// Decodes the meta row's columns (0 means none, as the backends store them).
@@ -89,15 +81,7 @@ where
 #[async_trait]
 impl<S: StoreHeadRead + ?Sized + 'static> StoreHeadRead for Detached<S> {
     async fn head(&self) -> Result<StoreHead> {
-        // A read made at once has no await a dropped caller could cut short.
-        if let Some(head) = self.0.head_now() {
-            return head;
-        }
         let s: Arc<S> = self.0.clone();
         run(async move { s.head().await }).await
-    }
-
-    fn head_now(&self) -> Option<Result<StoreHead>> {
-        self.0.head_now()
     }
 }

@@ -30,7 +30,6 @@ pub mod merkle;
 pub mod notify;
 mod open;
 pub mod owners;
-pub mod seen;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod snapshot;

@@ -70,16 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Connect(a) => connect::run(&client, out, &resolved, a).await,
         Command::Disconnect => connect::disconnect(&client, out, &resolved).await,
         Command::Login(a) => login::run(&client, out, &resolved, a).await,
-        Command::Sync => {
-            let code = sync::run_once(&client, out).await?;
-            // Everything is printed (each write is flushed). The process ends here,
-            // without closing the mirror's connections: what the sync wrote is committed
-            // in the WAL, crash-safe, and the checkpoint that closing would run (copying
-            // the WAL into the database and syncing both to disk) is left to a later
-            // process or commit. See docs/CLIENT.md "A sync process ends without a
-            // checkpoint".
-            std::process::exit(code as i32)
-        }
+        Command::Sync => sync::run_once(&client, out).await,
         Command::SyncDaemon(a) => sync::run_daemon(&client, out, &resolved, a).await,
         Command::Status(a) => status::run(&client, out, a).await,
         Command::Export(a) => transfer::export(&client, out, a).await,

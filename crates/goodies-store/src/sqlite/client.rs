@@ -19,10 +19,6 @@ use crate::error::{Result, StoreError};
 use crate::logic::entity_apply_order;
 use crate::types::*;
 
-// Declared here (not in `sqlite/mod.rs`): the mirror's own code.
-#[path = "mirror_digest.rs"]
-mod mirror_digest;
-
 const WATERMARK: &str = "watermark";
 const CURSOR: &str = "cursor";
 
@@ -553,14 +549,6 @@ impl ClientStore for SqliteStore {
             .map_err(StoreError::database)
     }
 
-    async fn mirror_digest(&self) -> Result<String> {
-        self.kept_digest().await
-    }
-
-    async fn recompute_mirror_digest(&self) -> Result<String> {
-        self.rebuild_kept_digest().await
-    }
-
     async fn apply_response(&self, acks: &AckSet, page: &PulledPage) -> Result<ApplyReport> {
         let mut w = self.writer().await?;
         w.graph_changed();
@@ -756,11 +744,6 @@ impl ClientStore for SqliteStore {
     }
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        // A value stored already is not written again: no transaction, nothing in the
-        // WAL (a command that changes nothing leaves the mirror's files as they were).
-        if self.setting(key).await?.as_deref() == Some(value) {
-            return Ok(());
-        }
         let mut w = self.writer().await?;
         sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(key)

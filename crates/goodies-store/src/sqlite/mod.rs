@@ -124,10 +124,6 @@ pub struct SqliteStore {
     blobs: blobs::BlobDir,
     /// Pushes and sync records waiting to be written in the next group commit (`group`).
     queue: group::Queue,
-    /// The head read on the caller's thread (`head`).
-    direct_head: head::DirectHead,
-    /// Sync records written behind (`crate::seen`).
-    seen: crate::seen::SeenBuffer,
 }
 
 /// Where a SQLite URL points.
@@ -219,8 +215,6 @@ impl SqliteStore {
         migrate(&pool).await?;
         let blobs = blobs::BlobDir::new(opts.blob_dir.clone(), path.as_deref())?;
         Ok(SqliteStore {
-            direct_head: head::DirectHead::new(path.as_deref()),
-            seen: Default::default(),
             shared: shared_for(path.as_deref()),
             pool,
             opts,
