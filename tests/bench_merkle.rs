@@ -13,11 +13,9 @@ use std::time::Instant;
 use anyhow::Context;
 use funkygibbon_mock::{serve_with_handle, ServerConfig};
 use goodies_client::merkle::{differing_ids, HttpMerkleSource};
-use goodies_client::proto::{
-    ChangeType, EntityChange, EntityId, EntityType, SourceType, SyncChange, Version,
-};
+use goodies_client::proto::EntityId;
 use goodies_client::HyperTransport;
-use goodies_store::PushBatch;
+use goodies_e2e::seed_devices;
 
 const ENTITIES: usize = 100_000;
 const WALKS: usize = 20;
@@ -62,34 +60,7 @@ fn main() -> anyhow::Result<()> {
         let handle = handle.await.context("server did not start")?;
         let store = handle.store();
         let t = Instant::now();
-        for start in (0..ENTITIES).step_by(5_000) {
-            let changes: Vec<SyncChange> = (start..ENTITIES.min(start + 5_000))
-                .map(|i| SyncChange {
-                    change_type: ChangeType::Create,
-                    entity: Some(EntityChange {
-                        id: EntityId::new_random(),
-                        version: Version::now("seed"),
-                        entity_type: EntityType::Device,
-                        name: format!("device {i:06}"),
-                        content: Default::default(),
-                        source_type: SourceType::Generated,
-                        user_id: "seed".into(),
-                        parent_versions: vec![],
-                        checksum: None,
-                        created_at: None,
-                        updated_at: None,
-                    }),
-                    relationships: vec![],
-                })
-                .collect();
-            store
-                .apply_push(PushBatch {
-                    device_id: "seed".into(),
-                    user_id: "seed".into(),
-                    changes,
-                })
-                .await?;
-        }
+        seed_devices(store.as_ref(), ENTITIES, 5_000, |_| EntityId::new_random()).await?;
         eprintln!("seeded {ENTITIES} entities in {:?}", t.elapsed());
         let server_rows = store.latest_versions().await?;
         let mut mirror = server_rows.clone();

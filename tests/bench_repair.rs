@@ -10,13 +10,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use goodies_client::proto::{ChangeType, EntityChange, SourceType, SyncChange};
 use goodies_client::{
     EntityId, EntityType, HttpRequest, HttpResponse, HyperTransport, RepairMethod, Transport,
     TransportError, Version,
 };
-use goodies_e2e::{quiet_sync, TestServer};
-use goodies_store::PushBatch;
+use goodies_e2e::{corrupt_mirror_row, quiet_sync, seed_devices, TestServer};
 use serde_json::Value;
 
 const ENTITIES: usize = 10_000;
@@ -52,21 +50,6 @@ impl Transport for Hide {
     }
 }
 
-async fn corrupt(path: &std::path::Path, id: &str) -> anyhow::Result<()> {
-    use sqlx::Connection as _;
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
-    let done = sqlx::query(
-        "UPDATE entities SET version = '2001-01-01T00:00:00.000000+00:00-000001-corrupt' \
-         WHERE id = ? AND is_latest = 1",
-    )
-    .bind(id)
-    .execute(&mut conn)
-    .await?;
-    anyhow::ensure!(done.rows_affected() == 1, "one row corrupted");
-    conn.close().await?;
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -75,34 +58,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let server = TestServer::start().await?;
         let store = server.handle.store();
-        for start in (0..ENTITIES).step_by(5_000) {
-            let changes = (start..ENTITIES.min(start + 5_000))
-                .map(|i| SyncChange {
-                    change_type: ChangeType::Create,
-                    entity: Some(EntityChange {
-                        id: EntityId::new(format!("device-{i:05}")),
-                        version: Version::now("seed"),
-                        entity_type: EntityType::Device,
-                        name: format!("device {i}"),
-                        content: Default::default(),
-                        source_type: SourceType::Generated,
-                        user_id: "seed".into(),
-                        parent_versions: vec![],
-                        checksum: None,
-                        created_at: None,
-                        updated_at: None,
-                    }),
-                    relationships: vec![],
-                })
-                .collect();
-            store
-                .apply_push(PushBatch {
-                    device_id: "seed".into(),
-                    user_id: "seed".into(),
-                    changes,
-                })
-                .await?;
-        }
+        seed_devices(store.as_ref(), ENTITIES, 5_000, |i| EntityId::new(format!("device-{i:05}"))).await?;
         let first = server.client("bench").await?;
         quiet_sync(&first).await?;
         drop(first);
@@ -116,7 +72,7 @@ fn main() -> anyhow::Result<()> {
             let mut requests = String::new();
             for _ in 0..RUNS {
                 n += 1;
-                corrupt(&file, &format!("device-{:05}", n * 997 % ENTITIES)).await?;
+                corrupt_mirror_row(&file, &format!("device-{:05}", n * 997 % ENTITIES)).await?;
                 let c = server
                     .client_with_transport(
                         "bench",

@@ -12,13 +12,11 @@ use anyhow::Context;
 use async_trait::async_trait;
 use futures::StreamExt;
 use goodies_client::proto::codec::gzip_decode;
-use goodies_client::proto::{ChangeType, EntityChange, SourceType, SyncChange};
 use goodies_client::{
     BlowingOffClient, ClientEvent, EntityId, EntityType, HttpRequest, HttpResponse, HyperTransport,
     RepairMethod, RepairReason, Transport, TransportError, Version,
 };
-use goodies_e2e::{quiet_sync, Backend, TestServer};
-use goodies_store::PushBatch;
+use goodies_e2e::{corrupt_mirror_row, quiet_sync, seed_devices, Backend, TestServer};
 use serde_json::Value;
 
 const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
@@ -146,51 +144,10 @@ impl Transport for Counting {
 /// Puts `ENTITIES` devices on the server through its store.
 async fn seed(server: &TestServer) -> anyhow::Result<()> {
     let store = server.handle.store();
-    for start in (0..ENTITIES).step_by(1_000) {
-        let changes = (start..ENTITIES.min(start + 1_000))
-            .map(|i| SyncChange {
-                change_type: ChangeType::Create,
-                entity: Some(EntityChange {
-                    id: EntityId::new(format!("device-{i:05}")),
-                    version: Version::now("seed"),
-                    entity_type: EntityType::Device,
-                    name: format!("device {i}"),
-                    content: Default::default(),
-                    source_type: SourceType::Generated,
-                    user_id: "seed".into(),
-                    parent_versions: vec![],
-                    checksum: None,
-                    created_at: None,
-                    updated_at: None,
-                }),
-                relationships: vec![],
-            })
-            .collect();
-        store
-            .apply_push(PushBatch {
-                device_id: "seed".into(),
-                user_id: "seed".into(),
-                changes,
-            })
-            .await?;
-    }
-    Ok(())
-}
-
-/// Changes the latest version of `id` in the mirror file, behind the store's back.
-async fn corrupt(path: &std::path::Path, id: &str) -> anyhow::Result<()> {
-    use sqlx::Connection as _;
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
-    let done = sqlx::query(
-        "UPDATE entities SET version = '2001-01-01T00:00:00.000000+00:00-000001-corrupt' \
-         WHERE id = ? AND is_latest = 1",
-    )
-    .bind(id)
-    .execute(&mut conn)
-    .await?;
-    anyhow::ensure!(done.rows_affected() == 1, "one row corrupted");
-    conn.close().await?;
-    Ok(())
+    seed_devices(store.as_ref(), ENTITIES, 1_000, |i| {
+        EntityId::new(format!("device-{i:05}"))
+    })
+    .await
 }
 
 /// A mirror in step with a 2,000-entity server, closed, one row corrupted, reopened
@@ -206,7 +163,7 @@ async fn corrupted_mirror(
     assert_eq!(first.state_digest().await?, server.digest().await?);
     drop(first);
     let victim = EntityId::new("device-01234");
-    corrupt(
+    corrupt_mirror_row(
         &server.dir.path().join(format!("{name}.db")),
         victim.as_str(),
     )

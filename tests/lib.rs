@@ -420,3 +420,62 @@ pub async fn seed_device_chain(
     }
     Ok(())
 }
+
+/// Seeds a server store with `n` devices and no relationships, pushed in batches of
+/// `batch`; the `i`th device gets the id `id(i)` and the name `device {i:05}`.
+pub async fn seed_devices(
+    store: &dyn goodies_store::ServerStore,
+    n: usize,
+    batch: usize,
+    id: impl Fn(usize) -> goodies_client::proto::EntityId,
+) -> anyhow::Result<()> {
+    use goodies_client::proto::{
+        ChangeType, EntityChange, EntityType, SourceType, SyncChange, Version,
+    };
+    for start in (0..n).step_by(batch.max(1)) {
+        let changes = (start..n.min(start + batch.max(1)))
+            .map(|i| SyncChange {
+                change_type: ChangeType::Create,
+                entity: Some(EntityChange {
+                    id: id(i),
+                    version: Version::now("seed"),
+                    entity_type: EntityType::Device,
+                    name: format!("device {i:05}"),
+                    content: Default::default(),
+                    source_type: SourceType::Generated,
+                    user_id: "seed".into(),
+                    parent_versions: vec![],
+                    checksum: None,
+                    created_at: None,
+                    updated_at: None,
+                }),
+                relationships: vec![],
+            })
+            .collect();
+        store
+            .apply_push(goodies_store::PushBatch {
+                device_id: "seed".into(),
+                user_id: "seed".into(),
+                changes,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Changes the latest version of entity `id` in a client's SQLite mirror file behind
+/// the client's back (the mirror closed), as a damaged disk or a stray tool would.
+pub async fn corrupt_mirror_row(path: &std::path::Path, id: &str) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
+    let done = sqlx::query(
+        "UPDATE entities SET version = '2001-01-01T00:00:00.000000+00:00-000001-corrupt' \
+         WHERE id = ? AND is_latest = 1",
+    )
+    .bind(id)
+    .execute(&mut conn)
+    .await?;
+    anyhow::ensure!(done.rows_affected() == 1, "one row corrupted");
+    conn.close().await?;
+    Ok(())
+}
