@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 use funkygibbon_mock::{serve_with_handle, ServerConfig};
 use goodies_client::merkle::{differing_ids, HttpMerkleSource};
-use goodies_client::proto::EntityId;
+use goodies_client::proto::{EntityId, Version};
 use goodies_client::HyperTransport;
 use goodies_e2e::seed_devices;
 

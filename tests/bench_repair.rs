@@ -11,8 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use async_trait::async_trait;
 use goodies_client::{
-    EntityId, EntityType, HttpRequest, HttpResponse, HyperTransport, RepairMethod, Transport,
-    TransportError, Version,
+    EntityId, HttpRequest, HttpResponse, HyperTransport, RepairMethod, Transport, TransportError,
 };
 use goodies_e2e::{corrupt_mirror_row, quiet_sync, seed_devices, TestServer};
 use serde_json::Value;

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use goodies_client::proto::codec::gzip_decode;
 use goodies_client::{
     BlowingOffClient, ClientEvent, EntityId, EntityType, HttpRequest, HttpResponse, HyperTransport,
-    RepairMethod, RepairReason, Transport, TransportError, Version,
+    RepairMethod, RepairReason, Transport, TransportError,
 };
 use goodies_e2e::{corrupt_mirror_row, quiet_sync, seed_devices, Backend, TestServer};
 use serde_json::Value;
