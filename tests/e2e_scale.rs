@@ -2,10 +2,9 @@
 //! through the cursor, and the digests agree.
 
 use goodies_client::proto::{
-    ChangeType, EntityChange, EntityId, EntityType, RelationshipChange, RelationshipId,
-    RelationshipType, SourceType, SyncChange, Version,
+    ChangeType, EntityId, RelationshipChange, RelationshipId, RelationshipType, SyncChange, Version,
 };
-use goodies_e2e::{quiet_sync, TestServer};
+use goodies_e2e::{quiet_sync, seeded_device, TestServer};
 use goodies_store::PushBatch;
 
 const N: usize = 10_000;
@@ -20,25 +19,16 @@ async fn pagination_across_ten_thousand_entities_with_relationships() -> anyhow:
     for chunk in (0..N).collect::<Vec<_>>().chunks(2000) {
         let mut changes: Vec<SyncChange> = chunk
             .iter()
-            .map(|&i| SyncChange {
-                change_type: ChangeType::Create,
-                entity: Some(EntityChange {
-                    id: ids[i].clone(),
-                    version: versions[i].clone(),
-                    entity_type: EntityType::Device,
-                    name: format!("device {i:05}"),
-                    content: serde_json::json!({"n": i})
+            .map(|&i| {
+                seeded_device(
+                    ids[i].clone(),
+                    versions[i].clone(),
+                    i,
+                    serde_json::json!({"n": i})
                         .as_object()
                         .cloned()
                         .unwrap_or_default(),
-                    source_type: SourceType::Generated,
-                    user_id: "seed".into(),
-                    parent_versions: vec![],
-                    checksum: None,
-                    created_at: None,
-                    updated_at: None,
-                }),
-                relationships: vec![],
+                )
             })
             .collect();
         changes.extend(chunk.iter().map(|&i| {

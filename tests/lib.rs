@@ -354,6 +354,34 @@ pub fn http_json(
     Ok((status, value))
 }
 
+/// The create of device number `i` (named `device {i:05}`, written by `seed`) that the
+/// seeding helpers push.
+pub fn seeded_device(
+    id: goodies_client::proto::EntityId,
+    version: goodies_client::proto::Version,
+    i: usize,
+    content: serde_json::Map<String, serde_json::Value>,
+) -> goodies_client::proto::SyncChange {
+    use goodies_client::proto::{ChangeType, EntityChange, EntityType, SourceType, SyncChange};
+    SyncChange {
+        change_type: ChangeType::Create,
+        entity: Some(EntityChange {
+            id,
+            version,
+            entity_type: EntityType::Device,
+            name: format!("device {i:05}"),
+            content,
+            source_type: SourceType::Generated,
+            user_id: "seed".into(),
+            parent_versions: vec![],
+            checksum: None,
+            created_at: None,
+            updated_at: None,
+        }),
+        relationships: vec![],
+    }
+}
+
 /// Seeds a server store with `n` devices, each `connects_to` the previous one: `n`
 /// entities and `n` relationships, pushed in batches of 2,000 (what the benchmarks pull).
 pub async fn seed_device_chain(
@@ -361,8 +389,8 @@ pub async fn seed_device_chain(
     n: usize,
 ) -> anyhow::Result<()> {
     use goodies_client::proto::{
-        ChangeType, EntityChange, EntityId, EntityType, RelationshipChange, RelationshipId,
-        RelationshipType, SourceType, SyncChange, Version,
+        ChangeType, EntityId, RelationshipChange, RelationshipId, RelationshipType, SyncChange,
+        Version,
     };
     let ids: Vec<EntityId> = (0..n).map(|_| EntityId::new_random()).collect();
     let versions: Vec<Version> = (0..n).map(|_| Version::now("seed")).collect();
@@ -370,25 +398,16 @@ pub async fn seed_device_chain(
     for chunk in all.chunks(2000) {
         let mut changes: Vec<SyncChange> = chunk
             .iter()
-            .map(|&i| SyncChange {
-                change_type: ChangeType::Create,
-                entity: Some(EntityChange {
-                    id: ids[i].clone(),
-                    version: versions[i].clone(),
-                    entity_type: EntityType::Device,
-                    name: format!("device {i:05}"),
-                    content: serde_json::json!({"n": i, "power": "off", "manufacturer": "Acme"})
+            .map(|&i| {
+                seeded_device(
+                    ids[i].clone(),
+                    versions[i].clone(),
+                    i,
+                    serde_json::json!({"n": i, "power": "off", "manufacturer": "Acme"})
                         .as_object()
                         .cloned()
                         .unwrap_or_default(),
-                    source_type: SourceType::Generated,
-                    user_id: "seed".into(),
-                    parent_versions: vec![],
-                    checksum: None,
-                    created_at: None,
-                    updated_at: None,
-                }),
-                relationships: vec![],
+                )
             })
             .collect();
         changes.extend(chunk.iter().map(|&i| {
@@ -429,28 +448,10 @@ pub async fn seed_devices(
     batch: usize,
     id: impl Fn(usize) -> goodies_client::proto::EntityId,
 ) -> anyhow::Result<()> {
-    use goodies_client::proto::{
-        ChangeType, EntityChange, EntityType, SourceType, SyncChange, Version,
-    };
+    use goodies_client::proto::Version;
     for start in (0..n).step_by(batch.max(1)) {
         let changes = (start..n.min(start + batch.max(1)))
-            .map(|i| SyncChange {
-                change_type: ChangeType::Create,
-                entity: Some(EntityChange {
-                    id: id(i),
-                    version: Version::now("seed"),
-                    entity_type: EntityType::Device,
-                    name: format!("device {i:05}"),
-                    content: Default::default(),
-                    source_type: SourceType::Generated,
-                    user_id: "seed".into(),
-                    parent_versions: vec![],
-                    checksum: None,
-                    created_at: None,
-                    updated_at: None,
-                }),
-                relationships: vec![],
-            })
+            .map(|i| seeded_device(id(i), Version::now("seed"), i, Default::default()))
             .collect();
         store
             .apply_push(goodies_store::PushBatch {
