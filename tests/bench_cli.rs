@@ -65,7 +65,8 @@ async fn seed(db: &Path, n: usize) -> anyhow::Result<()> {
         StoreOptions::default(),
     )
     .await?;
-    goodies_e2e::seed_device_chain(&store, n).await
+    goodies_e2e::seed_device_chain(&store, n).await?;
+    Ok(())
 }
 
 /// The real server binary on 127.0.0.1:0 over a seeded SQLite file.

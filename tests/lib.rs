@@ -382,12 +382,14 @@ pub fn seeded_device(
     }
 }
 
-/// Seeds a server store with `n` devices, each `connects_to` the previous one: `n`
-/// entities and `n` relationships, pushed in batches of 2,000 (what the benchmarks pull).
+/// Seeds a server store with `n` devices, each `connects_to` the previous one (the first
+/// to itself): `n` entities and `n` relationships, pushed in batches of 2,000 (what the
+/// benchmarks pull). Returns the devices' ids in order; fails unless every relationship
+/// of every batch was applied.
 pub async fn seed_device_chain(
     store: &dyn goodies_store::ServerStore,
     n: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<goodies_client::proto::EntityId>> {
     use goodies_client::proto::{
         ChangeType, EntityId, RelationshipChange, RelationshipId, RelationshipType, SyncChange,
         Version,
@@ -429,15 +431,21 @@ pub async fn seed_device_chain(
                 }],
             }
         }));
-        store
+        let out = store
             .apply_push(goodies_store::PushBatch {
                 device_id: "seeder".into(),
                 user_id: "seed".into(),
                 changes,
             })
             .await?;
+        anyhow::ensure!(
+            out.applied_relationships.len() == chunk.len(),
+            "{} of {} relationships applied",
+            out.applied_relationships.len(),
+            chunk.len()
+        );
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Seeds a server store with `n` devices and no relationships, pushed in batches of
