@@ -2,8 +2,8 @@
 //! many concurrent clients, each with its own device id, token and keep-alive HTTP/1.1
 //! connection, send `POST /api/v1/sync/` to a real server on loopback. Prints, per
 //! scenario, requests/s, p50/p99/p999 latency, errors and server CPU µs per request as
-//! a Markdown table; the `lost` mode also checks that every acknowledged write is on the
-//! server and prints the server's RSS before, at peak and after the load.
+//! a Markdown table, and the server's RSS before, at peak, 2 s and 10 s after the load;
+//! the `lost` mode also checks that every acknowledged write is on the server.
 //!
 //! The server runs in a child process (this binary with `--role server`) so that its
 //! CPU time and memory are read from `/proc/<pid>/stat` and `/proc/<pid>/status` alone.
@@ -69,6 +69,8 @@ fn server_role() -> anyhow::Result<()> {
     let backend = parse_backend(&opt("--backend", "LOAD_BACKEND").context("--backend")?)?;
     let entities = opt_num("--entities", "LOAD_ENTITIES")?.unwrap_or(0) as usize;
     let clients = opt_num("--clients", "LOAD_CLIENTS")?.unwrap_or(1) as usize;
+    // As the server binary does first thing (docs/SERVER.md "Memory").
+    funkygibbon_mock::memory::tune_allocator();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -608,6 +610,17 @@ async fn pull_all(
     anyhow::bail!("the pull did not end")
 }
 
+/// The server's RSS (KiB) 2 s and 10 s after the load ended at `ended` (the clients'
+/// connections are closed by then).
+fn rss_after_load(server: &Server, ended: Instant) -> anyhow::Result<(u64, u64)> {
+    let at = |s: u64| -> anyhow::Result<u64> {
+        let when = ended + Duration::from_secs(s);
+        std::thread::sleep(when.saturating_duration_since(Instant::now()));
+        Ok(server.memory()?.0)
+    };
+    Ok((at(2)?, at(10)?))
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -729,11 +742,16 @@ fn driver() -> anyhow::Result<()> {
             let idle = server.memory()?.0;
             let load = load_average();
             let f = run(&rt, &server, *work, *n, seconds.unwrap_or(10))?;
+            let ended = Instant::now();
             row(name, backend, *n, &f, &load);
+            let (after_2s, after_10s) = rss_after_load(&server, ended)?;
             eprintln!(
-                "{name} {}: server RSS before the load {:.1} MiB",
+                "{name} {}: server RSS before the load {:.1} MiB, peak {:.1} MiB, 2 s after {:.1} MiB, 10 s after {:.1} MiB",
                 backend.name(),
-                idle as f64 / 1024.0
+                idle as f64 / 1024.0,
+                f.rss_peak_kib as f64 / 1024.0,
+                after_2s as f64 / 1024.0,
+                after_10s as f64 / 1024.0,
             );
             server.stop()?;
         }
@@ -754,6 +772,7 @@ fn lost(
     let (rss_before, _) = server.memory()?;
     let load = load_average();
     let f = run(rt, &server, Work::PushAndSync, clients, seconds)?;
+    let ended = Instant::now();
     let (_, hwm) = server.memory()?;
     // The last acknowledged version of each id (ids are each client's own).
     let mut want = std::collections::HashMap::new();
@@ -765,15 +784,15 @@ fn lost(
         .iter()
         .filter(|(id, v)| latest.get(*id) != Some(*v))
         .count();
-    std::thread::sleep(Duration::from_secs(2));
-    let (rss_after, _) = server.memory()?;
+    // The check's own pull is part of the "after" (one client, one whole pull).
+    let (rss_after, rss_after_10s) = rss_after_load(&server, ended)?;
     table_header();
     row("push and sync (nothing lost)", backend, clients, &f, &load);
     println!();
-    println!("| backend | clients | seconds | acknowledged writes | ids | missing or not latest | errors | RSS before MiB | RSS peak (sampled) MiB | VmHWM MiB | RSS after MiB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| backend | clients | seconds | acknowledged writes | ids | missing or not latest | errors | RSS before MiB | RSS peak (sampled) MiB | VmHWM MiB | RSS 2 s after MiB | RSS 10 s after MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {clients} | {:.1} | {} | {} | {missing} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        "| {} | {clients} | {:.1} | {} | {} | {missing} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
         backend.name(),
         f.seconds,
         f.acked.len(),
@@ -783,6 +802,7 @@ fn lost(
         f.rss_peak_kib as f64 / 1024.0,
         hwm as f64 / 1024.0,
         rss_after as f64 / 1024.0,
+        rss_after_10s as f64 / 1024.0,
     );
     server.stop()?;
     anyhow::ensure!(

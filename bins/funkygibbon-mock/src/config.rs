@@ -139,6 +139,10 @@ pub struct ServerConfig {
     /// Sync requests (`POST /api/v1/sync/`) handled at once; more wait, first come first
     /// served, before their body is read. Bounds the memory of pages being answered.
     pub max_concurrent_syncs: usize,
+    /// Quiet time (no request in flight, no connection closed) after which the server
+    /// gives its free memory back to the system (`Duration::ZERO`: never). See
+    /// [`crate::memory`].
+    pub idle_trim: Duration,
     /// Time between heartbeats on a quiet change-feed stream (at most half the idle timeout).
     pub feed_heartbeat: Duration,
     /// Commit notices a change-feed listener may fall behind before it is sent `resync`
@@ -187,6 +191,7 @@ impl Default for ServerConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
             max_concurrent_syncs: DEFAULT_MAX_CONCURRENT_SYNCS,
+            idle_trim: crate::memory::IDLE_TRIM_DELAY,
             feed_heartbeat: DEFAULT_FEED_HEARTBEAT,
             feed_buffer: DEFAULT_FEED_BUFFER,
             feed_replay_limit: DEFAULT_FEED_REPLAY_LIMIT,
@@ -233,6 +238,7 @@ impl fmt::Debug for ServerConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("max_client_connections", &self.max_client_connections)
             .field("max_concurrent_syncs", &self.max_concurrent_syncs)
+            .field("idle_trim", &self.idle_trim)
             .field("feed_heartbeat", &self.feed_heartbeat)
             .field("feed_buffer", &self.feed_buffer)
             .field("feed_replay_limit", &self.feed_replay_limit)
@@ -380,6 +386,12 @@ impl ServerConfig {
         self.body_read_timeout = body_read;
         self.idle_timeout = idle;
         self.max_client_connections = max_client_connections;
+        self
+    }
+
+    /// Sets the quiet time after which free memory is given back (`Duration::ZERO`: never).
+    pub fn with_idle_trim(mut self, quiet: Duration) -> Self {
+        self.idle_trim = quiet;
         self
     }
 
@@ -659,6 +671,10 @@ pub struct Cli {
           default_value_t = DEFAULT_MAX_CONCURRENT_SYNCS,
           value_parser = parse_concurrent_syncs)]
     pub max_concurrent_syncs: usize,
+    /// Milliseconds without a request in flight or a connection closing after which free
+    /// memory is given back to the system (0: never).
+    #[arg(long, env = "FUNKYGIBBON_IDLE_TRIM_MS", default_value_t = 1000)]
+    pub idle_trim_ms: u64,
     /// Seconds between heartbeats on a quiet change-feed stream.
     #[arg(long, env = "FUNKYGIBBON_FEED_HEARTBEAT_SECS", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -747,6 +763,7 @@ impl Cli {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_client_connections: self.max_client_connections,
             max_concurrent_syncs: self.max_concurrent_syncs,
+            idle_trim: Duration::from_millis(self.idle_trim_ms),
             feed_heartbeat: Duration::from_secs(self.feed_heartbeat_secs),
             feed_buffer: self.feed_buffer,
             feed_replay_limit: self.feed_replay_limit,

@@ -9,6 +9,9 @@
 //! - A connection that sends nothing for `idle_timeout` while waiting for a
 //!   request (new, or kept alive after an answer) is closed.
 //! - Request bodies are read under `body_read_timeout` (see `body.rs`).
+//! - Every request is counted in flight until its answer is ready, and every closed
+//!   connection is noted, so that the server gives its free memory back once it has
+//!   been idle for a moment ([`crate::memory::IdleTrim`]).
 //! - When the request line or a header does not parse (a garbage request line,
 //!   `Content-Length: abc`, two different `Content-Length`s, control characters
 //!   in a header value, too many headers), the HTTP parser answers by itself
@@ -33,6 +36,7 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use crate::error::{code_for_status, ServerError};
+use crate::memory::IdleTrim;
 
 /// The limits one server applies to its connections.
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +45,8 @@ pub(crate) struct ConnLimits {
     /// Also the time a TLS handshake has to finish.
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Quiet time after which free memory is given back (zero: never).
+    pub idle_trim: Duration,
 }
 
 /// In every request's extensions: becomes `true` when the server starts shutting down,
@@ -61,6 +67,12 @@ pub(crate) async fn serve(
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
     let (closing_tx, closing_rx) = watch::channel(false);
+    let idle_trim = {
+        let mut closing = closing_rx.clone();
+        IdleTrim::spawn(limits.idle_trim, async move {
+            let _ = closing.wait_for(|c| *c).await;
+        })
+    };
     tokio::pin!(shutdown);
     loop {
         // A slot first: over the cap, connections wait in the listen queue.
@@ -88,17 +100,30 @@ pub(crate) async fn serve(
         let closing = closing_rx.clone();
         let closing_ext = ServerClosing(closing_rx.clone());
         let tls = tls.clone();
+        let trim = idle_trim.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            // Whatever the connection held is freed when it ends.
+            let _closed = trim.as_ref().map(|t| t.connection());
             match tls {
-                None => serve_connection(stream, peer, router, limits, closing, closing_ext).await,
+                None => {
+                    serve_connection(stream, peer, router, limits, closing, closing_ext, trim).await
+                }
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, peer, router, limits, closing, closing_ext)
-                                .await
+                            serve_connection(
+                                tls_stream,
+                                peer,
+                                router,
+                                limits,
+                                closing,
+                                closing_ext,
+                                trim,
+                            )
+                            .await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -123,13 +148,21 @@ async fn serve_connection<S>(
     limits: ConnLimits,
     mut closing: watch::Receiver<bool>,
     closing_ext: ServerClosing,
+    trim: Option<Arc<IdleTrim>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         req.extensions_mut().insert(closing_ext.clone());
-        router.clone().oneshot(req)
+        // In flight until the answer is ready (its body, already built, is then written).
+        let busy = trim.as_ref().map(|t| t.busy());
+        let answer = router.clone().oneshot(req);
+        async move {
+            let answer = answer.await;
+            drop(busy);
+            answer
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -28,7 +28,8 @@
 //! # Ok(()) }
 //! ```
 
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `memory` calls the C allocator (`mallopt`, `malloc_trim`).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod admission;
@@ -42,6 +43,7 @@ mod digest;
 mod error;
 mod faults;
 mod horizon;
+pub mod memory;
 mod metrics;
 mod pydantic;
 mod qr;
@@ -294,6 +296,7 @@ fn conn_limits(config: &ServerConfig) -> conn::ConnLimits {
         max_connections: config.max_client_connections,
         header_read_timeout: config.header_read_timeout,
         idle_timeout: config.idle_timeout,
+        idle_trim: config.idle_trim,
     }
 }
 

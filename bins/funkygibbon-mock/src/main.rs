@@ -4,6 +4,9 @@
 //! Logs go to stderr. Once the server is ready, stdout gets one JSON line naming the
 //! bound address (`{"event":"listening","addr":"127.0.0.1:41234","url":"http://127.0.0.1:41234"}`)
 //! and `--ready-file` is written with the address, so scripts need not read logs.
+//!
+//! Before any thread starts, the allocator is set up to give memory back
+//! (`funkygibbon_mock::memory::tune_allocator`, docs/SERVER.md "Memory").
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,8 +15,24 @@ use std::process::ExitCode;
 use clap::Parser;
 use funkygibbon_mock::{serve_with_handle, shutdown_signal, Cli, LogFormat, ServerError};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Process-wide and best before threads exist: the runtime's threads then share the
+    // allocator's few arenas.
+    funkygibbon_mock::memory::tune_allocator();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("funkygibbon-mock: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main())
+}
+
+async fn async_main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
