@@ -117,24 +117,27 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        let fetched = qb.build().fetch_all(&mut *tx).await.map_err(db)?;
-        tx.commit().await.map_err(db)?;
-
-        let mut records = Vec::with_capacity(fetched.len());
+        // Decoded as rows arrive (only the page's rows: the statement merges both kinds
+        // and cuts at the limit), not gathered into a list of raw rows first.
+        let mut records = Vec::with_capacity(q.limit.clamp(1, 4096));
         let mut clock = None;
-        for row in &fetched {
-            let now: i64 = row.try_get(0).map_err(db)?;
-            clock = Some(now);
-            let kind: Option<i32> = row.try_get(1).map_err(db)?;
-            match kind {
-                None => {}
-                Some(0) => records.push(ChangeRecord::Entity(rows::stored_entity_at(row, 2)?)),
-                Some(_) => records.push(ChangeRecord::Relationship(rows::stored_relationship_at(
-                    row,
-                    2 + ENTITY_COLS,
-                )?)),
+        {
+            let mut fetched = qb.build().fetch(&mut *tx);
+            while let Some(row) = fetched.try_next().await.map_err(db)? {
+                let now: i64 = row.try_get(0).map_err(db)?;
+                clock = Some(now);
+                let kind: Option<i32> = row.try_get(1).map_err(db)?;
+                match kind {
+                    None => {}
+                    Some(0) => records.push(ChangeRecord::Entity(rows::stored_entity_at(&row, 2)?)),
+                    Some(_) => records.push(ChangeRecord::Relationship(
+                        rows::stored_relationship_at(&row, 2 + ENTITY_COLS)?,
+                    )),
+                }
             }
         }
+        tx.commit().await.map_err(db)?;
+
         let clock =
             clock.ok_or_else(|| StoreError::Corrupt("change page without a clock".into()))?;
         let next_after_seq = if records.len() as i64 == limit {

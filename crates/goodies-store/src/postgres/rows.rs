@@ -63,17 +63,21 @@ fn json_object(s: &str, what: &str) -> Result<JsonObject> {
 
 /// An entity version from `ENTITY_COLS` columns starting at `at`.
 pub(super) fn stored_entity_at(row: &PgRow, at: usize) -> Result<StoredEntity> {
-    let content: String = get(row, at + 4)?;
-    let parents: String = get(row, at + 7)?;
-    let parent_versions: Vec<Version> =
-        serde_json::from_str(&parents).map_err(|e| corrupt("parent_versions", e))?;
+    // Text columns that are parsed are borrowed from the row, not copied first.
+    let content: &str = get(row, at + 4)?;
+    let parents: &str = get(row, at + 7)?;
+    let parent_versions: Vec<Version> = if parents == "[]" {
+        Vec::new()
+    } else {
+        serde_json::from_str(parents).map_err(|e| corrupt("parent_versions", e))?
+    };
     let entity = Entity {
         id: get::<String>(row, at)?.into(),
         version: Version::new(get::<String>(row, at + 1)?),
-        entity_type: EntityType::parse(&get::<String>(row, at + 2)?),
+        entity_type: EntityType::parse(get::<&str>(row, at + 2)?),
         name: get(row, at + 3)?,
-        content: json_object(&content, "content")?,
-        source_type: SourceType::parse(&get::<String>(row, at + 5)?),
+        content: json_object(content, "content")?,
+        source_type: SourceType::parse(get::<&str>(row, at + 5)?),
         user_id: get(row, at + 6)?,
         parent_versions,
         created_at: ts(get(row, at + 8)?)?,
@@ -95,15 +99,15 @@ pub(super) fn entity(row: &PgRow) -> Result<Entity> {
 
 /// A relationship from the relationship columns starting at `at`.
 pub(super) fn stored_relationship_at(row: &PgRow, at: usize) -> Result<StoredRelationship> {
-    let properties: String = get(row, at + 6)?;
+    let properties: &str = get(row, at + 6)?;
     let relationship = Relationship {
         id: get::<String>(row, at)?.into(),
         from_entity_id: get::<String>(row, at + 1)?.into(),
         from_entity_version: Version::new(get::<String>(row, at + 2)?),
         to_entity_id: get::<String>(row, at + 3)?.into(),
         to_entity_version: Version::new(get::<String>(row, at + 4)?),
-        relationship_type: RelationshipType::parse(&get::<String>(row, at + 5)?),
-        properties: json_object(&properties, "properties")?,
+        relationship_type: RelationshipType::parse(get::<&str>(row, at + 5)?),
+        properties: json_object(properties, "properties")?,
         user_id: get(row, at + 7)?,
         created_at: ts(get(row, at + 8)?)?,
         updated_at: ts(get(row, at + 9)?)?,

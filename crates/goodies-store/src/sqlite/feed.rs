@@ -44,56 +44,55 @@ impl SqliteStore {
             }
         }
 
-        let mut records: Vec<ChangeRecord> = Vec::new();
-        if query.include_entities {
-            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
-                "SELECT {ENTITY_COLS} FROM entities WHERE is_latest = 1 AND seq > "
-            ));
-            qb.push_bind(after);
-            if let Some(since) = query.since {
-                qb.push(" AND received_at > ")
-                    .push_bind(since.unix_micros());
+        // One statement: the entity and relationship rows merged in sequence order and
+        // cut at the limit inside SQLite (a compound SELECT with ORDER BY is a merge of
+        // the two arms, each walked in seq order through its index), so only the rows the
+        // page keeps are read, decoded and moved; neither list is materialised whole.
+        // Every arm has the kind column and then 14 columns, a relationship's 12 padded.
+        let mut records: Vec<ChangeRecord> = Vec::with_capacity(limit.min(4096));
+        if query.include_entities || query.include_relationships {
+            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("");
+            if query.include_entities {
+                qb.push(FEED_ENTITY_ARM).push_bind(after);
+                if let Some(since) = query.since {
+                    qb.push(" AND received_at > ")
+                        .push_bind(since.unix_micros());
+                }
+                if let Some(types) = &query.entity_types {
+                    qb.push(" AND entity_type IN ");
+                    push_in_list(&mut qb, types.iter().map(|t| t.as_str()));
+                }
+                if let Some(users) = &query.modified_by {
+                    qb.push(" AND user_id IN ");
+                    push_in_list(&mut qb, users.iter().map(String::as_str));
+                }
             }
-            if let Some(types) = &query.entity_types {
-                qb.push(" AND entity_type IN ");
-                push_in_list(&mut qb, types.iter().map(|t| t.as_str()));
-            }
-            if let Some(users) = &query.modified_by {
-                qb.push(" AND user_id IN ");
-                push_in_list(&mut qb, users.iter().map(String::as_str));
+            if query.include_relationships {
+                if query.include_entities {
+                    qb.push(" UNION ALL ");
+                }
+                qb.push(FEED_REL_ARM).push_bind(after);
+                if let Some(since) = query.since {
+                    qb.push(" AND received_at > ")
+                        .push_bind(since.unix_micros());
+                }
+                if let Some(users) = &query.modified_by {
+                    qb.push(" AND user_id IN ");
+                    push_in_list(&mut qb, users.iter().map(String::as_str));
+                }
             }
             qb.push(" ORDER BY seq LIMIT ").push_bind(limit_i64);
             // Decode as rows arrive rather than holding a whole page of raw rows.
             let mut rows = qb.build().fetch(&mut *conn);
             while let Some(row) = rows.try_next().await.map_err(StoreError::database)? {
-                records.push(ChangeRecord::Entity(stored_entity(&row)?));
-            }
-        }
-        if query.include_relationships {
-            let mut qb: QueryBuilder<'_, Sqlite> =
-                QueryBuilder::new(format!("SELECT {REL_COLS} FROM relationships WHERE seq > "));
-            qb.push_bind(after);
-            if let Some(since) = query.since {
-                qb.push(" AND received_at > ")
-                    .push_bind(since.unix_micros());
-            }
-            if let Some(users) = &query.modified_by {
-                qb.push(" AND user_id IN ");
-                push_in_list(&mut qb, users.iter().map(String::as_str));
-            }
-            qb.push(" ORDER BY seq LIMIT ").push_bind(limit_i64);
-            // Decode as rows arrive rather than holding a whole page of raw rows.
-            let mut rows = qb.build().fetch(&mut *conn);
-            while let Some(row) = rows.try_next().await.map_err(StoreError::database)? {
-                records.push(ChangeRecord::Relationship(stored_relationship(&row)?));
+                records.push(feed_record(&row)?);
             }
         }
         let server_time = self.clock().saturating_add_micros(-1);
         drop(conn);
         drop(_read);
 
-        records.sort_by_key(ChangeRecord::seq);
-        records.truncate(limit);
+        debug_assert!(records.windows(2).all(|w| w[0].seq() < w[1].seq()));
         let next_after_seq = if records.len() == limit {
             records.last().map(ChangeRecord::seq)
         } else {

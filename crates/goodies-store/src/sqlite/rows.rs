@@ -14,7 +14,7 @@ use sqlx::{Arguments as _, QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use crate::error::{Result, StoreError};
 use crate::logic::{EntityRow, RelationshipRow};
-use crate::types::{StoredEntity, StoredRelationship};
+use crate::types::{ChangeRecord, StoredEntity, StoredRelationship};
 
 /// Entity columns, in the order [`stored_entity`] reads them.
 pub(crate) const ENTITY_COLS: &str = "seq, id, version, entity_type, name, content, source_type, \
@@ -173,6 +173,29 @@ pub(crate) fn stored_relationship_at(row: &SqliteRow, at: usize) -> Result<Store
 /// Reads [`REL_COLS`].
 pub(crate) fn stored_relationship(row: &SqliteRow) -> Result<StoredRelationship> {
     stored_relationship_at(row, 0)
+}
+
+/// The entity arm of the change feed's statement: kind 0, then [`ENTITY_COLS`] (14
+/// columns); ends with `seq > ` for the bound after which rows are read.
+pub(crate) const FEED_ENTITY_ARM: &str = "SELECT 0 AS kind, seq, id, version, entity_type, name, \
+     content, source_type, user_id, parent_versions, created_at, updated_at, received_at, \
+     is_latest, became_latest FROM entities WHERE is_latest = 1 AND seq > ";
+
+/// The relationship arm of the change feed's statement: kind 1, then [`REL_COLS`] padded
+/// to the entity arm's 14 columns; ends with `seq > `.
+pub(crate) const FEED_REL_ARM: &str = "SELECT 1 AS kind, seq, id, from_entity_id, \
+     from_entity_version, to_entity_id, to_entity_version, relationship_type, properties, \
+     user_id, created_at, updated_at, received_at, NULL, NULL FROM relationships WHERE seq > ";
+
+/// One row of the change feed's statement ([`FEED_ENTITY_ARM`] or [`FEED_REL_ARM`]).
+pub(crate) fn feed_record(row: &SqliteRow) -> Result<ChangeRecord> {
+    match get::<i64>(row, 0)? {
+        0 => stored_entity_at(row, 1).map(ChangeRecord::Entity),
+        1 => stored_relationship_at(row, 1).map(ChangeRecord::Relationship),
+        kind => Err(StoreError::Corrupt(format!(
+            "change feed row of kind {kind}"
+        ))),
+    }
 }
 
 /// An entity version to insert.
@@ -340,6 +363,12 @@ mod tests {
         assert_eq!(key_of(""), 0xcbf2_9ce4_8422_2325_u64 as i64);
         assert_eq!(key_of("a"), 0xaf63_dc4c_8601_ec8c_u64 as i64);
         assert_eq!(key_of("foobar"), 0x8594_4171_f739_67e8_u64 as i64);
+    }
+
+    #[test]
+    fn feed_arms_read_the_columns_their_decoders_expect() {
+        assert!(FEED_ENTITY_ARM.contains(&format!("SELECT 0 AS kind, {ENTITY_COLS} FROM")));
+        assert!(FEED_REL_ARM.contains(&format!("SELECT 1 AS kind, {REL_COLS}, NULL, NULL FROM")));
     }
 
     #[test]
