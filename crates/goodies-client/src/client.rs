@@ -282,6 +282,16 @@ impl BlowingOffClient {
         &self.inner.store
     }
 
+    /// Closes the local store once the calls in progress are done (every clone of this
+    /// client shares it; later calls fail). A SQLite mirror is then written whole into
+    /// its file and synced to disk: a commit alone survives the process ending but not
+    /// a power loss, so a program that exits after local edits calls this first (the
+    /// command-line client does, after every command). A command that wrote nothing
+    /// closes without touching the disk.
+    pub async fn close(&self) {
+        self.inner.store.close().await;
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config

@@ -262,6 +262,13 @@ pub trait ClientStore: GraphRead {
     /// Counts one more failed send for these outbox positions.
     async fn mark_attempted(&self, positions: &[i64]) -> Result<()>;
 
+    /// Closes the store once the calls in progress are done; later calls fail. On SQLite
+    /// the last connection to close writes the write-ahead log into the database file and
+    /// syncs it to disk: until then the commits of a process survive the process ending
+    /// but not a power loss (`synchronous = NORMAL`), so a program that exits after a
+    /// local write (a command-line tool) closes the store first. Nothing to do by default.
+    async fn close(&self) {}
+
     /// Ids with a pending outbox entry.
     async fn pending_ids(&self) -> Result<Vec<EntityId>>;
 

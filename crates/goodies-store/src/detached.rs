@@ -442,6 +442,15 @@ impl<S: ClientStore + ?Sized + 'static> ClientStore for Detached<S> {
         run(async move { s.stored_digest().await }).await
     }
 
+    async fn close(&self) {
+        let s = self.0.clone();
+        let _ = run(async move {
+            ClientStore::close(&*s).await;
+            Ok(())
+        })
+        .await;
+    }
+
     async fn mark_attempted(&self, positions: &[i64]) -> Result<()> {
         let (s, positions) = (self.0.clone(), positions.to_vec());
         run(async move { s.mark_attempted(&positions).await }).await

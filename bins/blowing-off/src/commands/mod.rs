@@ -66,26 +66,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         config::apply(&client, &resolved).await?;
     }
     let _log = client.on_change(log_event);
+    let outcome = dispatch(&client, cli, out, &resolved).await;
+    // Whatever the command did, its writes reach the disk before the process ends: the
+    // mirror's last connection checkpoints the write-ahead log and syncs the file.
+    client.close().await;
+    outcome
+}
+
+async fn dispatch(
+    client: &BlowingOffClient,
+    cli: Cli,
+    out: Out,
+    resolved: &config::Resolved,
+) -> anyhow::Result<Exit> {
     match cli.command {
-        Command::Connect(a) => connect::run(&client, out, &resolved, a).await,
-        Command::Disconnect => connect::disconnect(&client, out, &resolved).await,
-        Command::Login(a) => login::run(&client, out, &resolved, a).await,
-        Command::Sync => sync::run_once(&client, out).await,
-        Command::SyncDaemon(a) => sync::run_daemon(&client, out, &resolved, a).await,
-        Command::Status(a) => status::run(&client, out, a).await,
-        Command::Export(a) => transfer::export(&client, out, a).await,
-        Command::Import(a) => transfer::import(&client, out, a).await,
-        Command::Home(a) => home::run(&client, out, a).await,
-        Command::Room(a) => room::run(&client, out, a).await,
-        Command::Device(a) => device::run(&client, out, a).await,
-        Command::Entity(a) => entity::run(&client, out, a).await,
-        Command::Relate(a) => graph::relate(&client, out, a).await,
-        Command::Search(a) => graph::search(&client, out, a).await,
-        Command::Stats => graph::stats(&client, out).await,
-        Command::Conflicts(a) => conflicts::run(&client, out, a).await,
-        Command::Outbox(a) => outbox::run(&client, out, a).await,
-        Command::Blob(a) => blob::run(&client, out, a).await,
-        Command::Mcp(a) => mcp::run(&client, a).await,
+        Command::Connect(a) => connect::run(client, out, resolved, a).await,
+        Command::Disconnect => connect::disconnect(client, out, resolved).await,
+        Command::Login(a) => login::run(client, out, resolved, a).await,
+        Command::Sync => sync::run_once(client, out).await,
+        Command::SyncDaemon(a) => sync::run_daemon(client, out, resolved, a).await,
+        Command::Status(a) => status::run(client, out, a).await,
+        Command::Export(a) => transfer::export(client, out, a).await,
+        Command::Import(a) => transfer::import(client, out, a).await,
+        Command::Home(a) => home::run(client, out, a).await,
+        Command::Room(a) => room::run(client, out, a).await,
+        Command::Device(a) => device::run(client, out, a).await,
+        Command::Entity(a) => entity::run(client, out, a).await,
+        Command::Relate(a) => graph::relate(client, out, a).await,
+        Command::Search(a) => graph::search(client, out, a).await,
+        Command::Stats => graph::stats(client, out).await,
+        Command::Conflicts(a) => conflicts::run(client, out, a).await,
+        Command::Outbox(a) => outbox::run(client, out, a).await,
+        Command::Blob(a) => blob::run(client, out, a).await,
+        Command::Mcp(a) => mcp::run(client, a).await,
         Command::Completions(a) => completions::run(a),
     }
 }

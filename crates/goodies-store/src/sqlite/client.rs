@@ -542,6 +542,10 @@ impl ClientStore for SqliteStore {
             .map_err(StoreError::database)
     }
 
+    async fn close(&self) {
+        SqliteStore::close(self).await;
+    }
+
     async fn stored_digest(&self) -> Result<Option<String>> {
         sqlx::query_scalar::<_, String>("SELECT digest FROM stored_digest WHERE one = 1")
             .fetch_optional(&self.pool)

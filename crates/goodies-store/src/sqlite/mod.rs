@@ -162,6 +162,15 @@ impl SqliteStore {
         Self::open(SqliteTarget::Memory, opts).await
     }
 
+    /// Closes the pool once the connections in use come back. The last connection to a
+    /// file closes by checkpointing the write-ahead log into the database and syncing it,
+    /// which makes this process's commits durable after a power loss (with
+    /// `synchronous = NORMAL` a commit alone is durable after a crash of the process, not
+    /// of the machine). Later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     pub(crate) async fn open(target: SqliteTarget, opts: StoreOptions) -> Result<SqliteStore> {
         let base = SqliteConnectOptions::new()
             .foreign_keys(true)
