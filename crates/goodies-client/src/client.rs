@@ -29,8 +29,7 @@ use crate::events::{ClientEvent, EventHub, SubscriptionHandle};
 use crate::http::Http;
 use crate::model::{Device, Home, Room, DEVICE_TYPE_KEY, FLOOR_KEY, MANUFACTURER_KEY};
 use crate::settings::{
-    keys, normalize_server_url, ClientStatus, DigestCheck, GzipRefusals, LastSync,
-    RecordedConflict, Settings,
+    keys, normalize_server_url, ClientStatus, GzipRefusals, RecordedConflict, Settings,
 };
 use crate::signing::{SigningKey, SigningTransport};
 use crate::sync::SyncResult;
@@ -57,6 +56,9 @@ pub(crate) struct Inner {
     pub(crate) signals: Arc<crate::signals::Signals>,
     /// Syncs again by itself when pending changes found the server unreachable.
     pub(crate) retry_timer: crate::live::RetryTimer,
+    /// Where the record of the last sync is kept, for a mirror that is a file
+    /// (`crate::record`).
+    pub(crate) record_file: Option<PathBuf>,
     user_id: RwLock<String>,
 }
 
@@ -164,7 +166,10 @@ impl ClientBuilder {
             None => transport,
         };
         let db_path = self.path.display().to_string();
-        let client = BlowingOffClient::from_parts(store, transport, self.config, &db_path).await?;
+        let record_file = crate::record::record_path(&self.path);
+        let client =
+            BlowingOffClient::assemble(store, transport, self.config, &db_path, record_file)
+                .await?;
         crate::account::restrict_to_owner(&self.path);
         Ok(client)
     }
@@ -241,6 +246,16 @@ impl BlowingOffClient {
         config: ClientConfig,
         db_path: &str,
     ) -> Result<Self, ClientError> {
+        Self::assemble(store, transport, config, db_path, None).await
+    }
+
+    async fn assemble(
+        store: Arc<dyn ClientStore>,
+        transport: Arc<dyn Transport>,
+        config: ClientConfig,
+        db_path: &str,
+        record_file: Option<PathBuf>,
+    ) -> Result<Self, ClientError> {
         if store.setting(keys::CLIENT_ID).await?.is_none() {
             store
                 .set_setting(keys::CLIENT_ID, &uuid::Uuid::new_v4().to_string())
@@ -267,6 +282,7 @@ impl BlowingOffClient {
                 config.clock_offset,
             )),
             retry_timer: crate::live::RetryTimer::default(),
+            record_file,
             events,
             config,
             sync_lock: tokio::sync::Mutex::new(()),
@@ -384,6 +400,7 @@ impl BlowingOffClient {
         let s = self.settings().await?;
         let state = self.inner.store.sync_state().await?;
         let conflicts = self.recent_conflicts().await?;
+        let (last_sync, last_digest_check) = self.inner.sync_record().await?;
         Ok(ClientStatus {
             server_url: s.server_url,
             logged_in: s.auth_token.is_some(),
@@ -394,11 +411,8 @@ impl BlowingOffClient {
             quarantined_changes: self.inner.store.quarantined().await?.len() as u64,
             watermark: state.watermark,
             cursor: state.cursor,
-            last_sync: self.inner.get_json::<LastSync>(keys::LAST_SYNC).await?,
-            last_digest_check: self
-                .inner
-                .get_json::<DigestCheck>(keys::LAST_DIGEST_CHECK)
-                .await?,
+            last_sync,
+            last_digest_check,
             conflicts: conflicts.len() as u64,
             conflicts_from_other_devices: conflicts
                 .iter()

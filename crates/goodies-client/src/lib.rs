@@ -52,6 +52,7 @@ mod http;
 mod live;
 pub mod merkle;
 mod model;
+mod record;
 mod repair;
 mod rooms;
 mod selection;

@@ -40,6 +40,21 @@ impl LinkState {
     }
 }
 
+/// A measured skew is stored again when it moved by this much since it was stored.
+pub(crate) const SKEW_STORE_STEP_MS: i64 = CLOCK_SKEW_THRESHOLD_MS / 2;
+
+/// Whether `now` says nothing `stored` does not: the same reachability, the same side of
+/// the skew threshold, and a skew within [`SKEW_STORE_STEP_MS`] of the stored one.
+fn same_enough(stored: &LinkState, now: &LinkState) -> bool {
+    stored.online == now.online
+        && stored.clock_skewed() == now.clock_skewed()
+        && match (stored.clock_skew_ms, now.clock_skew_ms) {
+            (Some(a), Some(b)) => (a - b).abs() < SKEW_STORE_STEP_MS,
+            (None, None) => true,
+            _ => false,
+        }
+}
+
 /// The client's live link state, shared by its requests.
 #[derive(Debug)]
 pub(crate) struct Signals {
@@ -53,6 +68,9 @@ struct Inner {
     link: LinkState,
     /// Whether `link` changed since it was last stored.
     dirty: bool,
+    /// The link as stored (or restored from the store): a change is stored again only
+    /// when it matters (see [`Signals::take_changed`]).
+    stored: Option<LinkState>,
     /// When the request being answered was sent (our clock, microseconds).
     sent_at: Option<i64>,
     /// When its answer arrived.
@@ -99,13 +117,23 @@ impl Signals {
             .unwrap_or_default()
     }
 
-    /// The link state to store, if it changed since the last call.
+    /// The link state to store, if it changed since the last call by more than noise:
+    /// reachability, whether the clock is skewed, or the skew by
+    /// [`SKEW_STORE_STEP_MS`] or more. A sync that finds the link as it was stores
+    /// nothing (the skew measured from each answer moves by a few milliseconds).
     pub(crate) fn take_changed(&self) -> Option<LinkState> {
         let mut s = self.state.lock().ok()?;
         if !s.dirty {
             return None;
         }
         s.dirty = false;
+        if s.stored
+            .as_ref()
+            .is_some_and(|stored| same_enough(stored, &s.link))
+        {
+            return None;
+        }
+        s.stored = Some(s.link.clone());
         Some(s.link.clone())
     }
 
@@ -113,7 +141,8 @@ impl Signals {
     pub(crate) fn restore(&self, link: LinkState) {
         if let Ok(mut s) = self.state.lock() {
             if s.link == LinkState::default() {
-                s.link = link;
+                s.link = link.clone();
+                s.stored = Some(link);
             }
         }
     }

@@ -37,7 +37,7 @@ use crate::error::{ClientError, SyncError};
 use crate::events::{ClientEvent, SyncPhase};
 use crate::http::{Http, RequestFailure};
 use crate::repair::RepairMethod;
-use crate::settings::{keys, DigestCheck, LastSync, RecordedConflict};
+use crate::settings::{DigestCheck, LastSync, RecordedConflict};
 use crate::transport::Method;
 
 /// The sync endpoint.
@@ -49,6 +49,40 @@ const MAX_REQUESTS: u32 = 1_000_000;
 
 /// A limit that reads the whole outbox.
 const ALL: usize = 1 << 40;
+
+/// How old the stored watermark may be before an empty answer moves it forward. Until
+/// then an idle sync writes nothing to the mirror; an older `since` only asks the
+/// server for more (never misses a change), and a server that prunes its history
+/// refuses a `since` before its horizon (PROTOCOL §15.3), so the watermark is still
+/// moved forward once an hour by an idle client.
+pub(crate) const WATERMARK_REFRESH: Duration = Duration::from_secs(3600);
+
+/// Whether an answer leaves nothing to store: no changes, no cursor, nothing
+/// acknowledged or decided, and the stored watermark `since` is less than `refresh`
+/// older than the answer's `server_time` (so keeping it loses nothing: the server sent
+/// nothing newer than it, and it is recent enough for any history horizon of more than
+/// `refresh`). Applying such an answer would only rewrite the watermark.
+pub(crate) fn quiet_answer(
+    acks: &AckSet,
+    page: &PulledPage,
+    since: Option<Timestamp>,
+    refresh: Duration,
+) -> bool {
+    let Some(since) = since else {
+        return false;
+    };
+    let age = page
+        .server_time
+        .unix_micros()
+        .saturating_sub(since.unix_micros());
+    page.changes.is_empty()
+        && page.cursor.is_none()
+        && acks.sent_positions.is_empty()
+        && acks.entities.is_empty()
+        && acks.relationships.is_empty()
+        && acks.resolved_versions.is_empty()
+        && (0..i64::try_from(refresh.as_micros()).unwrap_or(i64::MAX)).contains(&age)
+}
 
 fn request_limit_error() -> SyncError {
     SyncError::InvalidResponse(std::sync::Arc::from(Box::<
@@ -327,9 +361,7 @@ impl Inner {
                     errors: vec![error_chain(&e)],
                     duration_ms: result.duration.as_millis() as u64,
                 };
-                if let Ok(json) = serde_json::to_string(&failed) {
-                    let _ = self.store.set_setting(keys::LAST_SYNC, &json).await;
-                }
+                let _ = self.save_sync_record(&failed, None).await;
                 Err(e)
             }
         }
@@ -567,11 +599,16 @@ impl Inner {
         let mut prefetched: Option<Result<SyncResponse, RequestFailure>> = None;
         // The `since` of the requests: stored only when a pull completes.
         let mut watermark: Option<Timestamp> = None;
+        // Whether the request being answered carried a (stored) cursor.
+        let mut sent_cursor;
 
         loop {
             let (batch, outcome) = match prefetched.take() {
                 // A pull page: nothing pushed with it.
-                Some(outcome) => (Vec::new(), outcome),
+                Some(outcome) => {
+                    sent_cursor = true;
+                    (Vec::new(), outcome)
+                }
                 None => {
                     // The next batch: pending entries this sync has not sent yet, in outbox order.
                     let batch: Vec<_> = if pushing {
@@ -594,6 +631,7 @@ impl Inner {
                     }
                     let state = self.store.sync_state().await?;
                     watermark = state.watermark;
+                    sent_cursor = state.cursor.is_some();
                     let mut request =
                         self.sync_request(settings, selection.as_ref(), watermark, state.cursor);
                     request.changes = batch.iter().map(|e| e.change.clone()).collect();
@@ -722,7 +760,15 @@ impl Inner {
                 cursor: response.cursor.map(|c| c.0),
                 server_time: response.server_time,
             };
+            // An answer with nothing in it, to a request that pushed nothing and carried
+            // no cursor, from a recent watermark: nothing to write (see `quiet_answer`).
+            let quiet = batch.is_empty()
+                && !sent_cursor
+                && quiet_answer(&acks, &page, watermark, WATERMARK_REFRESH);
             let apply = async {
+                if quiet {
+                    return Ok(goodies_store::ApplyReport::default());
+                }
                 let report = self.store.apply_response(&acks, &page).await?;
                 self.digest.applied(&page.changes, &report).await;
                 Ok::<_, ClientError>(report)
@@ -969,11 +1015,58 @@ impl Inner {
             errors: res.errors.iter().map(|e| error_chain(e)).collect(),
             duration_ms: res.duration.as_millis() as u64,
         };
-        self.set_json(keys::LAST_SYNC, &last).await?;
-        if let Some(d) = &res.digest {
-            self.set_json(keys::LAST_DIGEST_CHECK, d).await?;
-        }
+        self.save_sync_record(&last, res.digest.as_ref()).await?;
         // The conflicts were recorded by `settle_conflicts`, with their contents.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use super::*;
+
+    fn page(server_time: Timestamp) -> PulledPage {
+        PulledPage {
+            changes: vec![],
+            cursor: None,
+            server_time,
+        }
+    }
+
+    /// An empty answer from a recent watermark is not stored; anything in it, a cursor,
+    /// an acknowledgement, no watermark yet, a watermark older than the refresh, or a
+    /// server clock behind the watermark, is.
+    #[test]
+    fn only_an_empty_answer_from_a_recent_watermark_is_left_unstored() {
+        let now = Timestamp::now();
+        let since = |ago_s: i64| Some(now.saturating_add_micros(-ago_s * 1_000_000));
+        let none = AckSet::default();
+        let refresh = WATERMARK_REFRESH;
+        assert!(quiet_answer(&none, &page(now), since(5), refresh));
+        assert!(
+            !quiet_answer(&none, &page(now), None, refresh),
+            "first pull"
+        );
+        assert!(
+            !quiet_answer(&none, &page(now), since(2 * 3600), refresh),
+            "a watermark older than the refresh is moved forward"
+        );
+        assert!(
+            !quiet_answer(&none, &page(now), since(-5), refresh),
+            "a server clock behind the watermark"
+        );
+        let mut with_cursor = page(now);
+        with_cursor.cursor = Some("c".into());
+        assert!(!quiet_answer(&none, &with_cursor, since(5), refresh));
+        let acked = AckSet {
+            sent_positions: vec![1],
+            ..AckSet::default()
+        };
+        assert!(!quiet_answer(&acked, &page(now), since(5), refresh));
+        let resolved = AckSet {
+            resolved_versions: vec![(EntityId::new("e"), Version::new("v"))],
+            ..AckSet::default()
+        };
+        assert!(!quiet_answer(&resolved, &page(now), since(5), refresh));
     }
 }

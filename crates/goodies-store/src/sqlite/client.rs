@@ -748,6 +748,11 @@ impl ClientStore for SqliteStore {
     }
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        // A value stored already is not written again: no transaction, nothing in the
+        // log (a command that changes nothing leaves the mirror's files as they were).
+        if self.setting(key).await?.as_deref() == Some(value) {
+            return Ok(());
+        }
         let mut w = self.writer().await?;
         sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(key)
