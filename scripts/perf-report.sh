@@ -49,6 +49,7 @@ run cli_sync cargo bench -p goodies-e2e --bench cli_sync
 run client_sync cargo bench -p goodies-e2e --bench client_sync
 run merkle_repair cargo bench -p goodies-e2e --bench merkle_repair
 run client_repair cargo bench -p goodies-e2e --bench client_repair
+run full_pull cargo bench -p goodies-e2e --bench full_pull -- --pulls 7
 run server_load_empty cargo bench -p goodies-e2e --bench server_load -- --scenario empty --clients 10 --seconds 3 --backend sqlite
 run server_load_full cargo bench -p goodies-e2e --bench server_load -- --scenario full --entities 300 --clients 5 --seconds 3 --backend sqlite
 run feed_blobs cargo bench -p funkygibbon-mock --bench feed_blobs
@@ -74,6 +75,7 @@ TARGETS = [
     (r"initial sync, 300 entities", "< 30 ms"),
     (r"initial sync, 10000 entities", "< 400 ms"),
     (r"empty delta.*10 clients|scenario=empty", "p99 < 20 ms"),
+    (r"full_pull: (sqlite|postgres), 10000", "< 150 ms"),
 ]
 
 def target(what):
@@ -125,6 +127,7 @@ HOW = {
     "client_sync": "fresh client child process, timed in-process (login excluded), loopback",
     "merkle_repair": "warm client, loopback",
     "client_repair": "warm client `sync()` after a corrupted row, loopback",
+    "full_pull": "server side of a whole pull (41 requests, one keep-alive connection), loopback",
     "server_load_empty": "server child process, 10 keep-alive clients, 3 s, loopback",
     "server_load_full": "server child process, 5 keep-alive clients, 3 s, loopback",
 }
@@ -160,8 +163,11 @@ for name, how in HOW.items():
         fi, sl = col("fastest"), col("slowest")
         if si is None and fi is not None and sl is not None:
             spread = f"{cells[fi]}–{cells[sl]}"
-        rows.append((what, f"{how} ({load_of(name)})", cells[mi] if mi is not None else "—",
-                     spread + extra, target(what)))
+        unit = lambda i, v: v + " ms" if i is not None and header[i].endswith(" ms") and re.fullmatch(r"[0-9.]+", v) else v
+        if si is None and fi is not None and sl is not None:
+            spread = f"{unit(fi, cells[fi])}–{unit(sl, cells[sl])}"
+        median = unit(mi, cells[mi]) if mi is not None else "—"
+        rows.append((what, f"{how} ({load_of(name)})", median, spread + extra, target(what)))
 
 log = os.path.join(out, "feed_blobs.log")
 if os.path.exists(log):
