@@ -8,7 +8,7 @@ use std::path::Path;
 mod support;
 
 use serde_json::Value;
-use support::{json, ok, run, start_server, PASSWORD};
+use support::{json, ok, run, start_server, two_clients, PASSWORD};
 
 /// Runs and returns (exit code, stderr).
 fn fails(db: &Path, args: &[&str]) -> (i32, String) {
@@ -56,11 +56,7 @@ fn data(n: usize) -> Vec<u8> {
 #[test]
 fn a_file_put_on_one_client_is_got_on_another() {
     let dir = tempfile::tempdir().unwrap();
-    let (url, _stop) = start_server(dir.path());
-    let a = dir.path().join("a.db");
-    let b = dir.path().join("b.db");
-    connect(&a, &url);
-    connect(&b, &url);
+    let (_url, _stop, a, b) = two_clients(dir.path());
     let oven = device(&a);
     let bytes = data(2_500_000);
     let file = dir.path().join("oven manual.pdf");

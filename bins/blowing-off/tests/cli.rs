@@ -7,7 +7,7 @@ use std::process::Output;
 mod support;
 
 use serde_json::Value;
-use support::{run, start_server, PASSWORD};
+use support::{connect, run, start_server, PASSWORD};
 
 fn ok(db: &Path, args: &[&str]) -> String {
     let out = run(db, args);
@@ -91,10 +91,7 @@ fn readme_flow_and_exit_codes() {
     assert!(said.starts_with("synced "), "{said}");
 
     // A second client, exactly as the README runs it.
-    ok(
-        &b,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    connect(&b, &url);
     let synced = json(&b, &["sync"]);
     assert_eq!(synced["ok"], true);
     assert_eq!(synced["digest"]["server"], synced["digest"]["local"]);

@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{command, id, json, ok, run, start_server, PASSWORD};
+use support::{command, connect, id, json, ok, run, start_server, two_clients, PASSWORD};
 
 #[test]
 fn the_seeds_commands_in_tables_and_json() {
@@ -26,10 +26,7 @@ fn the_seeds_commands_in_tables_and_json() {
             "alice",
         ],
     );
-    ok(
-        &b,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    connect(&b, &url);
 
     let home = json(&a, &["house", "create", "--name", "Home"]);
     assert_eq!(home["name"], "Home");
@@ -237,17 +234,7 @@ fn tables_fit_columns_and_history_keeps_whole_contents() {
 #[test]
 fn an_offline_conflict_is_explained_from_this_clients_side_and_both_converge() {
     let dir = tempfile::tempdir().unwrap();
-    let (url, _stop) = start_server(dir.path());
-    let a = dir.path().join("a.db");
-    let b = dir.path().join("b.db");
-    ok(
-        &a,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
-    ok(
-        &b,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    let (_url, _stop, a, b) = two_clients(dir.path());
     let home = json(&a, &["house", "create", "--name", "Home"]);
     let room = json(
         &a,

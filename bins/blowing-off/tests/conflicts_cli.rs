@@ -8,7 +8,7 @@ mod support;
 
 use inbetweenies_conflict::{ResolverConfig, Strategy};
 use serde_json::Value;
-use support::{id, json, ok, run, start_server, start_server_with, PASSWORD};
+use support::{connect, id, json, ok, run, start_server, start_server_with, PASSWORD};
 
 /// Exit code and stderr of a command expected to fail.
 fn fails(db: &Path, args: &[&str]) -> (Option<i32>, String) {
@@ -269,10 +269,7 @@ fn the_graph_is_exported_and_imported_once_however_often() {
     };
     assert_eq!(ids(&c), ids(&a));
     // The import goes out like any edit: a's state reaches b through c's sync.
-    ok(
-        &c,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    connect(&c, &url);
     ok(&c, &["sync"]);
     ok(&b, &["sync"]);
     assert_eq!(json(&b, &["device", "state", &lamp])["power"], "on");

@@ -10,7 +10,7 @@ mod support;
 
 use funkygibbon_mock::{Claims, ADMIN_PERMISSIONS};
 use serde_json::Value;
-use support::{command, run, start_server, PASSWORD};
+use support::{command, connect, run, start_server, PASSWORD};
 
 fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
@@ -182,10 +182,7 @@ fn a_token_refused_later_is_reported_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (url, stop) = start_server(dir.path());
     let db = dir.path().join("a.db");
-    ok(
-        &db,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    connect(&db, &url);
     drop(stop);
     // Another server on the same database directory, with another secret: the stored
     // token no longer verifies.
@@ -281,10 +278,7 @@ fn disconnect_forgets_the_token_and_keeps_pending_changes() {
     let dir = tempfile::tempdir().unwrap();
     let (url, _stop) = start_server(dir.path());
     let db = dir.path().join("a.db");
-    ok(
-        &db,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    connect(&db, &url);
     ok(&db, &["house", "create", "--name", "Home"]);
     let said = ok(&db, &["disconnect"]);
     assert!(said.contains("1 pending change(s) kept"), "{said}");
@@ -299,10 +293,7 @@ fn disconnect_forgets_the_token_and_keeps_pending_changes() {
     let out = run(&db, &["sync"]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     // Connecting again sends what waited.
-    ok(
-        &db,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    connect(&db, &url);
     ok(&db, &["sync"]);
     assert_eq!(status_json(&db)["pending_changes"], 0);
 }

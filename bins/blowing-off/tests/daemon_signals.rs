@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use serde_json::Value;
-use support::{command, run, start_server, PASSWORD};
+use support::{command, connect, run, start_server, two_clients};
 
 const BOUND: Duration = Duration::from_secs(20);
 
@@ -75,17 +75,7 @@ fn homes(db: &Path) -> Vec<String> {
 
 fn stops_cleanly_on(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (url, _stop) = start_server(dir.path());
-    let a = dir.path().join("a.db");
-    let b = dir.path().join("b.db");
-    ok(
-        &a,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
-    ok(
-        &b,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    let (_url, _stop, a, b) = two_clients(dir.path());
     ok(&a, &["house", "create", "--name", "Before"]);
 
     let mut daemon = command(&a, &["--json", "sync-daemon", "--interval", "1"])
@@ -139,10 +129,7 @@ fn the_daemon_says_it_runs_and_how_to_stop_it() {
     let dir = tempfile::tempdir().unwrap();
     let (url, _stop) = start_server(dir.path());
     let a = dir.path().join("a.db");
-    ok(
-        &a,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    connect(&a, &url);
     let out = run(&a, &["sync-daemon", "--interval", "1", "--count", "2"]);
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -174,10 +161,7 @@ fn the_daemon_refreshes_a_token_before_it_expires() {
         c
     });
     let a = dir.path().join("a.db");
-    ok(
-        &a,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    connect(&a, &url);
     let file = support::home_of(&a).join("config/blowing-off/config.json");
     let token_in_file = || -> String {
         let v: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();

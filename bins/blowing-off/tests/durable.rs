@@ -11,7 +11,7 @@ mod support;
 use std::path::Path;
 
 use goodies_store::{ClientStore as _, SqliteStore, StoreOptions};
-use support::{json, ok, start_server, PASSWORD};
+use support::{connect, json, ok, start_server};
 
 /// The pending (unsent) changes in the database file at `db`, read without its
 /// write-ahead log (the file is copied alone).
@@ -42,10 +42,7 @@ fn a_local_edit_is_in_the_database_file_when_the_command_ends() {
     let dir = tempfile::tempdir().expect("dir");
     let (url, _stop) = start_server(dir.path());
     let db = dir.path().join("m.db");
-    ok(
-        &db,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    connect(&db, &url);
     ok(&db, &["sync"]);
 
     // Offline edits: nothing sends them, so they are only in the mirror.

@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 
 use goodies_client::{BlowingOffClient, ClientConfig, EntityType, RetryPolicy};
-use support::{json, ok, start_server, PASSWORD};
+use support::{json, start_server, two_clients, PASSWORD};
 
 /// The bytes of the mirror and of its WAL (`None` when there is no WAL file, or an
 /// empty one: opening the mirror creates it, and it holds no frame).
@@ -34,17 +34,7 @@ fn same(before: &(Vec<u8>, Option<Vec<u8>>), after: &(Vec<u8>, Option<Vec<u8>>),
 #[test]
 fn an_idle_cli_sync_leaves_the_mirror_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
-    let (url, _stop) = start_server(dir.path());
-    let a = dir.path().join("a.db");
-    let b = dir.path().join("b.db");
-    ok(
-        &a,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
-    ok(
-        &b,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    let (_url, _stop, a, b) = two_clients(dir.path());
     for n in 0..5 {
         json(&b, &["house", "create", "--name", &format!("n{n}")]);
     }

@@ -6,7 +6,7 @@ use std::process::Command;
 
 mod support;
 
-use support::{command, run, start_server, PASSWORD};
+use support::{command, connect, run, start_server};
 
 fn ok(db: &Path, args: &[&str]) -> String {
     let out = run(db, args);
@@ -53,10 +53,7 @@ fn sync_progress_is_shown_on_a_terminal_only() {
     let dir = tempfile::tempdir().unwrap();
     let (url, _stop) = start_server(dir.path());
     let db = dir.path().join("a.db");
-    ok(
-        &db,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    connect(&db, &url);
     let home = id(&ok(&db, &["--json", "house", "create", "--name", "Home"]));
     let room = id(&ok(
         &db,

@@ -10,7 +10,7 @@ use std::path::Path;
 mod support;
 
 use serde_json::{json, Value};
-use support::{run, start_server, PASSWORD};
+use support::{connect, run, start_server, PASSWORD};
 
 const SAMPLE: &str = include_str!("../../../tests/vectors/reference-graph/sample_graph.json");
 
@@ -125,10 +125,7 @@ fn room_and_device_lists_read_the_reference_graph() {
     );
 
     let db = dir.path().join("cli.db");
-    ok(
-        &db,
-        &["connect", "--server-url", &url, "--password", PASSWORD],
-    );
+    connect(&db, &url);
     assert_eq!(json_out(&db, &["sync"])["ok"], true);
     let expected = &sample["expected"];
     let id_of: HashMap<&str, &str> = sample["entities"]

@@ -69,19 +69,6 @@ fn client() -> reqwest::Client {
         .expect("client")
 }
 
-async fn login(http: &reqwest::Client, base: &str) -> String {
-    let v: Value = http
-        .post(format!("{base}/api/v1/auth/admin/login"))
-        .json(&json!({"password": PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login body");
-    v["access_token"].as_str().expect("token").to_owned()
-}
-
 fn signal(child: &Child, sig: &str) {
     let pid = child.id().expect("pid").to_string();
     let ok = std::process::Command::new("kill")
@@ -143,7 +130,7 @@ async fn stops_after_the_request_in_flight(sig: &str) {
         .await
         .expect("health body");
     assert_eq!(health["status"], "healthy");
-    let token = login(&http, &base).await;
+    let token = support::admin_login(&http, &base, PASSWORD).await;
     // A sync request held 1.5 s by the injected latency is in flight when the signal comes.
     let slow = {
         let (http, base, token) = (http.clone(), base.clone(), token.clone());
@@ -253,7 +240,7 @@ async fn json_logs_by_flag() {
     let line = listening_line(&mut child).await;
     let base = line["url"].as_str().expect("url").to_owned();
     let http = client();
-    let token = login(&http, &base).await;
+    let token = support::admin_login(&http, &base, PASSWORD).await;
     let res = http
         .post(format!("{base}/api/v1/sync/"))
         .bearer_auth(token)

@@ -72,19 +72,6 @@ async fn start(dir: &std::path::Path) -> (Child, String) {
     (child, url)
 }
 
-async fn login(http: &reqwest::Client, base: &str) -> String {
-    let v: Value = http
-        .post(format!("{base}/api/v1/auth/admin/login"))
-        .json(&json!({"password": PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login body");
-    v["access_token"].as_str().expect("token").to_owned()
-}
-
 async fn sync(http: &reqwest::Client, base: &str, token: &str, body: &Value) -> Value {
     let res = http
         .post(format!("{base}/api/v1/sync/"))
@@ -109,7 +96,7 @@ async fn memory_grown_by_a_burst_is_given_back_once_quiet() {
         .pool_max_idle_per_host(CONNECTIONS)
         .build()
         .expect("client");
-    let token = login(&http, &base).await;
+    let token = support::admin_login(&http, &base, PASSWORD).await;
 
     // A store whose full sync answers pages of some size (each entity ~1 KiB).
     let filler = "x".repeat(900);

@@ -128,6 +128,32 @@ pub fn ok(db: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `blowing-off connect` of the mirror `db` to the test server at `url` with the admin
+/// password ([`ok`]).
+pub fn connect(db: &Path, url: &str) -> String {
+    ok(
+        db,
+        &["connect", "--server-url", url, "--password", PASSWORD],
+    )
+}
+
+/// A test server in `dir` and two mirrors there (`a.db`, `b.db`), both connected to it:
+/// `(url, stop, a, b)`; the server runs until `stop` is dropped.
+pub fn two_clients(
+    dir: &Path,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let (url, stop) = start_server(dir);
+    let (a, b) = (dir.join("a.db"), dir.join("b.db"));
+    connect(&a, &url);
+    connect(&b, &url);
+    (url, stop, a, b)
+}
+
 /// [`ok`] with `--json` first, its stdout read as JSON.
 pub fn json(db: &Path, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["--json"];

@@ -227,19 +227,7 @@ impl TestServer {
 
     /// Logs in over HTTP with the test password and returns the admin token.
     pub async fn login(&self) -> String {
-        let res = self
-            .http
-            .post(self.url("/api/v1/auth/admin/login"))
-            .json(&serde_json::json!({"password": PASSWORD}))
-            .send()
-            .await
-            .expect("login request");
-        assert_eq!(res.status(), 200, "login failed");
-        let body: Value = res.json().await.expect("login body");
-        body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
+        admin_login(&self.http, &self.base, PASSWORD).await
     }
 
     /// Logs in with a signed request (servers with a signing key, PROTOCOL §2.6).
@@ -336,6 +324,23 @@ impl TestServer {
             None => Ok(()),
         }
     }
+}
+
+/// Logs in as the admin with `password` at the server `base` (a URL) and returns the
+/// token: for servers this support did not start (the binary as a child process).
+pub async fn admin_login(http: &reqwest::Client, base: &str, password: &str) -> String {
+    let res = http
+        .post(format!("{base}/api/v1/auth/admin/login"))
+        .json(&serde_json::json!({ "password": password }))
+        .send()
+        .await
+        .expect("login request");
+    assert_eq!(res.status(), 200, "login failed");
+    let body: Value = res.json().await.expect("login body");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
 }
 
 /// Status and JSON body of a response (panics on a non-JSON body).
