@@ -19,12 +19,15 @@
 //! less this thread's: the server thread and the store's worker threads; PostgreSQL's own
 //! processes are not in it), and the load average.
 
+#[path = "bench_http.rs"]
+mod bench_http;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
 use goodies_e2e::{Backend, TestServer};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::{json, Value};
 
 /// No pull takes more than this many requests.
@@ -63,26 +66,10 @@ impl Conn {
 
     /// The answer's bytes to one sync request.
     async fn sync(&mut self, body: &Value) -> anyhow::Result<Bytes> {
-        tokio::time::timeout(REQUEST_TIMEOUT, async {
-            self.sender.ready().await?;
-            let req = hyper::Request::post("/api/v1/sync/")
-                .header(hyper::header::HOST, &self.addr)
-                .header(hyper::header::CONTENT_TYPE, "application/json")
-                .header(
-                    hyper::header::AUTHORIZATION,
-                    format!("Bearer {}", self.token),
-                )
-                .body(Full::new(Bytes::from(body.to_string())))?;
-            let resp = self.sender.send_request(req).await?;
-            let status = resp.status();
-            let bytes = resp.into_body().collect().await?.to_bytes();
-            anyhow::ensure!(
-                status == hyper::StatusCode::OK,
-                "status {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            );
-            Ok(bytes)
-        })
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            bench_http::post_sync(&mut self.sender, &self.addr, &self.token, body),
+        )
         .await
         .context("request timed out")?
     }
@@ -203,17 +190,7 @@ async fn bench(backend: Backend, entities: usize, pulls: usize) -> anyhow::Resul
         return Ok(());
     };
     goodies_e2e::seed_device_chain(server.handle.store().as_ref(), entities).await?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let token = server.handle.sign(&funkygibbon_mock::Claims {
-        sub: "admin".into(),
-        role: "admin".into(),
-        permissions: funkygibbon_mock::ADMIN_PERMISSIONS
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect(),
-        exp: now + 86_400,
-        iat: now,
-    });
+    let token = bench_http::admin_token(&server.handle, 0);
     let mut conn = Conn::open(&server.url, token).await?;
     let (pages, kept) = pull(&mut conn, "bench-check", true).await?;
     check(&kept, entities * 2)?;

@@ -18,6 +18,9 @@
 //! measurement (10; 60 for `lost`); `--entities` [`LOAD_ENTITIES`] for `full`.
 //! Every client loop is bounded by the duration and by [`MAX_REQUESTS_PER_CLIENT`].
 
+#[path = "bench_http.rs"]
+mod bench_http;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +34,7 @@ use goodies_client::proto::{
 };
 use goodies_e2e::{Backend, TestServer};
 use goodies_store::PushBatch;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::{json, Value};
 
 /// No client sends more than this many requests in one measurement.
@@ -84,19 +87,9 @@ fn server_role() -> anyhow::Result<()> {
         seed(&server, entities).await?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "URL {}", server.url)?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
         for i in 0..clients {
             // Distinct expiry times make every client's token its own.
-            let token = server.handle.sign(&funkygibbon_mock::Claims {
-                sub: "admin".into(),
-                role: "admin".into(),
-                permissions: funkygibbon_mock::ADMIN_PERMISSIONS
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect(),
-                exp: now + 86_400 + i as i64,
-                iat: now,
-            });
+            let token = bench_http::admin_token(&server.handle, i as i64);
             writeln!(out, "TOKEN {token}")?;
         }
         writeln!(out, "READY")?;
@@ -288,23 +281,7 @@ impl Conn {
             self.sender = Some(sender);
         }
         let sender = self.sender.as_mut().context("a connection")?;
-        sender.ready().await?;
-        let req = hyper::Request::post("/api/v1/sync/")
-            .header(hyper::header::HOST, &self.addr)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(
-                hyper::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            )
-            .body(Full::new(Bytes::from(body.to_string())))?;
-        let resp = sender.send_request(req).await?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        anyhow::ensure!(
-            status == hyper::StatusCode::OK,
-            "status {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        );
+        let bytes = bench_http::post_sync(sender, &self.addr, &self.token, body).await?;
         Ok(serde_json::from_slice(&bytes)?)
     }
 }

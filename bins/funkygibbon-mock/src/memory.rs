@@ -44,9 +44,9 @@ pub const ARENA_MAX: usize = 2;
 /// first thing, before threads start: it applies to the whole process. Returns whether
 /// every setting was taken (always `false` where the allocator is not glibc's).
 pub fn tune_allocator() -> bool {
-    glibc::mallopt(glibc::Setting::ArenaMax, ARENA_MAX)
-        & glibc::mallopt(glibc::Setting::MmapThreshold, MMAP_THRESHOLD)
-        & glibc::mallopt(glibc::Setting::TrimThreshold, TRIM_THRESHOLD)
+    glibc::mallopt(Setting::ArenaMax, ARENA_MAX)
+        & glibc::mallopt(Setting::MmapThreshold, MMAP_THRESHOLD)
+        & glibc::mallopt(Setting::TrimThreshold, TRIM_THRESHOLD)
 }
 
 /// Gives the free pages of every arena back to the system now; `true` when some memory
@@ -161,16 +161,18 @@ impl IdleTrim {
     }
 }
 
+/// The `mallopt` settings used.
+#[derive(Clone, Copy, Debug)]
+enum Setting {
+    ArenaMax,
+    MmapThreshold,
+    TrimThreshold,
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 mod glibc {
-    /// The `mallopt` settings used.
-    #[derive(Clone, Copy, Debug)]
-    pub(super) enum Setting {
-        ArenaMax,
-        MmapThreshold,
-        TrimThreshold,
-    }
+    use super::Setting;
 
     pub(super) fn mallopt(setting: Setting, value: usize) -> bool {
         let param = match setting {
@@ -194,12 +196,7 @@ mod glibc {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 mod glibc {
-    #[derive(Clone, Copy, Debug)]
-    pub(super) enum Setting {
-        ArenaMax,
-        MmapThreshold,
-        TrimThreshold,
-    }
+    use super::Setting;
 
     pub(super) fn mallopt(_setting: Setting, _value: usize) -> bool {
         false
