@@ -52,16 +52,13 @@ const ALL: usize = 1 << 40;
 
 /// How old the stored watermark may be before an empty answer moves it forward. Until
 /// then an idle sync writes nothing to the mirror; an older `since` only asks the
-/// server for more (never misses a change), and a server that prunes its history
-/// refuses a `since` before its horizon (PROTOCOL §15.3), so the watermark is still
-/// moved forward once an hour by an idle client.
+/// server for more (never misses a change).
 pub(crate) const WATERMARK_REFRESH: Duration = Duration::from_secs(3600);
 
 /// Whether an answer leaves nothing to store: no changes, no cursor, nothing
 /// acknowledged or decided, and the stored watermark `since` is less than `refresh`
 /// older than the answer's `server_time` (so keeping it loses nothing: the server sent
-/// nothing newer than it, and it is recent enough for any history horizon of more than
-/// `refresh`). Applying such an answer would only rewrite the watermark.
+/// nothing newer than it). Applying such an answer would only rewrite the watermark.
 pub(crate) fn quiet_answer(
     acks: &AckSet,
     page: &PulledPage,
