@@ -168,6 +168,18 @@ impl SqliteStore {
     /// `synchronous = NORMAL` a commit alone is durable after a crash of the process, not
     /// of the machine). Later calls fail.
     pub async fn close(&self) {
+        // The log is copied into the database file, which is synced, by an explicit
+        // checkpoint here rather than left to the last connection's close, which is not
+        // known to have finished when the caller's process goes on to exit. `TRUNCATE`
+        // empties the log; with other processes reading, it waits at most briefly and
+        // copies what it can.
+        if let Ok(mut conn) = self.pool.acquire().await {
+            for pragma in ["PRAGMA busy_timeout = 200", "PRAGMA wal_checkpoint(TRUNCATE)"] {
+                if let Err(e) = sqlx::query(pragma).execute(&mut *conn).await {
+                    tracing::debug!(error = %e, pragma, "closing the store");
+                }
+            }
+        }
         self.pool.close().await;
     }
 
