@@ -174,7 +174,10 @@ impl SqliteStore {
         // empties the log; with other processes reading, it waits at most briefly and
         // copies what it can.
         if let Ok(mut conn) = self.pool.acquire().await {
-            for pragma in ["PRAGMA busy_timeout = 200", "PRAGMA wal_checkpoint(TRUNCATE)"] {
+            for pragma in [
+                "PRAGMA busy_timeout = 200",
+                "PRAGMA wal_checkpoint(TRUNCATE)",
+            ] {
                 if let Err(e) = sqlx::query(pragma).execute(&mut *conn).await {
                     tracing::debug!(error = %e, pragma, "closing the store");
                 }
