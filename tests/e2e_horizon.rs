@@ -171,3 +171,88 @@ async fn offline_clients_resync_across_a_compaction_and_nothing_deleted_returns(
     }
     Ok(())
 }
+
+/// A delta request as a client of the reference sends it: no changes, its stored
+/// watermark (every answer's `server_time`) as `filters.since`.
+fn idle_delta(since: Option<&str>) -> serde_json::Value {
+    json!({
+        "protocol_version": "inbetweenies-v2",
+        "device_id": "idle-reference-client",
+        "user_id": "idle-reference-client",
+        "sync_type": "delta",
+        "changes": [],
+        "filters": since.map(|s| json!({"since": s})),
+        "vector_clock": {"clocks": {}},
+    })
+}
+
+/// Idle clients of a quiet server (both backends): every answer carries the server's
+/// current time, however long nothing was written. So a client that stores each
+/// answer's `server_time` (as the reference client does) keeps a watermark that follows
+/// the clock, and a compaction whose horizon is behind the clock never sends it back to
+/// a full pull; and our client measures no clock skew on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_of_a_quiet_server_get_the_current_time() -> anyhow::Result<()> {
+    use std::time::Duration;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(server) = TestServer::start_on(backend, |c| c).await? else {
+            continue;
+        };
+        let token = server.handle.admin_token();
+        let ours = server.client("ours").await?;
+        ours.create_entity(EntityType::Note, "the last write", obj(json!({})))
+            .await?;
+        quiet_sync(&ours).await?;
+        let sync = |since: Option<&str>| -> anyhow::Result<String> {
+            let (status, answer) = http_json(
+                "POST",
+                &server.url,
+                "/api/v1/sync/",
+                Some(&token),
+                Some(&idle_delta(since)),
+            )?;
+            anyhow::ensure!(status == 200, "{backend:?}: sync {status} {answer}");
+            Ok(answer["server_time"]
+                .as_str()
+                .context("server_time")?
+                .to_owned())
+        };
+        let mut watermark = sync(None)?;
+        watermark = sync(Some(&watermark))?;
+        for round in 0..3 {
+            // Nothing is written for longer than the compaction's age below.
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            let before = goodies_client::proto::Timestamp::now();
+            let answered = sync(Some(&watermark))?;
+            let at = goodies_client::proto::Timestamp::parse(&answered)?;
+            anyhow::ensure!(
+                at.unix_micros() >= before.unix_micros() - 1_000,
+                "{backend:?} round {round}: an idle answer's server_time {answered} is behind \
+                 the clock ({before}); last one {watermark}"
+            );
+            watermark = answered;
+            // Our client, idle too, measures the server's clock from the same answers.
+            // (It keeps its own watermark up to an hour while idle, so this compaction's
+            // horizon may send it back to a full pull: docs/CLIENT.md.)
+            let r = ours.sync().await?;
+            anyhow::ensure!(r.errors.is_empty(), "{backend:?} round {round}: {r:?}");
+            let link = ours.link_state().await?;
+            anyhow::ensure!(
+                !link.clock_skewed(),
+                "{backend:?} round {round}: skew measured on loopback: {link:?}"
+            );
+            // History older than two seconds is pruned; the idle watermark is newer.
+            let (status, report) = http_json(
+                "POST",
+                &server.url,
+                "/api/v1/admin/history/compact",
+                Some(&token),
+                Some(&json!({"older_than": "2s"})),
+            )?;
+            anyhow::ensure!(status == 200, "{backend:?}: compact {status} {report}");
+            watermark = sync(Some(&watermark))?;
+        }
+        server.stop().await?;
+    }
+    Ok(())
+}

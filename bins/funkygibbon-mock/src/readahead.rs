@@ -24,21 +24,28 @@
 //!
 //! **Quiet deltas.** The same holds for the commonest request of all, a delta from a
 //! watermark with nothing new: the first empty page read at the store's head is kept per
-//! query (filters and capabilities, without the watermark), with its watermark `T`, its
-//! sequence number `S` and its digest. Every row numbered up to `S` was received at or
-//! before `T` (that is what made `T` a watermark), and every row numbered after it is
-//! received after `T`. So a later request of the same query from any watermark at or
-//! after `T`, while the store's highest committed sequence number (read for that request,
-//! from the store, so a write by any server process counts) is still `S`, has an empty
-//! page, and `T` is a watermark it may be given, with the digest at `S`: it gets them
-//! without a page read, and every caught-up client soon sends exactly `T`. A restore of
-//! a backup raises that number too; the history horizon is checked against the head read
-//! for the request.
+//! query (filters and capabilities, without the watermark), with the watermark `X` it was
+//! read from, its sequence number `S` and its digest. It was empty: no row of the query
+//! numbered up to `S` was received after `X`. So a later request of the same query from
+//! any watermark at or after `X`, while the store's highest committed sequence number
+//! (read for that request, from the store, so a write by any server process counts) is
+//! still `S`, has an empty page, with the digest at `S`, without a page read (of the
+//! empty pages read at one head, the one from the earliest watermark is kept: it answers
+//! the most requests; a client that keeps an older watermark while idle is answered too).
+//! The answer's watermark is not the kept page's but the
+//! one read with the head for this request (`goodies_store::StoreHead::now`, read under
+//! the guard a page is read under, so every row numbered after `S` is received after
+//! it): the answer's `server_time` is current, however long the store has been quiet,
+//! so a client measures its clock skew from a real reading and an idle client's
+//! watermark follows the clock (a compaction's horizon behind the clock does not catch
+//! it). A page read ahead carries the watermark of the head read that hands it out, for
+//! the same reasons. A restore of a backup raises that number too; the history horizon
+//! is checked against the head read for the request.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use goodies_store::{ChangePage, Seq, ServerStore, StoreError};
+use goodies_store::{ChangePage, Seq, ServerStore, StoreError, StoreHead};
 use inbetweenies_proto::Timestamp;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -62,8 +69,9 @@ const QUIET: usize = 16;
 struct Quiet {
     /// The query without its watermark.
     spec: PageSpec,
-    /// The page's watermark: what the next request of a caught-up client sends.
-    server_time: Timestamp,
+    /// The watermark the page was read from: nothing numbered up to `seq` was received
+    /// after it, so a delta from it or any later watermark is empty at `seq`.
+    since: Timestamp,
     /// The store's highest committed sequence number when the page was read.
     seq: Seq,
     /// The digest of the store at `seq`.
@@ -145,13 +153,14 @@ impl ReadAhead {
     }
 
     /// The page read ahead for exactly this device and spec, if there is one, it was
-    /// read without error as an exact snapshot, and nothing has been written since.
+    /// read without error as an exact snapshot, and nothing has been written since; with
+    /// the head read to check that (after the page), whose watermark the page carries.
     pub(crate) async fn take(
         &self,
         store: &dyn ServerStore,
         device: &str,
         spec: &PageSpec,
-    ) -> Option<Snapshot> {
+    ) -> Option<(Snapshot, StoreHead)> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             let at = slots
@@ -177,12 +186,18 @@ impl ReadAhead {
         if !snap.is_exact() {
             return None;
         }
-        match store.max_seq().await {
-            Ok(now) if now == snap.seq => Some(snap),
-            Ok(now) => {
+        match store.head().await {
+            Ok(head) if head.seq == snap.seq => {
+                // The head's watermark, read now, holds for the page as much as the
+                // one read with it did (nothing was written in between), and is current.
+                let mut snap = snap;
+                snap.page.server_time = snap.page.server_time.max(head.now);
+                Some((snap, head))
+            }
+            Ok(head) => {
                 tracing::debug!(
                     read_at = snap.seq,
-                    now,
+                    now = head.seq,
                     "written since the page was read ahead; reading it again"
                 );
                 None
@@ -195,17 +210,21 @@ impl ReadAhead {
     }
 
     /// Keeps `snap` for quiet deltas when it is an exact, empty, last page of a delta
-    /// from a watermark, unless a page of the same query at the same head is kept
-    /// already (the first one stays, so caught-up clients converge on its watermark).
+    /// from a watermark, unless a page of the same query at the same head, read from the
+    /// same or an earlier watermark (so answering at least as many requests), is kept
+    /// already.
     pub(crate) fn remember_empty(&self, spec: &PageSpec, snap: &Snapshot) {
-        let Some((_, key)) = quiet_key(spec) else {
+        let Some((since, key)) = quiet_key(spec) else {
             return;
         };
         if !snap.is_exact() || !snap.page.records.is_empty() || snap.page.next_after_seq.is_some() {
             return;
         }
         let mut quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
-        if quiet.iter().any(|q| q.spec == key && q.seq == snap.seq) {
+        if quiet
+            .iter()
+            .any(|q| q.spec == key && q.seq == snap.seq && q.since <= since)
+        {
             return;
         }
         quiet.retain(|q| q.spec != key);
@@ -214,26 +233,29 @@ impl ReadAhead {
         }
         quiet.push(Quiet {
             spec: key,
-            server_time: snap.page.server_time,
+            since,
             seq: snap.seq,
             digest: snap.digest.clone(),
         });
     }
 
     /// The empty page kept for the query of `spec`, for a delta from its watermark or
-    /// later, while the store's highest committed sequence number is still `head_seq`
-    /// (read from the store for this request).
-    pub(crate) fn quiet_page(&self, spec: &PageSpec, head_seq: Seq) -> Option<Snapshot> {
+    /// later, while the store's highest committed sequence number is still `head.seq`
+    /// (`head` read from the store for this request). It carries the head's watermark,
+    /// read for this request: the answer's `server_time` is current however long the
+    /// store has been quiet.
+    pub(crate) fn quiet_page(&self, spec: &PageSpec, head: &StoreHead) -> Option<Snapshot> {
         let (since, key) = quiet_key(spec)?;
         let quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
         let q = quiet
             .iter()
-            .find(|q| q.spec == key && since >= q.server_time && q.seq == head_seq)?;
+            .find(|q| q.spec == key && since >= q.since && q.seq == head.seq)?;
         Some(Snapshot {
             page: ChangePage {
                 records: Vec::new(),
                 next_after_seq: None,
-                server_time: q.server_time,
+                // Never behind the request's own watermark (were the clock stepped back).
+                server_time: since.max(head.now),
             },
             digest: q.digest.clone(),
             digest_seq: q.seq,
@@ -348,11 +370,15 @@ mod tests {
             app.read_ahead.take(store, "b", &query()).await.is_none(),
             "another device with the same query"
         );
-        let snap = app
+        let read_before = app.store.head().await.expect("head").now;
+        let (snap, head) = app
             .read_ahead
             .take(store, "c", &query())
             .await
             .expect("the page");
+        assert_eq!(head.seq, snap.seq);
+        // It carries the watermark read when it was handed out, not when it was read.
+        assert!(snap.page.server_time >= read_before && snap.page.server_time == head.now);
         let seqs: Vec<u64> = snap.page.records.iter().map(ChangeRecord::seq).collect();
         assert_eq!(seqs, [3, 4, 5]);
         assert_eq!(snap.page.next_after_seq, Some(5));
@@ -398,11 +424,15 @@ mod tests {
         app.read_ahead.remember_empty(&delta, &empty);
         let at = empty.page.server_time;
         let next = spec(at, Capabilities::NONE);
+        let head = app.store.head().await.expect("head");
+        assert_eq!(head.seq, empty.seq);
         let quiet = app
             .read_ahead
-            .quiet_page(&next, empty.seq)
+            .quiet_page(&next, &head)
             .expect("the same query from its watermark, nothing written");
-        assert_eq!(quiet.page.server_time, at);
+        // The watermark of the head read for the request: current, not the kept page's.
+        assert!(head.now > at);
+        assert_eq!(quiet.page.server_time, head.now);
         assert_eq!(
             quiet.digest,
             app.store.state_digest().await.expect("digest")
@@ -412,40 +442,52 @@ mod tests {
         let fresh = crate::snapshot::read(&app, &next).await.expect("fresh");
         assert!(fresh.page.records.is_empty());
         assert_eq!(fresh.digest, quiet.digest);
-        // A later watermark gets the kept page too (its own watermark is no better);
-        // an earlier one may miss rows, and reads the feed.
+        // Its own watermark and any later one get the kept page; an earlier one may
+        // miss rows, and reads the feed.
+        assert!(app.read_ahead.quiet_page(&delta, &head).is_some());
         let later = spec(at.saturating_add_micros(5), Capabilities::NONE);
-        let kept = app.read_ahead.quiet_page(&later, empty.seq).expect("later");
-        assert_eq!(kept.page.server_time, at);
-        let early = spec(at.saturating_add_micros(-1), Capabilities::NONE);
-        assert!(app.read_ahead.quiet_page(&early, empty.seq).is_none());
-        // Another empty page at the same head does not replace the first.
+        let kept = app.read_ahead.quiet_page(&later, &head).expect("later");
+        assert_eq!(kept.page.server_time, head.now);
+        let early = spec(watermark.saturating_add_micros(-1), Capabilities::NONE);
+        assert!(app.read_ahead.quiet_page(&early, &head).is_none());
+        // Another empty page at the same head, from a later watermark, does not replace it.
         let other = crate::snapshot::read(&app, &later)
             .await
             .expect("later read");
-        assert!(other.page.server_time > at);
+        assert!(other.page.records.is_empty());
         app.read_ahead.remember_empty(&later, &other);
-        let kept = app.read_ahead.quiet_page(&next, empty.seq).expect("kept");
-        assert_eq!(kept.page.server_time, at);
+        assert!(app.read_ahead.quiet_page(&delta, &head).is_some());
+        // A later head read (nothing written) answers with its own, later watermark.
+        let again = app.store.head().await.expect("head");
+        let kept = app.read_ahead.quiet_page(&next, &again).expect("again");
+        assert!(again.now > head.now && kept.page.server_time == again.now);
+        // One from an earlier watermark, empty too, replaces it: it answers more requests.
+        let earlier = crate::snapshot::read(&app, &early)
+            .await
+            .expect("earlier read");
+        assert!(
+            earlier.page.records.is_empty(),
+            "{:?}",
+            earlier.page.records
+        );
+        app.read_ahead.remember_empty(&early, &earlier);
+        assert!(app.read_ahead.quiet_page(&early, &again).is_some());
+        assert!(app.read_ahead.quiet_page(&delta, &again).is_some());
         let caps = Capabilities::declared(&[inbetweenies_proto::capability::RELATIONSHIP_ROWS]);
-        assert!(app
-            .read_ahead
-            .quiet_page(&spec(at, caps), empty.seq)
-            .is_none());
-        assert!(app.read_ahead.quiet_page(&delta, empty.seq).is_none());
+        assert!(app.read_ahead.quiet_page(&spec(at, caps), &head).is_none());
         let mut cursor = next.clone();
         cursor.query.after_seq = Some(empty.seq);
-        assert!(app.read_ahead.quiet_page(&cursor, empty.seq).is_none());
+        assert!(app.read_ahead.quiet_page(&cursor, &head).is_none());
         // A write commits: its sequence number moves, and the next request reads afresh.
         push(&app, vec![create("later")]).await;
-        let head = app.store.head().await.expect("head").seq;
-        assert_eq!(head, empty.seq + 1);
-        assert!(app.read_ahead.quiet_page(&next, head).is_none());
+        let head = app.store.head().await.expect("head");
+        assert_eq!(head.seq, empty.seq + 1);
+        assert!(app.read_ahead.quiet_page(&next, &head).is_none());
         let fresh = crate::snapshot::read(&app, &next).await.expect("fresh");
         assert_eq!(fresh.page.records.len(), 1, "the write is in the page");
         // A page that is not empty is never kept.
         app.read_ahead.remember_empty(&next, &fresh);
-        assert!(app.read_ahead.quiet_page(&next, head).is_none());
+        assert!(app.read_ahead.quiet_page(&next, &head).is_none());
     }
 
     /// A page read before a write committed is never handed out after it, even to its
@@ -470,7 +512,7 @@ mod tests {
         );
         // Read again after the write: handed out, with the digest of the state it saw.
         app.read_ahead.start(&app, "c", query());
-        let snap = app
+        let (snap, _) = app
             .read_ahead
             .take(app.store.as_ref(), "c", &query())
             .await

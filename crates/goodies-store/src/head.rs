@@ -1,6 +1,7 @@
-//! The store's head in one read: the highest committed sequence number, the restore mark
-//! and the history horizon. A sync answer checks its position against all three before
-//! and after reading its page; one round trip instead of three.
+//! The store's head in one read: the highest committed sequence number, the restore mark,
+//! the history horizon and a watermark for that sequence number. A sync answer checks its
+//! position against the first three before and after reading its page, and may hand out
+//! the watermark with an answer that reads nothing newer (PROTOCOL §6.3).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,12 +13,19 @@ use crate::error::{Result, StoreError};
 use crate::horizon::HistoryHorizon;
 use crate::snapshot::RestoreMark;
 use crate::types::Seq;
+use inbetweenies_proto::Timestamp;
 
 /// What [`StoreHeadRead::head`] reads, as of one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreHead {
     /// The highest sequence number assigned so far (as `ServerStore::max_seq`).
     pub seq: Seq,
+    /// The store's clock, read with `seq` while no write was between taking its
+    /// sequence numbers and committing them (the same guard a change page is read
+    /// under), less one microsecond: every row numbered after `seq` is received after
+    /// this time. So it is a watermark for an answer that holds everything up to `seq`,
+    /// and, read for each request, it is current.
+    pub now: Timestamp,
     /// The mark of the last restore (as `ServerStore::restore_mark`).
     pub restore_mark: Option<RestoreMark>,
     /// The horizon of the last compaction (as `ServerStore::history_horizon`).
@@ -27,7 +35,7 @@ pub struct StoreHead {
 /// Reads the head of a server store.
 #[async_trait]
 pub trait StoreHeadRead: Send + Sync {
-    /// The sequence number, restore mark and history horizon, read in one statement.
+    /// The sequence number, restore mark, history horizon and watermark, as of one moment.
     async fn head(&self) -> Result<StoreHead>;
 }
 
@@ -38,6 +46,7 @@ pub(crate) fn head_from(
     restored_at: i64,
     horizon_at: i64,
     horizon_seq: i64,
+    now: Timestamp,
 ) -> Result<StoreHead> {
     let micros = |us: i64| {
         inbetweenies_proto::Timestamp::from_unix_micros(us)
@@ -48,6 +57,7 @@ pub(crate) fn head_from(
     };
     Ok(StoreHead {
         seq: seq_of(seq)?,
+        now,
         restore_mark: match restored_seq {
             0 => None,
             s => Some(RestoreMark {

@@ -359,7 +359,7 @@ pub(crate) async fn sync(
     // A delta from the watermark of the empty page kept at the head (or later), with
     // nothing written since, is answered with that page (crate::readahead, "Quiet deltas").
     let quiet = match req.changes.is_empty() {
-        true => app.read_ahead.quiet_page(&spec, head.seq),
+        true => app.read_ahead.quiet_page(&spec, &head),
         false => None,
     };
     let ahead = match (req.changes.is_empty(), &quiet) {
@@ -372,10 +372,7 @@ pub(crate) async fn sync(
     };
     let (snap, head_after) = match (quiet, ahead) {
         (Some(snap), _) => (snap, head),
-        (None, Some(snap)) => {
-            let head_after = app.store.head().await?;
-            (snap, head_after)
-        }
+        (None, Some((snap, head_after))) => (snap, head_after),
         (None, None) => {
             let read_at = Instant::now();
             // After a push the head read first is behind: the digest starts from a new one.

@@ -1,0 +1,211 @@
+//! The head's watermark (`StoreHead::now`) meets a write in flight: a write that took its
+//! sequence number (and its receive time) before the head was read and commits after it
+//! is either counted in the head's sequence number or received after the head's time. So
+//! an answer that hands out the head's time as a watermark never hides that write from
+//! the next delta — on SQLite, and on PostgreSQL whatever the database's default
+//! transaction isolation.
+
+#[cfg(feature = "postgres")]
+mod isolation;
+mod support;
+
+use std::time::Duration;
+
+use goodies_store::{ChangeQuery, ChangeRecord};
+use inbetweenies_proto::EntityType;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A one-entity create batch.
+fn one(device: &str, id: &str, ms: i64) -> goodies_store::PushBatch {
+    let v = ver(ms, 1, device);
+    batch(
+        device,
+        device,
+        vec![create(ent(
+            id,
+            &v,
+            &[],
+            EntityType::Room,
+            id,
+            serde_json::json!({}),
+        ))],
+    )
+}
+
+/// The head read while a write waits at its commit, then checked against that write.
+async fn a_head_read_during_a_write_never_hides_it(h: Harness) {
+    let gate = Gate::new();
+    let writer = h.server(gate.options()).await;
+    let reader = h.default_server().await;
+    reader.apply_push(one("b", "seed", 0)).await.expect("seed");
+    let seed_seq = reader.max_seq().await.expect("max seq");
+
+    // The writer takes its sequence number and receive time, then waits at COMMIT.
+    gate.hold_next_commit();
+    let write = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.apply_push(one("a", "late", 1)).await }
+    });
+    tokio::time::timeout(LIMIT, gate.entered())
+        .await
+        .expect("the write reached its commit");
+    // The head is read meanwhile (it may wait for the write; it must not hide it).
+    let head = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.head().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.release();
+    tokio::time::timeout(LIMIT, write)
+        .await
+        .expect("the write finished")
+        .expect("write task")
+        .expect("the write committed");
+    let head = tokio::time::timeout(LIMIT, head)
+        .await
+        .expect("the head read finished")
+        .expect("head task")
+        .expect("head read");
+
+    let page = reader
+        .changes(&ChangeQuery {
+            after_seq: Some(seed_seq),
+            ..ChangeQuery::default()
+        })
+        .await
+        .expect("page");
+    let [ChangeRecord::Entity(late)] = page.records.as_slice() else {
+        panic!(
+            "{}: expected the one late row, got {:?}",
+            h.backend, page.records
+        );
+    };
+    assert!(
+        late.seq <= head.seq || late.received_at > head.now,
+        "{}: the head (seq {}, watermark {}) hides row {} received at {}: a delta from \
+         that watermark would never return it",
+        h.backend,
+        head.seq,
+        head.now,
+        late.seq,
+        late.received_at
+    );
+    // And a delta from the head's watermark, paged on from its sequence number, has it
+    // exactly when the head did not count it.
+    let delta = reader
+        .changes(&ChangeQuery {
+            since: Some(head.now),
+            ..ChangeQuery::default()
+        })
+        .await
+        .expect("delta");
+    let returned = delta.records.iter().any(|r| r.seq() == late.seq);
+    assert!(
+        returned || late.seq <= head.seq,
+        "{}: lost from the delta",
+        h.backend
+    );
+
+    // The watermark is current: a head read now is no older than the last write.
+    let later = reader.head().await.expect("head");
+    assert!(
+        later.seq >= late.seq && later.now >= head.now,
+        "{}: {later:?} after {head:?}",
+        h.backend
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_head_read_during_a_write_never_hides_it() {
+    a_head_read_during_a_write_never_hides_it(Harness::sqlite()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_head_read_during_a_write_never_hides_it_under_every_default_isolation() {
+    for level in isolation::DEFAULT_ISOLATIONS {
+        let Some(h) = Harness::postgres().await else {
+            return;
+        };
+        isolation::set_default_isolation(&h.url, level).await;
+        a_head_read_during_a_write_never_hides_it(h).await;
+    }
+}
+
+/// Bounded: writers and head reads at once, then every head checked against every row.
+async fn heads_read_under_concurrent_writes_hide_nothing(h: Harness) {
+    let store = h.default_server().await;
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..60 {
+                    let id = format!("w{w}-{i}");
+                    store
+                        .apply_push(one(&format!("d{w}"), &id, i))
+                        .await
+                        .expect("push");
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut heads = Vec::new();
+            for _ in 0..200 {
+                heads.push(store.head().await.expect("head"));
+                tokio::task::yield_now().await;
+            }
+            heads
+        })
+    };
+    for w in writers {
+        tokio::time::timeout(LIMIT, w)
+            .await
+            .expect("bounded")
+            .expect("writer");
+    }
+    let heads = tokio::time::timeout(LIMIT, reader)
+        .await
+        .expect("bounded")
+        .expect("reader");
+    let all = store
+        .changes(&ChangeQuery {
+            limit: 10_000,
+            ..ChangeQuery::default()
+        })
+        .await
+        .expect("all rows");
+    assert_eq!(all.records.len(), 120, "{}", h.backend);
+    for head in &heads {
+        for r in &all.records {
+            let ChangeRecord::Entity(e) = r else { continue };
+            assert!(
+                e.seq <= head.seq || e.received_at > head.now,
+                "{}: head (seq {}, watermark {}) hides row {} received at {}",
+                h.backend,
+                head.seq,
+                head.now,
+                e.seq,
+                e.received_at
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_heads_read_under_concurrent_writes_hide_nothing() {
+    heads_read_under_concurrent_writes_hide_nothing(Harness::sqlite()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_heads_read_under_concurrent_writes_hide_nothing() {
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    heads_read_under_concurrent_writes_hide_nothing(h).await;
+}
