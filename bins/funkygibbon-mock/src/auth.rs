@@ -20,10 +20,12 @@ use crate::state::AppState;
 
 /// The permissions of an admin token, as the reference grants them.
 pub const ADMIN_PERMISSIONS: &[&str] = &["read", "write", "delete", "configure"];
-/// Device owners cached, at most (the store keeps them all, `goodies_store::owners`).
-pub(crate) const MAX_DEVICES: usize = 100_000;
-/// Verified bearer tokens cached, at most (past that the cache starts over).
-pub(crate) const MAX_VERIFIED_TOKENS: usize = 10_000;
+/// Device owners cached, at most, by default (`--device-owner-cache`; the store keeps
+/// them all, `goodies_store::owners`).
+pub const DEFAULT_DEVICE_OWNER_CACHE: usize = 100_000;
+/// Verified bearer tokens cached, at most, by default (`--token-cache`; past that the
+/// cache starts over).
+pub const DEFAULT_TOKEN_CACHE: usize = 10_000;
 
 /// The permissions of a guest token.
 pub const GUEST_PERMISSIONS: &[&str] = &["read"];
@@ -95,6 +97,10 @@ pub(crate) struct AuthService {
     failures: Mutex<HashMap<Option<IpAddr>, VecDeque<Instant>>>,
     max_failures: u32,
     window: Duration,
+    /// At most this many entries in `devices` (0: none cached).
+    max_devices: usize,
+    /// At most this many entries in `verified` (0: none cached).
+    max_tokens: usize,
 }
 
 impl std::fmt::Debug for AuthService {
@@ -162,7 +168,21 @@ impl AuthService {
             failures: Mutex::new(HashMap::new()),
             max_failures,
             window,
+            max_devices: DEFAULT_DEVICE_OWNER_CACHE,
+            max_tokens: DEFAULT_TOKEN_CACHE,
         })
+    }
+
+    /// Caps the caches of verified tokens and device owners (0: nothing cached).
+    pub(crate) fn with_cache_caps(mut self, tokens: usize, devices: usize) -> Self {
+        self.max_tokens = tokens;
+        self.max_devices = devices;
+        self
+    }
+
+    /// How many verified tokens and device owners are cached now.
+    pub(crate) fn cached(&self) -> (usize, usize) {
+        (lock(&self.verified).len(), lock(&self.devices).len())
     }
 
     /// Checks the admin password (off the async threads).
@@ -209,7 +229,7 @@ impl AuthService {
 
     /// Records in the store that `subject` syncs as `device`, unless another subject did
     /// first (on any server process sharing the store). Only a device not seen yet costs
-    /// a store round trip; at most [`MAX_DEVICES`] owners are cached.
+    /// a store round trip; at most `--device-owner-cache` owners are cached.
     pub async fn claim_device(
         &self,
         store: &dyn goodies_store::ServerStore,
@@ -226,7 +246,7 @@ impl AuthService {
 
     fn cache_owner(&self, device: &str, owner: String) {
         let mut devices = lock(&self.devices);
-        if devices.len() < MAX_DEVICES {
+        if devices.len() < self.max_devices {
             devices.insert(device.to_owned(), owner);
         }
     }
@@ -336,10 +356,10 @@ impl AuthService {
         })?;
         let claims = data.claims;
         let mut verified = lock(&self.verified);
-        if verified.len() >= MAX_VERIFIED_TOKENS {
+        if verified.len() >= self.max_tokens {
             verified.clear();
         }
-        if claims.exp > now {
+        if claims.exp > now && self.max_tokens > 0 {
             verified.insert(token.into(), claims.clone());
         } else {
             verified.remove(token);

@@ -155,6 +155,18 @@ pub struct ServerConfig {
     /// Superseded history older than this is pruned, every [`crate::horizon::period`]
     /// (`None`: history is kept whole). See `goodies_store::horizon`.
     pub history_horizon: Option<Duration>,
+    /// Verified bearer tokens cached (their signature not checked again until expiry).
+    pub token_cache: usize,
+    /// Device owners cached (the store keeps them all).
+    pub device_owner_cache: usize,
+    /// Pull pages read ahead and held at once (0: no read-ahead).
+    pub read_ahead_pages: usize,
+    /// Rows held in pages read ahead, about, in all.
+    pub read_ahead_rows: usize,
+    /// Empty pages kept for quiet deltas, one per query (0: none).
+    pub quiet_pages: usize,
+    /// Ids the state digest's in-memory index holds; past that the store's digest answers.
+    pub digest_index_ids: usize,
 }
 
 impl Default for ServerConfig {
@@ -197,6 +209,12 @@ impl Default for ServerConfig {
             feed_replay_limit: DEFAULT_FEED_REPLAY_LIMIT,
             max_blob_size: DEFAULT_MAX_BLOB_SIZE,
             history_horizon: None,
+            token_cache: crate::auth::DEFAULT_TOKEN_CACHE,
+            device_owner_cache: crate::auth::DEFAULT_DEVICE_OWNER_CACHE,
+            read_ahead_pages: crate::readahead::DEFAULT_PAGES,
+            read_ahead_rows: crate::readahead::DEFAULT_ROWS,
+            quiet_pages: crate::readahead::DEFAULT_QUIET,
+            digest_index_ids: crate::digest::DEFAULT_MAX_IDS,
         }
     }
 }
@@ -244,6 +262,12 @@ impl fmt::Debug for ServerConfig {
             .field("feed_replay_limit", &self.feed_replay_limit)
             .field("max_blob_size", &self.max_blob_size)
             .field("history_horizon", &self.history_horizon)
+            .field("token_cache", &self.token_cache)
+            .field("device_owner_cache", &self.device_owner_cache)
+            .field("read_ahead_pages", &self.read_ahead_pages)
+            .field("read_ahead_rows", &self.read_ahead_rows)
+            .field("quiet_pages", &self.quiet_pages)
+            .field("digest_index_ids", &self.digest_index_ids)
             .finish()
     }
 }
@@ -693,6 +717,25 @@ pub struct Cli {
     /// `45s`, or plain seconds), periodically; off when not given.
     #[arg(long, env = "FUNKYGIBBON_HISTORY_HORIZON", value_parser = crate::horizon::parse_duration)]
     pub history_horizon: Option<Duration>,
+    /// Verified bearer tokens cached, at most (0: each request checks its signature).
+    #[arg(long, env = "FUNKYGIBBON_TOKEN_CACHE", default_value_t = crate::auth::DEFAULT_TOKEN_CACHE)]
+    pub token_cache: usize,
+    /// Device owners cached, at most (0: each `/sync/ack` reads the store).
+    #[arg(long, env = "FUNKYGIBBON_DEVICE_OWNER_CACHE", default_value_t = crate::auth::DEFAULT_DEVICE_OWNER_CACHE)]
+    pub device_owner_cache: usize,
+    /// Pull pages read ahead and held at once, at most (0: no read-ahead).
+    #[arg(long, env = "FUNKYGIBBON_READ_AHEAD_PAGES", default_value_t = crate::readahead::DEFAULT_PAGES)]
+    pub read_ahead_pages: usize,
+    /// Rows held in pages read ahead, about, in all.
+    #[arg(long, env = "FUNKYGIBBON_READ_AHEAD_ROWS", default_value_t = crate::readahead::DEFAULT_ROWS)]
+    pub read_ahead_rows: usize,
+    /// Empty pages kept for quiet deltas, at most (0: none).
+    #[arg(long, env = "FUNKYGIBBON_QUIET_PAGES", default_value_t = crate::readahead::DEFAULT_QUIET)]
+    pub quiet_pages: usize,
+    /// Ids the state digest's in-memory index holds, at most; past that the store's
+    /// own digest answers (0: never kept).
+    #[arg(long, env = "FUNKYGIBBON_DIGEST_INDEX_IDS", default_value_t = crate::digest::DEFAULT_MAX_IDS)]
+    pub digest_index_ids: usize,
 }
 
 impl Cli {
@@ -769,6 +812,12 @@ impl Cli {
             feed_replay_limit: self.feed_replay_limit,
             max_blob_size: self.max_blob_size,
             history_horizon: self.history_horizon,
+            token_cache: self.token_cache,
+            device_owner_cache: self.device_owner_cache,
+            read_ahead_pages: self.read_ahead_pages,
+            read_ahead_rows: self.read_ahead_rows,
+            quiet_pages: self.quiet_pages,
+            digest_index_ids: self.digest_index_ids,
         }
     }
 }

@@ -23,19 +23,27 @@ const FEED_PAGE: usize = 2_000;
 /// (id and version only) rather than followed through the feed (whole rows).
 const REBUILD_GAP: Seq = 20_000;
 
+/// Ids the index holds at most, by default (`--digest-index-ids`).
+pub const DEFAULT_MAX_IDS: usize = 250_000;
+
 /// The digest index; build it lazily with [`DigestIndex::digest`].
+///
+/// It holds at most `max_ids` ids (about 100–150 bytes each): a store with more ids is
+/// answered by the store's own digest (`ServerStore::state_digest`, cached by the store
+/// per position) and the index is not kept, so the memory it takes is set by
+/// configuration, not by the store.
 #[derive(Debug)]
 pub(crate) struct DigestIndex {
     state: tokio::sync::Mutex<Option<Index>>,
     rebuild_gap: Seq,
+    max_ids: usize,
+    /// Set once the store had more ids than `max_ids`: the store's digest answers.
+    too_big: std::sync::atomic::AtomicBool,
 }
 
 impl Default for DigestIndex {
     fn default() -> Self {
-        DigestIndex {
-            state: tokio::sync::Mutex::new(None),
-            rebuild_gap: REBUILD_GAP,
-        }
+        DigestIndex::new(DEFAULT_MAX_IDS)
     }
 }
 
@@ -50,6 +58,25 @@ struct Index {
 }
 
 impl DigestIndex {
+    /// An index of at most `max_ids` ids (0: never kept; the store's digest answers).
+    pub(crate) fn new(max_ids: usize) -> DigestIndex {
+        DigestIndex {
+            state: tokio::sync::Mutex::new(None),
+            rebuild_gap: REBUILD_GAP,
+            max_ids,
+            too_big: std::sync::atomic::AtomicBool::new(max_ids == 0),
+        }
+    }
+
+    /// How many ids the index holds now.
+    pub(crate) async fn held(&self) -> usize {
+        self.state
+            .lock()
+            .await
+            .as_ref()
+            .map_or(0, |ix| ix.latest.len())
+    }
+
     /// The convergence digest of the store's current state (PROTOCOL §4.7).
     pub(crate) async fn digest(&self, store: &dyn ServerStore) -> Result<String, StoreError> {
         Ok(self.digest_with_seq(store).await?.1)
@@ -77,6 +104,12 @@ impl DigestIndex {
         store: &dyn ServerStore,
         max: Seq,
     ) -> Result<(Seq, String), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.too_big.load(Ordering::Relaxed) {
+            // Read after `max`: the digest of that state or a later one, as following
+            // the feed would give (the caller checks the head again for exactness).
+            return Ok((max, store.state_digest().await?));
+        }
         let mut state = self.state.lock().await;
         if let Some(ix) = state.as_ref().filter(|ix| ix.seq == max) {
             return Ok((max, ix.digest.clone()));
@@ -108,6 +141,15 @@ impl DigestIndex {
             }
         };
         ix.seq = max;
+        if ix.latest.len() > self.max_ids {
+            self.too_big.store(true, Ordering::Relaxed);
+            tracing::info!(
+                ids = ix.latest.len(),
+                max = self.max_ids,
+                "more ids than --digest-index-ids: the store's digest answers from now on"
+            );
+            return Ok((max, ix.digest));
+        }
         Ok((max, state.insert(ix).digest.clone()))
     }
 }

@@ -125,6 +125,35 @@ impl AppHandle {
         let mut rx = self.state.in_flight.subscribe();
         let _ = rx.wait_for(|v| *v >= n).await;
     }
+
+    /// What each bounded cache of the server holds right now (docs/SERVER.md, "Caches").
+    pub async fn cached(&self) -> CacheCounts {
+        let (tokens, device_owners) = self.state.auth.cached();
+        let (read_ahead_pages, quiet_pages) = self.state.read_ahead.held();
+        CacheCounts {
+            tokens,
+            device_owners,
+            read_ahead_pages,
+            quiet_pages,
+            digest_ids: self.state.digest.held().await,
+        }
+    }
+}
+
+/// What the server's bounded caches hold ([`AppHandle::cached`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheCounts {
+    /// Verified bearer tokens (`--token-cache`).
+    pub tokens: usize,
+    /// Device owners (`--device-owner-cache`).
+    pub device_owners: usize,
+    /// Pull pages read ahead (`--read-ahead-pages`).
+    pub read_ahead_pages: usize,
+    /// Empty pages kept for quiet deltas (`--quiet-pages`).
+    pub quiet_pages: usize,
+    /// Ids in the state digest's index (`--digest-index-ids`).
+    pub digest_ids: usize,
 }
 
 /// Builds the router and its state: opens (and migrates) the store, hashes the
@@ -172,7 +201,8 @@ async fn build_with_port(
         config.login_max_failures,
         config.login_window,
     )
-    .await?;
+    .await?
+    .with_cache_caps(config.token_cache, config.device_owner_cache);
     // Guest grants made before a restart.
     auth.load_guests(store.guest_grants().await.map_err(ServerError::Store)?);
     if config.admin_password.is_none() {
@@ -194,6 +224,12 @@ async fn build_with_port(
     if config.faults.is_active() {
         tracing::warn!(faults = ?config.faults, "fault injection is on for the sync endpoints");
     }
+    let (digest_index_ids, read_ahead_pages, read_ahead_rows, quiet_pages) = (
+        config.digest_index_ids,
+        config.read_ahead_pages,
+        config.read_ahead_rows,
+        config.quiet_pages,
+    );
     let state = AppState(Arc::new(AppInner {
         store,
         config,
@@ -205,8 +241,8 @@ async fn build_with_port(
         replay,
         sync_limiter,
         admission,
-        digest: digest::DigestIndex::default(),
-        read_ahead: readahead::ReadAhead::default(),
+        digest: digest::DigestIndex::new(digest_index_ids),
+        read_ahead: readahead::ReadAhead::new(read_ahead_pages, read_ahead_rows, quiet_pages),
         clock: clock::ServerClock::default(),
         unknown_values: vocabulary::UnknownValues::default(),
         feed: routes::events::FeedHub::new(feed_buffer),

@@ -53,17 +53,20 @@ use tokio::task::JoinHandle;
 use crate::snapshot::{PageSpec, Snapshot};
 use crate::state::AppState;
 
-/// At most this many pages are held at once (one per client paging right now)…
-const SLOTS: usize = 32;
+/// At most this many pages are held at once by default (one per client paging right
+/// now; `--read-ahead-pages`)…
+pub const DEFAULT_PAGES: usize = 32;
 
-/// …and at most about this many rows in all (at least two pages, whatever their size).
-const ROWS: usize = 20_000;
+/// …and at most about this many rows in all (`--read-ahead-rows`; at least two pages,
+/// whatever their size, unless pages are off).
+pub const DEFAULT_ROWS: usize = 20_000;
 
 /// A page nobody collected within this time is dropped.
 const KEEP: Duration = Duration::from_secs(10);
 
-/// Empty pages kept for quiet deltas, at most (one per query; the oldest goes first).
-const QUIET: usize = 16;
+/// Empty pages kept for quiet deltas, at most, by default (one per query; the oldest
+/// goes first; `--quiet-pages`).
+pub const DEFAULT_QUIET: usize = 16;
 
 /// The last empty page read at the store's head for one query (see the module doc).
 struct Quiet {
@@ -98,15 +101,17 @@ pub(crate) struct ReadAhead {
     finished: watch::Sender<u64>,
     /// Empty pages at the head, for quiet deltas.
     quiet: Mutex<Vec<Quiet>>,
+    /// Pages held at most (0: no read-ahead).
+    max_pages: usize,
+    /// Rows held at most, about.
+    max_rows: usize,
+    /// Empty pages kept for quiet deltas at most (0: none).
+    max_quiet: usize,
 }
 
 impl Default for ReadAhead {
     fn default() -> Self {
-        ReadAhead {
-            slots: Mutex::new(Vec::new()),
-            finished: watch::channel(0).0,
-            quiet: Mutex::new(Vec::new()),
-        }
+        ReadAhead::new(DEFAULT_PAGES, DEFAULT_ROWS, DEFAULT_QUIET)
     }
 }
 
@@ -129,8 +134,31 @@ impl std::fmt::Debug for ReadAhead {
 }
 
 impl ReadAhead {
+    /// Holding at most `pages` pages read ahead and about `rows` rows in all, and
+    /// `quiet` empty pages for quiet deltas.
+    pub(crate) fn new(pages: usize, rows: usize, quiet: usize) -> ReadAhead {
+        ReadAhead {
+            slots: Mutex::new(Vec::new()),
+            finished: watch::channel(0).0,
+            quiet: Mutex::new(Vec::new()),
+            max_pages: pages,
+            max_rows: rows,
+            max_quiet: quiet,
+        }
+    }
+
+    /// How many pages read ahead and empty pages for quiet deltas are held now.
+    pub(crate) fn held(&self) -> (usize, usize) {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner()).len();
+        (slots, quiet)
+    }
+
     /// Starts reading, for `device`, the page `spec` asks for.
     pub(crate) fn start(&self, app: &AppState, device: &str, spec: PageSpec) {
+        if self.max_pages == 0 {
+            return;
+        }
         let app2 = app.clone();
         let s = spec.clone();
         let task = tokio::spawn(async move {
@@ -140,7 +168,8 @@ impl ReadAhead {
         });
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.retain(|s| s.started.elapsed() < KEEP && !(s.device == device && s.spec == spec));
-        let most = (ROWS / spec.query.limit.max(1)).clamp(2, SLOTS);
+        let most =
+            (self.max_rows / spec.query.limit.max(1)).clamp(2.min(self.max_pages), self.max_pages);
         while slots.len() >= most {
             slots.remove(0);
         }
@@ -220,6 +249,9 @@ impl ReadAhead {
         if !snap.is_exact() || !snap.page.records.is_empty() || snap.page.next_after_seq.is_some() {
             return;
         }
+        if self.max_quiet == 0 {
+            return;
+        }
         let mut quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
         if quiet
             .iter()
@@ -228,7 +260,7 @@ impl ReadAhead {
             return;
         }
         quiet.retain(|q| q.spec != key);
-        if quiet.len() >= QUIET {
+        while quiet.len() >= self.max_quiet {
             quiet.remove(0);
         }
         quiet.push(Quiet {
