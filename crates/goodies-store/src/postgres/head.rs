@@ -9,16 +9,13 @@ use crate::head::{head_from, StoreHead, StoreHeadRead};
 #[async_trait]
 impl StoreHeadRead for PgStore {
     async fn head(&self) -> Result<StoreHead> {
-        // As a change page is read (READ COMMITTED; the shared lock in its own statement,
-        // then one statement): no writer is between taking its sequence numbers and
-        // receive time and committing, so the clock read with the counter is a watermark
-        // for it (`StoreHead::now`).
-        let mut tx = self.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(WRITE_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        // One statement (`goodies_head`, migration 0008), as a change page is read: the
+        // shared lock, then the counter and the clock in a snapshot taken after it, so no
+        // writer is between taking its sequence numbers and receive time and committing
+        // and the clock read is a watermark for the counter (`StoreHead::now`). Run
+        // outside a transaction on a pooled connection, whose session is READ COMMITTED
+        // whatever the database's default (the function refuses any other level); the
+        // lock is released when the statement's own transaction ends.
         let (seq, restored_seq, restored_at, horizon_at, horizon_seq, now): (
             i64,
             i64,
@@ -26,14 +23,11 @@ impl StoreHeadRead for PgStore {
             i64,
             i64,
             i64,
-        ) = sqlx::query_as(
-            "SELECT last_seq, restored_seq, restored_at, horizon_at, horizon_seq, \
-             goodies_now_us() - 1 FROM goodies_meta",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        ) = sqlx::query_as("SELECT * FROM goodies_head($1)")
+            .bind(WRITE_LOCK)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
         let now = super::rows::ts(now)?;
         head_from(seq, restored_seq, restored_at, horizon_at, horizon_seq, now)
     }
