@@ -41,7 +41,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         max_retries: cli.retries,
         ..RetryPolicy::default()
     };
+    // One SQLite connection: a command is one task, and a second connection would be
+    // opened (and its schema read) whenever the first is still on its way back to the
+    // pool — about a millisecond of every command, and its own page cache.
     let client_config = ClientConfig::default()
+        .with_max_connections(1)
         .with_retry(retry)
         .with_request_timeout(Duration::from_secs(cli.timeout.max(1)));
     let mut builder = BlowingOffClient::builder(&resolved.db)
