@@ -155,6 +155,10 @@ pub struct ServerConfig {
     /// Superseded history older than this is pruned, every [`crate::horizon::period`]
     /// (`None`: history is kept whole). See `goodies_store::horizon`.
     pub history_horizon: Option<Duration>,
+    /// Each sync's device bookkeeping (`last_seen`, `sync_count`) is held in memory
+    /// and written for every device at once at least this often
+    /// (`goodies_store::seen`); zero writes each sync's record at once.
+    pub sync_record_delay: Duration,
     /// Verified bearer tokens cached (their signature not checked again until expiry).
     pub token_cache: usize,
     /// Device owners cached (the store keeps them all).
@@ -168,6 +172,9 @@ pub struct ServerConfig {
     /// Ids the state digest's in-memory index holds; past that the store's digest answers.
     pub digest_index_ids: usize,
 }
+
+/// Default of [`ServerConfig::sync_record_delay`].
+pub const DEFAULT_SYNC_RECORD_DELAY: Duration = Duration::from_secs(1);
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -209,6 +216,7 @@ impl Default for ServerConfig {
             feed_replay_limit: DEFAULT_FEED_REPLAY_LIMIT,
             max_blob_size: DEFAULT_MAX_BLOB_SIZE,
             history_horizon: None,
+            sync_record_delay: DEFAULT_SYNC_RECORD_DELAY,
             token_cache: crate::auth::DEFAULT_TOKEN_CACHE,
             device_owner_cache: crate::auth::DEFAULT_DEVICE_OWNER_CACHE,
             read_ahead_pages: crate::readahead::DEFAULT_PAGES,
@@ -262,6 +270,7 @@ impl fmt::Debug for ServerConfig {
             .field("feed_replay_limit", &self.feed_replay_limit)
             .field("max_blob_size", &self.max_blob_size)
             .field("history_horizon", &self.history_horizon)
+            .field("sync_record_delay", &self.sync_record_delay)
             .field("token_cache", &self.token_cache)
             .field("device_owner_cache", &self.device_owner_cache)
             .field("read_ahead_pages", &self.read_ahead_pages)
@@ -717,6 +726,11 @@ pub struct Cli {
     /// `45s`, or plain seconds), periodically; off when not given.
     #[arg(long, env = "FUNKYGIBBON_HISTORY_HORIZON", value_parser = crate::horizon::parse_duration)]
     pub history_horizon: Option<Duration>,
+    /// Milliseconds a sync's device bookkeeping (`last_seen`, `sync_count`) may be held
+    /// before it is written, for every device at once (0: each sync writes its own).
+    #[arg(long, env = "FUNKYGIBBON_SYNC_RECORD_DELAY_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub sync_record_delay_ms: u64,
     /// Verified bearer tokens cached, at most (0: each request checks its signature).
     #[arg(long, env = "FUNKYGIBBON_TOKEN_CACHE", default_value_t = crate::auth::DEFAULT_TOKEN_CACHE)]
     pub token_cache: usize,
@@ -812,6 +826,7 @@ impl Cli {
             feed_replay_limit: self.feed_replay_limit,
             max_blob_size: self.max_blob_size,
             history_horizon: self.history_horizon,
+            sync_record_delay: Duration::from_millis(self.sync_record_delay_ms),
             token_cache: self.token_cache,
             device_owner_cache: self.device_owner_cache,
             read_ahead_pages: self.read_ahead_pages,

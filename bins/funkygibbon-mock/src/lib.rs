@@ -179,6 +179,8 @@ async fn build_with_port(
                 resolver: Arc::new(config.resolver.clone()),
                 max_connections: config.max_connections,
                 blob_dir: config.blob_dir.clone(),
+                sync_record_delay: (!config.sync_record_delay.is_zero())
+                    .then_some(config.sync_record_delay),
                 ..StoreOptions::default()
             };
             open_store(config.database_url.clone(), opts).await?
@@ -248,6 +250,7 @@ async fn build_with_port(
         feed: routes::events::FeedHub::new(feed_buffer),
         blobs: routes::blobs::BlobTransfers::default(),
     }));
+    state::spawn_sync_record_writer(&state);
     horizon::spawn(&state);
     let router = routes::router(state.clone());
     Ok((router, AppHandle { state }))
@@ -296,8 +299,10 @@ pub async fn serve(
     let port = listener.local_addr()?.port();
     let limits = conn_limits(&config);
     let tls = tls_acceptor(&config)?;
-    let (router, _handle) = build_with_port(config, port).await?;
-    serve_router(listener, router, limits, tls, shutdown).await
+    let (router, handle) = build_with_port(config, port).await?;
+    let served = serve_router(listener, router, limits, tls, shutdown).await;
+    state::write_sync_records(&handle.state).await;
+    served
 }
 
 /// Like [`serve`], also handing back the [`AppHandle`] once the server is built
@@ -312,8 +317,11 @@ pub async fn serve_with_handle(
     let limits = conn_limits(&config);
     let tls = tls_acceptor(&config)?;
     let (router, handle) = build_with_port(config, port).await?;
+    let state = handle.state.clone();
     let _ = ready.send(handle);
-    serve_router(listener, router, limits, tls, shutdown).await
+    let served = serve_router(listener, router, limits, tls, shutdown).await;
+    state::write_sync_records(&state).await;
+    served
 }
 
 /// The TLS acceptor when a certificate and key are configured (both or neither).

@@ -61,3 +61,34 @@ impl Deref for AppState {
         &self.0
     }
 }
+
+/// Writes the device bookkeeping held back (`goodies_store::seen`) every
+/// `--sync-record-delay-ms`; the task ends with the server.
+pub(crate) fn spawn_sync_record_writer(app: &AppState) {
+    let delay = app.config.sync_record_delay;
+    if delay.is_zero() {
+        return;
+    }
+    let weak = std::sync::Arc::downgrade(&app.0);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(delay);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { return };
+            write_sync_records(&AppState(app)).await;
+        }
+    });
+}
+
+/// Writes the device bookkeeping held back now (on the timer and at shutdown); a
+/// failure keeps it held for the next write.
+pub(crate) async fn write_sync_records(app: &AppState) {
+    if let Err(e) = app.store.flush_sync_records().await {
+        tracing::warn!(
+            error = %crate::error::error_chain(&e),
+            "cannot write the devices' sync records; kept for the next write"
+        );
+    }
+}

@@ -116,8 +116,16 @@ pub trait ServerStore:
     /// Dismisses a pending conflict: the automatic outcome stands.
     async fn dismiss_conflict(&self, id: i64) -> Result<ConflictRecord>;
 
-    /// Records that a device synced (called on every sync round trip).
+    /// Records that a device synced (called on every sync round trip). With
+    /// `StoreOptions::sync_record_delay` the record is held and written behind
+    /// (`crate::seen`).
     async fn record_sync(&self, device_id: &str) -> Result<()>;
+
+    /// Writes the sync records held (`crate::seen`) now; nothing when none are held.
+    /// A failed write keeps them for the next one.
+    async fn flush_sync_records(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Records a device's confirmed watermark (five-step `sync_ack`).
     async fn record_ack(&self, device_id: &str, watermark: Timestamp) -> Result<()>;

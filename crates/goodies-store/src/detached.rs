@@ -250,6 +250,11 @@ impl<S: ServerStore + ?Sized + 'static> ServerStore for Detached<S> {
         run(async move { s.record_sync(&device_id).await }).await
     }
 
+    async fn flush_sync_records(&self) -> Result<()> {
+        let s = self.0.clone();
+        run(async move { s.flush_sync_records().await }).await
+    }
+
     async fn record_ack(&self, device_id: &str, watermark: Timestamp) -> Result<()> {
         let (s, device_id) = (self.0.clone(), device_id.to_owned());
         run(async move { s.record_ack(&device_id, watermark).await }).await

@@ -32,6 +32,7 @@ mod open;
 pub mod owners;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod seen;
 pub mod snapshot;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -503,6 +503,11 @@ pub struct StoreOptions {
     /// versions, receipt times, `server_time`): a device whose clock is off. Zero by
     /// default. SQLite only; PostgreSQL reads the database server's clock.
     pub clock_offset: time::Duration,
+    /// Server stores: sync records (`ServerStore::record_sync`) are held in memory and
+    /// written behind, for every device at once (`crate::seen`); the holder calls
+    /// `ServerStore::flush_sync_records` at least this often. `None` (the default):
+    /// each is written at once.
+    pub sync_record_delay: Option<std::time::Duration>,
     /// Test hook: awaited by every write transaction after its inserts and
     /// before its COMMIT (while it holds its sequence numbers and write lock).
     /// An `Err` rolls the transaction back and fails the write.

@@ -139,6 +139,8 @@ pub struct PgStore {
     digest: tokio::sync::Mutex<Option<(Seq, String)>>,
     /// The LISTEN task forwarding commit notices, started by the first subscriber.
     listening: tokio::sync::Mutex<Option<notify::Listening>>,
+    /// Sync records written behind (`crate::seen`).
+    seen: crate::seen::SeenBuffer,
 }
 
 /// Wraps a sqlx error as a database error (sqlx stays the source, never the type).
@@ -175,6 +177,7 @@ impl PgStore {
             opts,
             digest: tokio::sync::Mutex::new(None),
             listening: tokio::sync::Mutex::new(None),
+            seen: Default::default(),
         })
     }
 

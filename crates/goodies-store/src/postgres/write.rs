@@ -572,6 +572,17 @@ impl ServerStore for PgStore {
     }
 
     async fn record_sync(&self, device_id: &str) -> Result<()> {
+        if self.opts.sync_record_delay.is_some() {
+            // The time is the database's, as below: its clock minus the record's age
+            // when it is written (`write_held_syncs`).
+            if self
+                .seen
+                .add(device_id, inbetweenies_proto::Timestamp::now())
+            {
+                self.write_held_syncs().await?;
+            }
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO client_sync (device_id, last_seen, sync_count) \
              VALUES ($1, goodies_now_us(), 1) \
@@ -598,7 +609,12 @@ impl ServerStore for PgStore {
         Ok(())
     }
 
+    async fn flush_sync_records(&self) -> Result<()> {
+        self.write_held_syncs().await
+    }
+
     async fn client_status(&self, device_id: &str) -> Result<Option<ClientSyncStatus>> {
+        self.write_held_syncs().await?;
         let row = sqlx::query(
             "SELECT device_id, last_seen, last_ack, sync_count FROM client_sync WHERE device_id = $1",
         )
@@ -708,6 +724,7 @@ impl ServerStore for PgStore {
     }
 
     async fn export_snapshot(&self) -> Result<crate::StoreSnapshot> {
+        self.write_held_syncs().await?;
         self.export().await
     }
 
@@ -715,6 +732,7 @@ impl ServerStore for PgStore {
         &self,
         snapshot: crate::StoreSnapshot,
     ) -> Result<crate::RestoreReport> {
+        self.write_held_syncs().await?;
         self.restore(snapshot).await
     }
 
@@ -776,5 +794,45 @@ impl ServerStore for PgStore {
 
     async fn history_horizon(&self) -> Result<Option<crate::horizon::HistoryHorizon>> {
         self.read_horizon().await
+    }
+}
+
+impl PgStore {
+    /// Writes the sync records held (`crate::seen`) in one statement; on failure they
+    /// are held again for the next write. `last_seen` is the database's clock minus
+    /// each record's age, as a write at the time of the sync would have read it.
+    async fn write_held_syncs(&self) -> Result<()> {
+        if self.seen.len() == 0 {
+            return Ok(());
+        }
+        let held = self.seen.take();
+        let ids: Vec<&str> = held.iter().map(|h| h.device_id.as_str()).collect();
+        let ages: Vec<i64> = held
+            .iter()
+            .map(|h| i64::try_from(h.at.elapsed().as_micros()).unwrap_or(i64::MAX))
+            .collect();
+        let syncs: Vec<i64> = held
+            .iter()
+            .map(|h| i64::try_from(h.syncs).unwrap_or(i64::MAX))
+            .collect();
+        let written = sqlx::query(
+            "INSERT INTO client_sync (device_id, last_seen, sync_count) \
+             SELECT d, goodies_now_us() - a, n \
+             FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS t(d, a, n) \
+             ON CONFLICT (device_id) DO UPDATE \
+             SET last_seen = GREATEST(client_sync.last_seen, EXCLUDED.last_seen), \
+             sync_count = client_sync.sync_count + EXCLUDED.sync_count",
+        )
+        .bind(&ids)
+        .bind(&ages)
+        .bind(&syncs)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(db);
+        if written.is_err() {
+            self.seen.put_back(held);
+        }
+        written
     }
 }

@@ -124,6 +124,8 @@ pub struct SqliteStore {
     blobs: blobs::BlobDir,
     /// Pushes and sync records waiting to be written in the next group commit (`group`).
     queue: group::Queue,
+    /// Sync records written behind (`crate::seen`).
+    seen: crate::seen::SeenBuffer,
 }
 
 /// Where a SQLite URL points.
@@ -245,6 +247,7 @@ impl SqliteStore {
             digest_cache: Mutex::new(None),
             blobs,
             queue: group::Queue::default(),
+            seen: Default::default(),
         })
     }
 

@@ -214,9 +214,19 @@ impl ServerStore for SqliteStore {
     }
 
     async fn record_sync(&self, device_id: &str) -> Result<()> {
+        if self.opts.sync_record_delay.is_some() {
+            if self.seen.add(device_id, self.clock()) {
+                self.write_held_syncs().await?;
+            }
+            return Ok(());
+        }
         self.group_write(Work::Seen(device_id.to_owned()))
             .await
             .map(|_| ())
+    }
+
+    async fn flush_sync_records(&self) -> Result<()> {
+        self.write_held_syncs().await
     }
 
     async fn record_ack(&self, device_id: &str, watermark: Timestamp) -> Result<()> {
@@ -234,6 +244,7 @@ impl ServerStore for SqliteStore {
     }
 
     async fn client_status(&self, device_id: &str) -> Result<Option<ClientSyncStatus>> {
+        self.write_held_syncs().await?;
         sqlx::query(
             "SELECT device_id, last_seen, last_ack, sync_count FROM devices WHERE device_id = ?",
         )
@@ -268,6 +279,7 @@ impl ServerStore for SqliteStore {
     }
 
     async fn export_snapshot(&self) -> Result<crate::StoreSnapshot> {
+        self.write_held_syncs().await?;
         self.export().await
     }
 
@@ -275,6 +287,7 @@ impl ServerStore for SqliteStore {
         &self,
         snapshot: crate::StoreSnapshot,
     ) -> Result<crate::RestoreReport> {
+        self.write_held_syncs().await?;
         self.restore(snapshot).await
     }
 
@@ -341,6 +354,38 @@ impl ServerStore for SqliteStore {
 
 impl SqliteStore {
     /// Records one sync of `device_id` in transaction `w` (`super::group`).
+    /// Writes the sync records held (`crate::seen`) in one transaction; on failure they
+    /// are held again for the next write.
+    pub(super) async fn write_held_syncs(&self) -> Result<()> {
+        if self.seen.len() == 0 {
+            return Ok(());
+        }
+        let held = self.seen.take();
+        let written = async {
+            let mut w = self.writer().await?;
+            for h in &held {
+                sqlx::query(
+                    "INSERT INTO devices (device_id, last_seen, sync_count) VALUES (?, ?, ?) \
+                     ON CONFLICT (device_id) DO UPDATE SET \
+                     last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen), \
+                     sync_count = sync_count + excluded.sync_count",
+                )
+                .bind(&h.device_id)
+                .bind(h.last_seen.unix_micros())
+                .bind(i64::try_from(h.syncs).unwrap_or(i64::MAX))
+                .execute(w.conn())
+                .await
+                .map_err(StoreError::database)?;
+            }
+            w.commit().await
+        }
+        .await;
+        if written.is_err() {
+            self.seen.put_back(held);
+        }
+        written
+    }
+
     pub(super) async fn write_seen(&self, w: &mut Writer<'_>, device_id: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO devices (device_id, last_seen, sync_count) VALUES (?, ?, 1) \
