@@ -231,6 +231,9 @@ impl SqliteStore {
                     .synchronous(SqliteSynchronous::Normal);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(opts.max_connections.unwrap_or(4).max(1))
+                    // A connection to a local file cannot have dropped: no ping (a round
+                    // trip to the connection's worker thread) before every statement.
+                    .test_before_acquire(false)
                     .connect_with(options)
                     .await
                     .map_err(|e| StoreError::Connect(Box::new(e)))?;
