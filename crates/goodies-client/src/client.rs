@@ -1018,13 +1018,24 @@ impl Inner {
     }
 
     pub(crate) async fn settings(&self) -> Result<Settings, ClientError> {
-        let s = &self.store;
+        // One read of the four.
+        let mut values = self
+            .store
+            .settings_of(&[
+                keys::SERVER_URL,
+                keys::AUTH_TOKEN,
+                keys::CLIENT_ID,
+                keys::DB_PATH,
+            ])
+            .await?
+            .into_iter();
+        let mut next = || values.next().flatten();
         Ok(Settings {
-            server_url: non_empty(s.setting(keys::SERVER_URL).await?),
-            auth_token: non_empty(s.setting(keys::AUTH_TOKEN).await?),
-            client_id: s.setting(keys::CLIENT_ID).await?.unwrap_or_default(),
+            server_url: non_empty(next()),
+            auth_token: non_empty(next()),
+            client_id: next().unwrap_or_default(),
             user_id: self.user_id(),
-            db_path: s.setting(keys::DB_PATH).await?.unwrap_or_default(),
+            db_path: next().unwrap_or_default(),
         })
     }
 

@@ -296,6 +296,16 @@ pub trait ClientStore: GraphRead {
     /// A persisted setting.
     async fn setting(&self, key: &str) -> Result<Option<String>>;
 
+    /// Several persisted settings, in the order of `keys`, read together (one statement
+    /// on SQLite, so they come from one snapshot).
+    async fn settings_of(&self, keys: &[&str]) -> Result<Vec<Option<String>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.setting(key).await?);
+        }
+        Ok(out)
+    }
+
     /// Persists a setting.
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
 }

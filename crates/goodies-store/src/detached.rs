@@ -486,6 +486,16 @@ impl<S: ClientStore + ?Sized + 'static> ClientStore for Detached<S> {
         run(async move { s.setting(&key).await }).await
     }
 
+    async fn settings_of(&self, keys: &[&str]) -> Result<Vec<Option<String>>> {
+        let s = self.0.clone();
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        run(async move {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            s.settings_of(&keys).await
+        })
+        .await
+    }
+
     async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         let (s, key, value) = (self.0.clone(), key.to_owned(), value.to_owned());
         run(async move { s.set_setting(&key, &value).await }).await

@@ -747,6 +747,33 @@ impl ClientStore for SqliteStore {
             .map_err(StoreError::database)
     }
 
+    async fn settings_of(&self, keys: &[&str]) -> Result<Vec<Option<String>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT key, value FROM settings WHERE key IN (",
+        );
+        let mut list = qb.separated(", ");
+        for key in keys {
+            list.push_bind(*key);
+        }
+        qb.push(")");
+        let rows: Vec<(String, String)> = qb
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::database)?;
+        Ok(keys
+            .iter()
+            .map(|k| {
+                rows.iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+            })
+            .collect())
+    }
+
     async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         // A value stored already is not written again: no transaction, nothing in the
         // log (a command that changes nothing leaves the mirror's files as they were).
