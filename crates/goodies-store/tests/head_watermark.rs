@@ -12,41 +12,26 @@ mod support;
 use std::time::Duration;
 
 use goodies_store::{ChangeQuery, ChangeRecord};
-use inbetweenies_proto::EntityType;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// A one-entity create batch.
-fn one(device: &str, id: &str, ms: i64) -> goodies_store::PushBatch {
-    let v = ver(ms, 1, device);
-    batch(
-        device,
-        device,
-        vec![create(ent(
-            id,
-            &v,
-            &[],
-            EntityType::Room,
-            id,
-            serde_json::json!({}),
-        ))],
-    )
-}
 
 /// The head read while a write waits at its commit, then checked against that write.
 async fn a_head_read_during_a_write_never_hides_it(h: Harness) {
     let gate = Gate::new();
     let writer = h.server(gate.options()).await;
     let reader = h.default_server().await;
-    reader.apply_push(one("b", "seed", 0)).await.expect("seed");
+    reader
+        .apply_push(one_room("b", "seed", 0))
+        .await
+        .expect("seed");
     let seed_seq = reader.max_seq().await.expect("max seq");
 
     // The writer takes its sequence number and receive time, then waits at COMMIT.
     gate.hold_next_commit();
     let write = tokio::spawn({
         let writer = writer.clone();
-        async move { writer.apply_push(one("a", "late", 1)).await }
+        async move { writer.apply_push(one_room("a", "late", 1)).await }
     });
     tokio::time::timeout(LIMIT, gate.entered())
         .await
@@ -144,7 +129,7 @@ async fn heads_read_under_concurrent_writes_hide_nothing(h: Harness) {
                 for i in 0..60 {
                     let id = format!("w{w}-{i}");
                     store
-                        .apply_push(one(&format!("d{w}"), &id, i))
+                        .apply_push(one_room(&format!("d{w}"), &id, i))
                         .await
                         .expect("push");
                 }

@@ -17,28 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use goodies_store::{ChangePage, ChangeQuery, ChangeRecord, EntityOutcome, Seq, ServerStore};
-use inbetweenies_proto::{EntityType, Timestamp};
+use inbetweenies_proto::Timestamp;
 use sqlx::Connection as _;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// A one-entity create batch.
-fn one(device: &str, id: &str, ms: i64) -> goodies_store::PushBatch {
-    let v = ver(ms, 1, device);
-    batch(
-        device,
-        device,
-        vec![create(ent(
-            id,
-            &v,
-            &[],
-            EntityType::Room,
-            id,
-            serde_json::json!({}),
-        ))],
-    )
-}
 
 fn record_id(r: &ChangeRecord) -> String {
     match r {
@@ -161,8 +144,12 @@ async fn a_row_that_commits_late_reaches_the_reader_when_the_database_defaults_t
     let reader = h.default_server().await;
 
     // Some history, read to the end by cursor and by watermark.
-    b.apply_push(one("b", "seed-1", 0)).await.expect("seed 1");
-    b.apply_push(one("b", "seed-2", 1)).await.expect("seed 2");
+    b.apply_push(one_room("b", "seed-1", 0))
+        .await
+        .expect("seed 1");
+    b.apply_push(one_room("b", "seed-2", 1))
+        .await
+        .expect("seed 2");
     let (seen, cursor) = drain_after(reader.as_ref(), None, 1).await;
     assert_eq!(
         seen.iter().map(record_id).collect::<Vec<_>>(),
@@ -179,7 +166,7 @@ async fn a_row_that_commits_late_reaches_the_reader_when_the_database_defaults_t
     gate.hold_next_commit();
     let a_task = tokio::spawn({
         let a = Arc::clone(&a);
-        async move { a.apply_push(one("a", "late-a", 2)).await }
+        async move { a.apply_push(one_room("a", "late-a", 2)).await }
     });
     tokio::time::timeout(LIMIT, gate.entered())
         .await
@@ -188,7 +175,7 @@ async fn a_row_that_commits_late_reaches_the_reader_when_the_database_defaults_t
     // B writes and the reader pages on, both while A is in flight.
     let b_task = tokio::spawn({
         let b = Arc::clone(&b);
-        async move { b.apply_push(one("b", "after-b", 3)).await }
+        async move { b.apply_push(one_room("b", "after-b", 3)).await }
     });
     let page_task = tokio::spawn({
         let reader = Arc::clone(&reader);
@@ -296,11 +283,13 @@ async fn a_rolled_back_push_leaves_no_row_and_no_gap_when_the_database_defaults_
     let gate = Gate::new();
     let a = h.server(gate.options()).await;
     let b = h.default_server().await;
-    a.apply_push(one("a", "first", 0)).await.expect("first");
+    a.apply_push(one_room("a", "first", 0))
+        .await
+        .expect("first");
 
     gate.fail_next_commit();
     let err = a
-        .apply_push(one("a", "failed", 1))
+        .apply_push(one_room("a", "failed", 1))
         .await
         .expect_err("the hook fails the commit");
     assert!(
@@ -310,7 +299,9 @@ async fn a_rolled_back_push_leaves_no_row_and_no_gap_when_the_database_defaults_
     assert!(a.entity(&"failed".into()).await.expect("read").is_none());
     assert_eq!(b.max_seq().await.expect("max seq"), 1);
 
-    b.apply_push(one("b", "second", 2)).await.expect("second");
+    b.apply_push(one_room("b", "second", 2))
+        .await
+        .expect("second");
     let (all, _) = drain_after(b.as_ref(), None, 10).await;
     assert_eq!(
         all.iter().map(record_id).collect::<Vec<_>>(),

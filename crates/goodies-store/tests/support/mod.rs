@@ -399,6 +399,24 @@ pub fn batch(device: &str, user: &str, changes: Vec<SyncChange>) -> PushBatch {
     }
 }
 
+/// A batch of one create: a room `id` with an empty content, edited `ms` after
+/// [`base_time`] by `device` (also its user).
+pub fn one_room(device: &str, id: &str, ms: i64) -> PushBatch {
+    let v = ver(ms, 1, device);
+    batch(
+        device,
+        device,
+        vec![create(ent(
+            id,
+            &v,
+            &[],
+            EntityType::Room,
+            id,
+            serde_json::json!({}),
+        ))],
+    )
+}
+
 /// A change-feed row as the server sends it to a client.
 pub fn to_wire(record: &ChangeRecord) -> SyncChange {
     match record {
