@@ -37,6 +37,16 @@ pub struct StoreHead {
 pub trait StoreHeadRead: Send + Sync {
     /// The sequence number, restore mark, history horizon and watermark, as of one moment.
     async fn head(&self) -> Result<StoreHead>;
+
+    /// The head as [`head`](Self::head) reads it, read at once on the calling thread when
+    /// that needs no waiting: no write holds or waits for the store's guard, and the
+    /// database answers without a lock wait. `None` when it cannot (the caller then calls
+    /// `head`). Nothing is awaited, so it cannot be cancelled half-way.
+    ///
+    /// A backend without such a read keeps the default, `None`.
+    fn head_now(&self) -> Option<Result<StoreHead>> {
+        None
+    }
 }
 
 /// Decodes the meta row's columns (0 means none, as the backends store them).
@@ -91,7 +101,16 @@ where
 #[async_trait]
 impl<S: StoreHeadRead + ?Sized + 'static> StoreHeadRead for Detached<S> {
     async fn head(&self) -> Result<StoreHead> {
+        // A read on this thread with nothing awaited runs to completion where it is: no
+        // task to hand it to (that hand-off is most of a caught-up client's sync).
+        if let Some(head) = self.0.head_now() {
+            return head;
+        }
         let s: Arc<S> = self.0.clone();
         run(async move { s.head().await }).await
+    }
+
+    fn head_now(&self) -> Option<Result<StoreHead>> {
+        self.0.head_now()
     }
 }

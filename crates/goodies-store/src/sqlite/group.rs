@@ -268,7 +268,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
@@ -304,7 +304,8 @@ mod tests {
         }))
     }
 
-    fn create(id: &str, name: &str) -> SyncChange {
+    /// A one-note create (also used by other tests of the backend).
+    pub(in crate::sqlite) fn create(id: &str, name: &str) -> SyncChange {
         SyncChange {
             change_type: ChangeType::Create,
             entity: Some(EntityChange {
@@ -324,7 +325,7 @@ mod tests {
         }
     }
 
-    fn batch(device: &str, changes: Vec<SyncChange>) -> PushBatch {
+    pub(in crate::sqlite) fn batch(device: &str, changes: Vec<SyncChange>) -> PushBatch {
         PushBatch {
             device_id: device.into(),
             user_id: "tester".into(),

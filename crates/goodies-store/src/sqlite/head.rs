@@ -1,28 +1,263 @@
-//! The store's head in one statement (`crate::head`).
+//! The store's head in one statement (`crate::head`), read at once on the calling thread
+//! when it can be.
+//!
+//! Every sqlx statement on SQLite is handed to its connection's worker thread and woken
+//! back: two thread switches, and on a busy server most of the cost of a caught-up
+//! client's sync. The head is one row of `store_meta`, so a file database also reads it
+//! here, on a read-only connection of its own with one cached statement. It is a real
+//! read of the committed file, so a commit by any connection, in this process or in
+//! another one, is seen by the next read exactly as the pool's read would see it: there
+//! is no cache to keep in step.
+//!
+//! Both reads hold the in-process read guard while they read the row and the clock (see
+//! the watermark in `StoreHead::now`). The direct read never waits: it takes the guard
+//! only if it is free at once (no write holds it or waits for it), the connection's busy
+//! timeout is zero, and whenever it cannot answer at once (guard taken, busy, any error,
+//! or an in-memory database, which no second connection can open) `head` reads through
+//! the pool as before.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
 
 use super::SqliteStore;
 use crate::error::{Result, StoreError};
 use crate::head::{head_from, StoreHead, StoreHeadRead};
 
-#[async_trait]
-impl StoreHeadRead for SqliteStore {
-    async fn head(&self) -> Result<StoreHead> {
-        // Under the read guard, as a change page is read: no write is between taking its
-        // sequence numbers and receive time and committing, so the clock read here is a
-        // watermark for the sequence number read with it (`StoreHead::now`).
+const HEAD_SQL: &str = "SELECT last_seq, restored_seq, restored_at, horizon_at, horizon_seq \
+                        FROM store_meta WHERE one = 1";
+
+/// Idle direct connections kept, at most (a few serve a multi-threaded runtime without
+/// opening one per read).
+const IDLE: usize = 4;
+
+/// The meta row's columns, as `head_from` takes them.
+type MetaRow = (i64, i64, i64, i64, i64);
+
+/// Direct, synchronous reads of the head of one database file (see the module doc).
+#[derive(Debug, Default)]
+pub(super) struct DirectHead {
+    /// The database file; `None` for an in-memory database.
+    path: Option<PathBuf>,
+    idle: Mutex<Vec<Connection>>,
+    /// Heads read here, and reads that fell back to the pool.
+    direct: AtomicU64,
+    fell_back: AtomicU64,
+}
+
+impl DirectHead {
+    pub(super) fn new(path: Option<&Path>) -> DirectHead {
+        DirectHead {
+            path: path.map(Path::to_path_buf),
+            ..DirectHead::default()
+        }
+    }
+
+    fn open(path: &Path) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // Never sleep on the caller's thread: busy means "read through the pool".
+        conn.busy_timeout(std::time::Duration::ZERO)?;
+        // One row of one page is all it reads.
+        conn.pragma_update(None, "cache_size", -64)?;
+        Ok(conn)
+    }
+
+    /// The meta row, read now on this thread; `None` when it cannot be read at once.
+    fn read(&self) -> Option<MetaRow> {
+        let path = self.path.as_deref()?;
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => match Self::open(path) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot open a direct head connection");
+                    return None;
+                }
+            },
+        };
+        let row = conn.prepare_cached(HEAD_SQL).and_then(|mut st| {
+            st.query_row([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+        });
+        match row {
+            Ok(row) => {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                if idle.len() < IDLE {
+                    idle.push(conn);
+                }
+                Some(row)
+            }
+            Err(e) => {
+                // Busy, or anything else: the pool's read decides (and reports it).
+                tracing::debug!(error = %e, "direct head read failed; reading through the pool");
+                None
+            }
+        }
+    }
+
+    /// `(direct, fell_back)`: heads read here, and reads handed to the pool.
+    #[cfg(test)]
+    pub(super) fn counts(&self) -> (u64, u64) {
+        (
+            self.direct.load(Ordering::Relaxed),
+            self.fell_back.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl SqliteStore {
+    /// The head through the pool (the worker thread of a pooled connection), under the
+    /// read guard, waiting for it.
+    async fn pooled_head(&self) -> Result<StoreHead> {
         let _read = self.shared.lock.read().await;
-        let (seq, restored_seq, restored_at, horizon_at, horizon_seq): (i64, i64, i64, i64, i64) =
-            sqlx::query_as(
-                "SELECT last_seq, restored_seq, restored_at, horizon_at, horizon_seq \
-                 FROM store_meta WHERE one = 1",
-            )
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::database)?;
+        let (seq, restored_seq, restored_at, horizon_at, horizon_seq): MetaRow =
+            sqlx::query_as(HEAD_SQL)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::database)?;
         let now = self.clock().saturating_add_micros(-1);
         drop(_read);
         head_from(seq, restored_seq, restored_at, horizon_at, horizon_seq, now)
+    }
+
+    /// The head read on this thread, if the guard is free and the file answers at once.
+    fn direct_head(&self) -> Option<Result<StoreHead>> {
+        self.direct_head.path.as_ref()?;
+        // Under the read guard, as a change page is read: no write is between taking its
+        // sequence numbers and receive time and committing, so the clock read here is a
+        // watermark for the sequence number read with it (`StoreHead::now`). Taken only
+        // if free now: a write holding or waiting for it sends the read to the pool.
+        let Ok(_read) = self.shared.lock.try_read() else {
+            self.direct_head.fell_back.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let Some((seq, restored_seq, restored_at, horizon_at, horizon_seq)) =
+            self.direct_head.read()
+        else {
+            self.direct_head.fell_back.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let now = self.clock().saturating_add_micros(-1);
+        drop(_read);
+        self.direct_head.direct.fetch_add(1, Ordering::Relaxed);
+        Some(head_from(
+            seq,
+            restored_seq,
+            restored_at,
+            horizon_at,
+            horizon_seq,
+            now,
+        ))
+    }
+}
+
+#[async_trait]
+impl StoreHeadRead for SqliteStore {
+    async fn head(&self) -> Result<StoreHead> {
+        match self.direct_head() {
+            Some(head) => head,
+            None => self.pooled_head().await,
+        }
+    }
+
+    fn head_now(&self) -> Option<Result<StoreHead>> {
+        self.direct_head()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::group::tests::{batch, create};
+    use crate::types::StoreOptions;
+    use crate::ServerStore;
+
+    async fn push(store: &SqliteStore) {
+        store
+            .apply_push(batch(
+                "d",
+                vec![create(&uuid::Uuid::new_v4().to_string(), "n")],
+            ))
+            .await
+            .expect("push");
+    }
+
+    /// The direct read answers for a file, agrees with the pool's read after each write,
+    /// and sees a write through another store on the same file (its own pool and
+    /// connections, as another process has) at once.
+    #[tokio::test]
+    async fn the_direct_head_read_sees_every_commit_on_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.db");
+        let a = SqliteStore::connect(path.to_str().unwrap(), StoreOptions::default())
+            .await
+            .expect("a");
+        let direct = a
+            .head_now()
+            .expect("a file is read directly")
+            .expect("head");
+        let pooled = a.pooled_head().await.expect("pooled");
+        assert_eq!(
+            (direct.seq, direct.restore_mark, direct.horizon),
+            (0, None, None)
+        );
+        assert_eq!(pooled.seq, 0);
+        push(&a).await;
+        assert_eq!(a.head_now().unwrap().unwrap().seq, 1);
+        let b = SqliteStore::connect(path.to_str().unwrap(), StoreOptions::default())
+            .await
+            .expect("b");
+        push(&b).await;
+        push(&b).await;
+        let seen = a.head_now().unwrap().unwrap();
+        assert_eq!(seen.seq, 3, "a write through another store is seen at once");
+        assert_eq!(seen.seq, a.pooled_head().await.expect("pooled").seq);
+        let (direct, fell_back) = a.direct_head.counts();
+        assert_eq!(
+            (direct, fell_back),
+            (3, 0),
+            "every head above was read directly"
+        );
+        // `head` takes the direct path too when it can.
+        assert_eq!(a.head().await.expect("head").seq, 3);
+        assert_eq!(a.direct_head.counts(), (4, 0));
+    }
+
+    /// A write holding the guard sends the read to the pool, which waits for the write
+    /// and then sees it; nothing is read directly while the guard is taken.
+    #[tokio::test]
+    async fn a_write_in_progress_sends_the_read_to_the_pool() {
+        let dir = tempfile::tempdir().expect("dir");
+        let a = SqliteStore::connect(
+            dir.path().join("s.db").to_str().unwrap(),
+            StoreOptions::default(),
+        )
+        .await
+        .expect("a");
+        let guard = a.shared.lock.write().await;
+        assert!(a.head_now().is_none(), "no direct read under a write");
+        assert_eq!(a.direct_head.counts(), (0, 1));
+        drop(guard);
+        assert_eq!(a.head_now().unwrap().unwrap().seq, 0);
+        assert_eq!(a.direct_head.counts(), (1, 1));
+    }
+
+    /// An in-memory database has no second connection: the pool answers.
+    #[tokio::test]
+    async fn an_in_memory_store_reads_its_head_through_the_pool() {
+        let s = SqliteStore::memory(StoreOptions::default())
+            .await
+            .expect("memory");
+        assert!(s.head_now().is_none());
+        push(&s).await;
+        assert_eq!(s.head().await.expect("head").seq, 1);
     }
 }

@@ -126,6 +126,8 @@ pub struct SqliteStore {
     queue: group::Queue,
     /// Sync records written behind (`crate::seen`).
     seen: crate::seen::SeenBuffer,
+    /// The head read on the caller's thread (`head`).
+    direct_head: head::DirectHead,
 }
 
 /// Where a SQLite URL points.
@@ -244,6 +246,7 @@ impl SqliteStore {
         migrate(&pool).await?;
         let blobs = blobs::BlobDir::new(opts.blob_dir.clone(), path.as_deref())?;
         Ok(SqliteStore {
+            direct_head: head::DirectHead::new(path.as_deref()),
             shared: shared_for(path.as_deref()),
             pool,
             opts,
