@@ -121,6 +121,15 @@ pub trait ServerStore:
     /// (`crate::seen`).
     async fn record_sync(&self, device_id: &str) -> Result<()>;
 
+    /// Records a sync as [`record_sync`](Self::record_sync) does, at once on the calling
+    /// thread, when that needs nothing awaited (the record is held to be written behind
+    /// and the holding buffer has room). `None` when nothing was recorded: the caller
+    /// calls `record_sync`. A backend without held records keeps the default, `None`.
+    fn record_sync_now(&self, device_id: &str) -> Option<Result<()>> {
+        let _ = device_id;
+        None
+    }
+
     /// Writes the sync records held (`crate::seen`) now; nothing when none are held.
     /// A failed write keeps them for the next one.
     async fn flush_sync_records(&self) -> Result<()> {

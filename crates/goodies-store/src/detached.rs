@@ -246,6 +246,10 @@ impl<S: ServerStore + ?Sized + 'static> ServerStore for Detached<S> {
     }
 
     async fn record_sync(&self, device_id: &str) -> Result<()> {
+        // Held in memory with nothing awaited: it completes where it is, no task needed.
+        if let Some(done) = self.0.record_sync_now(device_id) {
+            return done;
+        }
         let (s, device_id) = (self.0.clone(), device_id.to_owned());
         run(async move { s.record_sync(&device_id).await }).await
     }

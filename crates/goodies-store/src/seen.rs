@@ -84,6 +84,32 @@ impl SeenBuffer {
         held.len() >= MAX_HELD
     }
 
+    /// Holds one sync of `device_id` at `now` if that leaves the buffer short of full
+    /// (so no write is due); false, holding nothing, otherwise.
+    pub(crate) fn add_if_room(&self, device_id: &str, now: Timestamp) -> bool {
+        let mut held = self.lock();
+        if let Some(h) = held.get_mut(device_id) {
+            h.syncs += 1;
+            h.last_seen = h.last_seen.max(now);
+            h.at = Instant::now();
+            return true;
+        }
+        if held.len() + 1 >= MAX_HELD {
+            return false;
+        }
+        let id = device_id.to_owned();
+        held.insert(
+            id.clone(),
+            HeldSyncs {
+                device_id: id,
+                syncs: 1,
+                last_seen: now,
+                at: Instant::now(),
+            },
+        );
+        true
+    }
+
     /// Everything held, taken out for a write.
     pub(crate) fn take(&self) -> Vec<HeldSyncs> {
         std::mem::take(&mut *self.lock()).into_values().collect()
@@ -148,5 +174,21 @@ mod tests {
             b.add("last", t),
             "the record that fills it asks for a write"
         );
+    }
+
+    /// `add_if_room` never fills the buffer: the record that would is not held (the
+    /// caller then writes), while a device already held is always counted.
+    #[test]
+    fn holding_at_once_stops_short_of_full() {
+        let b = SeenBuffer::default();
+        let t = Timestamp::from_unix_micros(1).unwrap();
+        for i in 0..MAX_HELD - 1 {
+            assert!(b.add_if_room(&format!("d{i}"), t));
+        }
+        assert!(!b.add_if_room("one more", t), "it would fill the buffer");
+        assert_eq!(b.len(), MAX_HELD - 1, "and nothing was held");
+        assert!(b.add_if_room("d0", t), "a device held is counted");
+        let d0 = b.take().into_iter().find(|h| h.device_id == "d0").unwrap();
+        assert_eq!(d0.syncs, 2);
     }
 }

@@ -225,6 +225,13 @@ impl ServerStore for SqliteStore {
             .map(|_| ())
     }
 
+    fn record_sync_now(&self, device_id: &str) -> Option<Result<()>> {
+        self.opts.sync_record_delay?;
+        self.seen
+            .add_if_room(device_id, self.clock())
+            .then_some(Ok(()))
+    }
+
     async fn flush_sync_records(&self) -> Result<()> {
         self.write_held_syncs().await
     }
@@ -397,5 +404,56 @@ impl SqliteStore {
         .await
         .map_err(StoreError::database)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Through a detached store (as the server calls it), every sync of more devices
+    /// than the buffer holds is counted: those held at once, and the one that fills
+    /// the buffer through the write it asks for.
+    #[tokio::test]
+    async fn a_detached_store_counts_every_sync_past_a_full_buffer() {
+        use crate::seen::MAX_HELD;
+        use crate::{Detached, ServerStore, SqliteStore, StoreOptions};
+        let dir = tempfile::tempdir().expect("dir");
+        let opts = StoreOptions {
+            sync_record_delay: Some(std::time::Duration::from_secs(3600)),
+            ..StoreOptions::default()
+        };
+        let store = std::sync::Arc::new(
+            SqliteStore::connect(dir.path().join("s.db").to_str().unwrap(), opts)
+                .await
+                .expect("store"),
+        );
+        let detached = Detached(store.clone());
+        let devices = MAX_HELD + 10;
+        for i in 0..devices {
+            detached
+                .record_sync(&format!("d{i}"))
+                .await
+                .expect("record");
+        }
+        detached.record_sync("d0").await.expect("record");
+        assert!(store.seen.len() < MAX_HELD, "a full buffer was written");
+        detached.flush_sync_records().await.expect("flush");
+        for (device, syncs) in [
+            ("d0", 2),
+            ("d1", 1),
+            (&*format!("d{}", MAX_HELD - 1), 1),
+            (&*format!("d{}", devices - 1), 1),
+        ] {
+            let status = detached
+                .client_status(device)
+                .await
+                .expect("status")
+                .unwrap_or_else(|| panic!("{device} recorded"));
+            assert_eq!(status.sync_count, syncs, "{device}");
+        }
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM devices")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        assert_eq!(n as usize, devices, "every device recorded once written");
     }
 }
