@@ -59,6 +59,10 @@ fn opt_num(name: &str, env: &str) -> anyhow::Result<Option<u64>> {
         .transpose()
 }
 
+// As the server binary (docs/SERVER.md "Memory"); the driver role uses it too.
+#[global_allocator]
+static GLOBAL: funkygibbon_mock::memory::Allocator = funkygibbon_mock::memory::Allocator;
+
 fn main() -> anyhow::Result<()> {
     if opt("--role", "LOAD_ROLE").as_deref() == Some("server") {
         return server_role();
@@ -180,6 +184,8 @@ impl Server {
     fn start(backend: Backend, clients: usize, entities: usize) -> anyhow::Result<Server> {
         let mut child = Command::new(std::env::current_exe()?)
             .args(["--role", "server", "--backend", backend.name()])
+            // The options the server binary sets before its first allocation.
+            .envs(funkygibbon_mock::memory::MIMALLOC_ENV)
             .args(["--clients", &clients.to_string()])
             .args(["--entities", &entities.to_string()])
             .stdin(Stdio::piped())

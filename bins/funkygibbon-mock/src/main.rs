@@ -15,6 +15,17 @@ use std::process::ExitCode;
 use clap::Parser;
 use funkygibbon_mock::{serve_with_handle, shutdown_signal, Cli, LogFormat, ServerError};
 
+#[global_allocator]
+static GLOBAL: funkygibbon_mock::memory::Allocator = funkygibbon_mock::memory::Allocator;
+
+/// mimalloc's options set before the first allocation, which Rust's runtime makes before
+/// `main` (`funkygibbon_mock::memory::tune_early`).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+#[used]
+#[link_section = ".init_array"]
+static TUNE_ALLOCATOR_EARLY: extern "C" fn() = funkygibbon_mock::memory::tune_early;
+
 fn main() -> ExitCode {
     // Process-wide and best before threads exist: the runtime's threads then share the
     // allocator's few arenas.
