@@ -273,8 +273,8 @@ mod tests {
     use super::*;
 
     /// The two option numbers are those of mimalloc.h: each sits between neighbours the
-    /// bindings name (`verbose` = 2 … `large_os_pages` = 6; `eager_commit_delay` = 14 …
-    /// `use_numa_nodes` = 16), and the options read back as set.
+    /// bindings name (`verbose` = 2 … `large_os_pages` = 6; `reserve_os_memory` = 9 …
+    /// `use_numa_nodes` = 16, `purge_delay` just before it), and read back as set.
     #[test]
     #[allow(unsafe_code)]
     fn the_mimalloc_options_are_the_ones_meant() {
@@ -285,10 +285,10 @@ mod tests {
         );
         assert_eq!(
             (
-                sys::mi_option_eager_commit_delay,
+                sys::mi_option_reserve_os_memory,
                 sys::mi_option_use_numa_nodes
             ),
-            (14, 16)
+            (9, 16)
         );
         assert_eq!((mi::ARENA_EAGER_COMMIT, mi::PURGE_DELAY), (4, 15));
         mi::tune();
