@@ -39,6 +39,8 @@ pub(crate) struct DigestIndex {
     max_ids: usize,
     /// Set once the store had more ids than `max_ids`: the store's digest answers.
     too_big: std::sync::atomic::AtomicBool,
+    /// Builds from every latest row (`rebuilds`).
+    rebuilds: std::sync::atomic::AtomicU64,
 }
 
 impl Default for DigestIndex {
@@ -65,7 +67,13 @@ impl DigestIndex {
             rebuild_gap: REBUILD_GAP,
             max_ids,
             too_big: std::sync::atomic::AtomicBool::new(max_ids == 0),
+            rebuilds: Default::default(),
         }
+    }
+
+    /// How many times the index was built from every latest row.
+    pub(crate) fn rebuilds(&self) -> u64 {
+        self.rebuilds.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many ids the index holds now.
@@ -98,7 +106,9 @@ impl DigestIndex {
     }
 
     /// [`Self::digest_with_seq`] with the highest committed sequence number already read
-    /// (`max`, read before this call): the digest reflects every row up to it.
+    /// (`max`, read before this call): the digest reflects every row up to the number
+    /// returned with it, which is `max` or, when the index was already past it, the
+    /// index's position.
     pub(crate) async fn digest_at(
         &self,
         store: &dyn ServerStore,
@@ -111,8 +121,12 @@ impl DigestIndex {
             return Ok((max, store.state_digest().await?));
         }
         let mut state = self.state.lock().await;
-        if let Some(ix) = state.as_ref().filter(|ix| ix.seq == max) {
-            return Ok((max, ix.digest.clone()));
+        // At or past the position asked (another request moved it on since the caller
+        // read its head): the index reflects every row up to its own position, which it
+        // answers with; the caller checks that against the head read after its page. A
+        // rebuild here would read every latest row and label a later state `max`.
+        if let Some(ix) = state.as_ref().filter(|ix| ix.seq >= max) {
+            return Ok((ix.seq, ix.digest.clone()));
         }
         // A restore of a backup replaces rows without the feed showing what went away:
         // an index from before the restore's mark is rebuilt.
@@ -131,6 +145,7 @@ impl DigestIndex {
                 ix
             }
             _ => {
+                self.rebuilds.fetch_add(1, Ordering::Relaxed);
                 let latest = rebuild(store).await?;
                 let digest = hash(&latest)?;
                 Index {
@@ -253,6 +268,42 @@ mod tests {
             })
             .await
             .expect("push");
+    }
+
+    /// A request that read its head before another one moved the index on is answered
+    /// from the index, with the index's own position (the caller checks it against the
+    /// head after its page), never by reading every latest row again.
+    #[tokio::test]
+    async fn a_position_behind_the_index_is_answered_without_a_rebuild() {
+        let store = goodies_store::open_server_store("sqlite::memory:", StoreOptions::default())
+            .await
+            .expect("store");
+        let index = DigestIndex::default();
+        let id = |_| EntityId::new_random();
+        let create = |i: &EntityId| change(i, &Version::now("tester"), &[], ChangeType::Create);
+        push(&store, (0..5).map(id).map(|i| create(&i)).collect()).await;
+        let older = store.max_seq().await.expect("seq");
+        index.digest(store.as_ref()).await.expect("first build");
+        assert_eq!(index.rebuilds(), 1);
+        push(&store, (0..3).map(id).map(|i| create(&i)).collect()).await;
+        let (now, digest) = index.digest_with_seq(store.as_ref()).await.expect("follow");
+        assert!(now > older);
+        assert_eq!(index.rebuilds(), 1, "followed through the feed");
+        let (seq, behind) = index
+            .digest_at(store.as_ref(), older)
+            .await
+            .expect("behind");
+        assert_eq!(
+            (seq, &behind),
+            (now, &digest),
+            "the index's own position and digest"
+        );
+        assert_eq!(behind, store.state_digest().await.expect("store digest"));
+        assert_eq!(
+            index.rebuilds(),
+            1,
+            "no rebuild for a position behind the index"
+        );
     }
 
     /// Creates, fast-forwards, conflicting pushes, tombstones and relationship-only writes,
