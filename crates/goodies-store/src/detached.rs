@@ -254,6 +254,10 @@ impl<S: ServerStore + ?Sized + 'static> ServerStore for Detached<S> {
         run(async move { s.record_sync(&device_id).await }).await
     }
 
+    fn record_sync_now(&self, device_id: &str) -> Option<Result<()>> {
+        self.0.record_sync_now(device_id)
+    }
+
     async fn flush_sync_records(&self) -> Result<()> {
         let s = self.0.clone();
         run(async move { s.flush_sync_records().await }).await
