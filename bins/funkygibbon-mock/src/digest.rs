@@ -72,6 +72,7 @@ impl DigestIndex {
     }
 
     /// How many times the index was built from every latest row.
+    #[cfg(test)]
     pub(crate) fn rebuilds(&self) -> u64 {
         self.rebuilds.load(std::sync::atomic::Ordering::Relaxed)
     }

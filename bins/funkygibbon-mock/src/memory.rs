@@ -96,8 +96,8 @@ mod mi {
     pub(super) const PURGE_DELAY: mi_option_t = 15;
 
     /// Commits memory only as it is used, and gives freed pages back at once instead of
-    /// after mimalloc's default delay (with the defaults an idle server kept 41 MiB
-    /// resident instead of 14 MiB, docs/PERFORMANCE.md).
+    /// after mimalloc's default delay (with the defaults the load generator's server
+    /// kept 41 MiB resident before its load instead of 14 MiB).
     pub(super) fn tune() {
         // SAFETY: mi_option_set stores an integer in mimalloc's option table; both
         // options are read when memory is committed or purged, at any time.
