@@ -6,8 +6,9 @@
 //! server process sharing a database (commits happen in sequence order). The digest
 //! comes with the number it reflects: the number read just before it, or the digest
 //! index's position when another request has moved it past that
-//! ([`DigestIndex::digest_with_seq`]); the page is read next; the number is read again. When it has not moved, page, watermark and
-//! digest are the state at that number, and the snapshot is *exact*.
+//! ([`DigestIndex::digest_with_seq`]); the page is read next; the number is read again.
+//! When it has not moved, page, watermark and digest are the state at that number, and
+//! the snapshot is *exact*.
 //!
 //! Under a steady stream of writes the reads are retried a few times; after that the
 //! last attempt is answered as it is, marked inexact: its digest is then the state at

@@ -47,6 +47,30 @@ pub struct HeldSyncs {
     pub at: Instant,
 }
 
+/// One sync of `device_id` at `now`, as a record.
+fn one_sync(device_id: &str, now: Timestamp) -> HeldSyncs {
+    HeldSyncs {
+        device_id: device_id.to_owned(),
+        syncs: 1,
+        last_seen: now,
+        at: Instant::now(),
+    }
+}
+
+/// Merges `r` into what is held for its device: counts add up, the latest times stay.
+fn hold(held: &mut HashMap<String, HeldSyncs>, r: HeldSyncs) {
+    match held.get_mut(&r.device_id) {
+        Some(h) => {
+            h.syncs += r.syncs;
+            h.last_seen = h.last_seen.max(r.last_seen);
+            h.at = h.at.max(r.at);
+        }
+        None => {
+            held.insert(r.device_id.clone(), r);
+        }
+    }
+}
+
 /// The records held (see the module doc).
 #[derive(Debug, Default)]
 pub(crate) struct SeenBuffer {
@@ -62,25 +86,7 @@ impl SeenBuffer {
     /// caller must write what is held now.
     pub(crate) fn add(&self, device_id: &str, now: Timestamp) -> bool {
         let mut held = self.lock();
-        let at = Instant::now();
-        match held.get_mut(device_id) {
-            Some(h) => {
-                h.syncs += 1;
-                h.last_seen = h.last_seen.max(now);
-                h.at = at;
-            }
-            None => {
-                held.insert(
-                    device_id.to_owned(),
-                    HeldSyncs {
-                        device_id: device_id.to_owned(),
-                        syncs: 1,
-                        last_seen: now,
-                        at,
-                    },
-                );
-            }
-        }
+        hold(&mut held, one_sync(device_id, now));
         held.len() >= MAX_HELD
     }
 
@@ -88,25 +94,10 @@ impl SeenBuffer {
     /// (so no write is due); false, holding nothing, otherwise.
     pub(crate) fn add_if_room(&self, device_id: &str, now: Timestamp) -> bool {
         let mut held = self.lock();
-        if let Some(h) = held.get_mut(device_id) {
-            h.syncs += 1;
-            h.last_seen = h.last_seen.max(now);
-            h.at = Instant::now();
-            return true;
-        }
-        if held.len() + 1 >= MAX_HELD {
+        if !held.contains_key(device_id) && held.len() + 1 >= MAX_HELD {
             return false;
         }
-        let id = device_id.to_owned();
-        held.insert(
-            id.clone(),
-            HeldSyncs {
-                device_id: id,
-                syncs: 1,
-                last_seen: now,
-                at: Instant::now(),
-            },
-        );
+        hold(&mut held, one_sync(device_id, now));
         true
     }
 
@@ -119,16 +110,7 @@ impl SeenBuffer {
     pub(crate) fn put_back(&self, records: Vec<HeldSyncs>) {
         let mut held = self.lock();
         for r in records {
-            match held.get_mut(&r.device_id) {
-                Some(h) => {
-                    h.syncs += r.syncs;
-                    h.last_seen = h.last_seen.max(r.last_seen);
-                    h.at = h.at.max(r.at);
-                }
-                None => {
-                    held.insert(r.device_id.clone(), r);
-                }
-            }
+            hold(&mut held, r);
         }
     }
 
