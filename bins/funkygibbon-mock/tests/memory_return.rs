@@ -214,3 +214,25 @@ async fn memory_grown_by_a_burst_is_given_back_once_quiet() {
     assert!(health.status().is_success());
     child.kill().await.expect("kill");
 }
+
+/// The binary's allocator options are in force from its start (docs/SERVER.md
+/// "Memory"): set from its `.init_array`, before the first allocation, they win over
+/// the environment, and mimalloc's own report of its options at start-up shows them.
+#[test]
+fn the_allocator_options_are_set_before_the_first_allocation() {
+    let out = std::process::Command::new(BIN)
+        .arg("--version")
+        .env("MIMALLOC_VERBOSE", "1")
+        .env("MIMALLOC_ARENA_EAGER_COMMIT", "1")
+        .env("MIMALLOC_PURGE_DELAY", "1000")
+        .output()
+        .expect("run the binary");
+    assert!(out.status.success(), "--version: {:?}", out.status);
+    let report = String::from_utf8_lossy(&out.stderr);
+    for want in ["option 'arena_eager_commit': 0", "option 'purge_delay': 0"] {
+        assert!(
+            report.lines().any(|l| l.trim_end() == want),
+            "{want:?} not in mimalloc's report:\n{report}"
+        );
+    }
+}
