@@ -329,6 +329,11 @@ mod tests {
             states > 20,
             "the reads saw only {states} states: they did not meet the writes"
         );
+        assert_eq!(
+            app.digest.rebuilds(),
+            1,
+            "every latest row read once, by one request"
+        );
         eprintln!(
             "{states} states read while writing; {} reads made again, {} builds",
             app.digest.rereads(),
