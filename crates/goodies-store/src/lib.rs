@@ -18,6 +18,8 @@
 #![warn(missing_docs)]
 
 mod api;
+#[cfg(any(feature = "postgres", test))]
+mod batch;
 pub mod blob_upload;
 mod detached;
 pub mod error;

@@ -9,6 +9,16 @@ use crate::head::{head_from, StoreHead, StoreHeadRead};
 #[async_trait]
 impl StoreHeadRead for PgStore {
     async fn head(&self) -> Result<StoreHead> {
+        // Requests asking while a head read is under way share the next one (which
+        // starts after all of them asked, so it is as current as their own would be):
+        // under many clients one statement answers many syncs (`crate::batch`).
+        self.head_reads.read(|| self.read_head()).await
+    }
+}
+
+impl PgStore {
+    /// The head, read now.
+    async fn read_head(&self) -> Result<StoreHead> {
         // One statement (`goodies_head`, migration 0008), as a change page is read: the
         // shared lock, then the counter and the clock in a snapshot taken after it, so no
         // writer is between taking its sequence numbers and receive time and committing

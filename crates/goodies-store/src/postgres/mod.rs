@@ -141,6 +141,8 @@ pub struct PgStore {
     listening: tokio::sync::Mutex<Option<notify::Listening>>,
     /// Sync records written behind (`crate::seen`).
     seen: crate::seen::SeenBuffer,
+    /// Head reads shared by the requests waiting for one (`head`).
+    head_reads: crate::batch::Batched<crate::head::StoreHead>,
 }
 
 /// Wraps a sqlx error as a database error (sqlx stays the source, never the type).
@@ -178,6 +180,7 @@ impl PgStore {
             digest: tokio::sync::Mutex::new(None),
             listening: tokio::sync::Mutex::new(None),
             seen: Default::default(),
+            head_reads: Default::default(),
         })
     }
 
