@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,6 +24,8 @@ use crate::error::{Result, StoreError};
 #[derive(Debug)]
 pub(crate) struct Batched<T> {
     state: Mutex<State<T>>,
+    /// Reads made (read by tests only).
+    #[cfg(test)]
     reads: AtomicU64,
 }
 
@@ -50,6 +53,7 @@ impl<T> Default for Batched<T> {
                 reading: false,
                 waiting: VecDeque::new(),
             }),
+            #[cfg(test)]
             reads: AtomicU64::new(0),
         }
     }
@@ -105,9 +109,9 @@ impl<T: Clone> Batched<T> {
     {
         let mut lead = Lead {
             batch: self,
-            served: Vec::new(),
+            served: self.lock().waiting.drain(..).collect(),
         };
-        lead.served = self.lock().waiting.drain(..).collect();
+        #[cfg(test)]
         self.reads.fetch_add(1, Ordering::Relaxed);
         let read = read().await.map_err(Arc::new);
         for tx in lead.served.drain(..) {
@@ -163,6 +167,8 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
+    use tokio::task::JoinHandle;
+
     use super::*;
 
     /// A read that counts its starts and waits at a gate while it is closed.
@@ -194,6 +200,12 @@ mod tests {
             self.closed.store(false, Ordering::SeqCst);
             self.gate.notify_waiters();
         }
+    }
+
+    /// A caller on its own task.
+    fn spawn_read(batch: &Arc<Batched<u64>>, source: &Arc<Source>) -> JoinHandle<Result<u64>> {
+        let (batch, source) = (batch.clone(), source.clone());
+        tokio::spawn(async move { batch.read(|| source.read()).await })
     }
 
     async fn settle() {
@@ -258,17 +270,9 @@ mod tests {
         let batch = Arc::new(Batched::<u64>::default());
         let source = Arc::new(Source::default());
         source.closed.store(true, Ordering::SeqCst);
-        let leader = {
-            let (batch, source) = (batch.clone(), source.clone());
-            tokio::spawn(async move { batch.read(|| source.read()).await })
-        };
+        let leader = spawn_read(&batch, &source);
         settle().await;
-        let waiting: Vec<_> = (0..5)
-            .map(|_| {
-                let (batch, source) = (batch.clone(), source.clone());
-                tokio::spawn(async move { batch.read(|| source.read()).await })
-            })
-            .collect();
+        let waiting: Vec<_> = (0..5).map(|_| spawn_read(&batch, &source)).collect();
         settle().await;
         leader.abort();
         let _ = leader.await;
@@ -298,12 +302,7 @@ mod tests {
         let source = Arc::new(Source::default());
         source.closed.store(true, Ordering::SeqCst);
         source.fail.store(true, Ordering::SeqCst);
-        let callers: Vec<_> = (0..4)
-            .map(|_| {
-                let (batch, source) = (batch.clone(), source.clone());
-                tokio::spawn(async move { batch.read(|| source.read()).await })
-            })
-            .collect();
+        let callers: Vec<_> = (0..4).map(|_| spawn_read(&batch, &source)).collect();
         settle().await;
         source.open();
         for c in callers {

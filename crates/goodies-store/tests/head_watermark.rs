@@ -194,3 +194,67 @@ async fn postgres_heads_read_under_concurrent_writes_hide_nothing() {
     };
     heads_read_under_concurrent_writes_hide_nothing(h).await;
 }
+
+/// Shared head reads meet commits: while readers keep head reads under way, a head asked
+/// for after a write returned counts that write — checked after every one of a writer's
+/// pushes, on both backends. (On PostgreSQL a read under way when the write committed
+/// mostly waited for it at the shared lock; the ordering of shared reads itself is pinned
+/// by `batch::tests::callers_waiting_share_the_next_read_never_an_earlier_one`.)
+async fn a_head_asked_after_a_commit_counts_it_while_others_read(h: Harness) {
+    let store = h.default_server().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..6)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && reads < 100_000 {
+                    store.head().await.expect("head");
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for i in 0..60u64 {
+        store
+            .apply_push(one_room("w", &format!("after-{i}"), i as i64))
+            .await
+            .expect("push");
+        // One row per push: the push's own sequence number.
+        let committed = i + 1;
+        let head = tokio::time::timeout(LIMIT, store.head())
+            .await
+            .expect("bounded")
+            .expect("head");
+        assert!(
+            head.seq >= committed,
+            "{}: push {i}: head {} asked after the commit of {committed}",
+            h.backend,
+            head.seq
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut reads = 0;
+    for r in readers {
+        reads += tokio::time::timeout(LIMIT, r)
+            .await
+            .expect("bounded")
+            .expect("reader");
+    }
+    assert!(reads > 0, "{}: the readers read nothing", h.backend);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_head_asked_after_a_commit_counts_it_while_others_read() {
+    a_head_asked_after_a_commit_counts_it_while_others_read(Harness::sqlite()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_head_asked_after_a_commit_counts_it_while_others_read() {
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    a_head_asked_after_a_commit_counts_it_while_others_read(h).await;
+}
