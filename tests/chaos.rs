@@ -556,6 +556,8 @@ struct World<'a> {
     problems: Vec<String>,
     /// Conflicts the server reported to the clients.
     conflicts: u64,
+    /// The client of the last operation.
+    acted: usize,
 }
 
 impl World<'_> {
@@ -667,9 +669,83 @@ impl World<'_> {
         Ok(r)
     }
 
+    /// Every stored entity row of one client, an id's rows together, for a failure's log.
+    async fn mirror_rows(&self, client: usize) -> anyhow::Result<Vec<String>> {
+        let c = self.peers[client].client()?;
+        let mut ids: Vec<EntityId> = c
+            .store()
+            .latest_versions()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let mut out = Vec::new();
+        for id in ids {
+            for s in c.history(&id).await? {
+                out.push(format!(
+                    "{} seq {} {}{}{}{}",
+                    self.name(&id),
+                    s.seq,
+                    Self::short(&s.entity.version),
+                    if s.latest { " LATEST" } else { "" },
+                    if s.became_latest { "" } else { " (aside)" },
+                    if s.entity.is_deleted() {
+                        " deleted"
+                    } else {
+                        ""
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks what a mirror must hold after any operation (run on the client that acted,
+    /// the only one an operation changes): one latest row per id, and its listing of live
+    /// entities is exactly the ids whose latest row is live.
+    async fn mirror_problem(&self, k: usize) -> anyhow::Result<Option<String>> {
+        let c = self.peers[k].client()?;
+        let latest = c.store().latest_versions().await?;
+        let mut by_id: HashMap<&EntityId, usize> = HashMap::new();
+        for (id, _) in &latest {
+            *by_id.entry(id).or_default() += 1;
+        }
+        if let Some((id, n)) = by_id.iter().find(|(_, n)| **n > 1) {
+            return Ok(Some(format!(
+                "c{k} holds {n} latest rows of {}: {:?}",
+                self.name(id),
+                self.mirror_rows(k).await?
+            )));
+        }
+        let listed: BTreeSet<EntityId> = c
+            .entities(&EntityQuery::default())
+            .await?
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let mut live = BTreeSet::new();
+        for (id, _) in &latest {
+            if c.entity(id).await?.is_some_and(|e| !e.is_deleted()) {
+                live.insert(id.clone());
+            }
+        }
+        if listed != live {
+            return Ok(Some(format!(
+                "c{k} lists {:?} as live, its latest rows say {:?}; its rows: {:?}",
+                listed.iter().map(|i| self.name(i)).collect::<Vec<_>>(),
+                live.iter().map(|i| self.name(i)).collect::<Vec<_>>(),
+                self.mirror_rows(k).await?
+            )));
+        }
+        Ok(None)
+    }
+
     /// One random operation by one random client.
     async fn step(&mut self, op: usize, rng: &mut StdRng, faults: Faults) -> anyhow::Result<()> {
         let k = rng.gen_range(0..self.peers.len());
+        self.acted = k;
         let roll = rng.gen_range(0..100u32);
         let (a, b) = (rng.gen::<u32>() as usize, rng.gen::<u32>() as usize);
         let key = format!("k{}", rng.gen_range(0..4));
@@ -1101,7 +1177,11 @@ async fn run_on(
         let config = ClientConfig::default()
             .with_retry(RetryPolicy::immediate(3))
             .with_batch_size(plan.batch_size)
-            .with_clock_offset(time::Duration::minutes(plan.clock_offset_minutes));
+            .with_clock_offset(time::Duration::minutes(plan.clock_offset_minutes))
+            // The run's operations are its only syncs. An armed retry timer syncs by
+            // itself, between operations and during them (a listing and the edit that
+            // follows it), at times that depend on the machine's load, not the seed.
+            .with_retry_timer(false);
         let net = Arc::new(ChaosNet::new(
             seed.wrapping_mul(1_000).wrapping_add(k as u64),
             scenario.net,
@@ -1127,6 +1207,7 @@ async fn run_on(
         repairs: 0,
         problems: Vec::new(),
         conflicts: 0,
+        acted: 0,
     };
     let result = run_world(&mut world, scenario, rng, faults).await;
     *log = std::mem::take(&mut world.log);
@@ -1140,10 +1221,19 @@ async fn run_world(
     faults: Faults,
 ) -> anyhow::Result<Result<SeedReport, Vec<String>>> {
     for op in 0..scenario.ops {
-        world
-            .step(op, rng, faults)
-            .await
-            .with_context(|| format!("operation #{op:03}"))?;
+        if let Err(e) = world.step(op, rng, faults).await {
+            // What every client's mirror held when the operation failed, row by row.
+            for k in 0..world.peers.len() {
+                for line in world.mirror_rows(k).await.unwrap_or_default() {
+                    world.log.push(format!("    after #{op:03}: c{k} {line}"));
+                }
+            }
+            return Err(e.context(format!("operation #{op:03}")));
+        }
+        if let Some(problem) = world.mirror_problem(world.acted).await? {
+            world.problems.push(format!("after #{op:03}: {problem}"));
+            return Ok(Err(world.problems.clone()));
+        }
     }
     let quiet = world.sync_until_quiet().await?;
     let Checked {

@@ -324,6 +324,30 @@ async fn offline_is_reported_and_the_retry_timer_lands_the_push() -> anyhow::Res
     Ok(())
 }
 
+/// With the retry timer off, a sync that could not reach the server arms nothing: no
+/// sync runs until the app asks for one, and the change waits in the outbox for it.
+#[tokio::test]
+async fn with_the_retry_timer_off_only_the_app_syncs() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let t = Arc::new(Watched::default());
+    let a = client_through(&server, "a", t.clone(), quick().with_retry_timer(false)).await?;
+    t.unplugged.store(true, Ordering::SeqCst);
+    let e = a.create_entity(EntityType::Note, "n", note("one")).await?;
+    let r = a.sync().await?;
+    assert!(r.is_unreachable(), "{:?}", r.errors);
+    assert!(!a.retry_timer_armed());
+    t.unplugged.store(false, Ordering::SeqCst);
+    // Longer than the timer's first wait (1 s): had it been armed, it would have synced.
+    let waited = goodies_client::reconnect_delay(0) + Duration::from_millis(500);
+    tokio::time::sleep(waited).await;
+    assert!(server.handle.store().entity(&e.id).await?.is_none());
+    assert_eq!(a.pending_changes().await?, 1);
+    let r = a.sync().await?;
+    assert!(r.is_ok(), "{:?}", r.errors);
+    assert!(server.handle.store().entity(&e.id).await?.is_some());
+    Ok(())
+}
+
 /// 1,000 edits made offline all land with the next sync; none is lost.
 #[tokio::test]
 async fn a_thousand_offline_edits_all_land() -> anyhow::Result<()> {

@@ -77,6 +77,11 @@ pub struct ClientConfig {
     /// Bytes per request when uploading or downloading a blob (default 1 MiB, the
     /// server's piece size): the most of a blob held in memory at once.
     pub blob_chunk_size: usize,
+    /// Whether a sync that could not reach the server with changes pending arms the
+    /// retry timer, which syncs again by itself after 1, 2, 4, 8, 16, then every 30 s
+    /// until the changes land (default true). Off for a caller that schedules every
+    /// sync itself: then no sync runs unless it is asked for.
+    pub retry_timer: bool,
 }
 
 impl Default for ClientConfig {
@@ -92,6 +97,7 @@ impl Default for ClientConfig {
             max_connections: 2,
             clock_offset: time::Duration::ZERO,
             blob_chunk_size: 1024 * 1024,
+            retry_timer: true,
         }
     }
 }
@@ -142,6 +148,12 @@ impl ClientConfig {
     /// Sets the bytes per blob request (at least 1).
     pub fn with_blob_chunk_size(mut self, n: usize) -> Self {
         self.blob_chunk_size = n.max(1);
+        self
+    }
+
+    /// Turns the retry timer on or off (see [`ClientConfig::retry_timer`]).
+    pub fn with_retry_timer(mut self, on: bool) -> Self {
+        self.retry_timer = on;
         self
     }
 

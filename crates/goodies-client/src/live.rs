@@ -247,17 +247,21 @@ pub(crate) struct RetryTimer {
 
 impl RetryTimer {
     /// After a sync: arms the timer when the server was unreachable and changes are
-    /// pending; a sync that reached the server disarms it.
+    /// pending (unless [`ClientConfig::retry_timer`] is off); a sync that reached the
+    /// server disarms it.
+    ///
+    /// [`ClientConfig::retry_timer`]: crate::ClientConfig::retry_timer
     pub(crate) fn after_sync(
         &self,
         client: &BlowingOffClient,
         outcome: &Result<SyncResult, ClientError>,
     ) {
-        let failed = match outcome {
-            Ok(r) => r.is_unreachable() && r.pending > 0,
-            Err(ClientError::Unreachable { .. }) => true,
-            Err(_) => false,
-        };
+        let failed = client.inner.config.retry_timer
+            && match outcome {
+                Ok(r) => r.is_unreachable() && r.pending > 0,
+                Err(ClientError::Unreachable { .. }) => true,
+                Err(_) => false,
+            };
         let Ok(mut slot) = self.task.lock() else {
             return;
         };
