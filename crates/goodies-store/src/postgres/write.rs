@@ -13,7 +13,7 @@ use crate::error::{Result, StoreError};
 use crate::logic::{self, EntityRow, PushPlan, RelationshipRow, StoredLatest, StoredState};
 use crate::types::{
     BlobMeta, ChangePage, ChangeQuery, ClientSyncStatus, ConflictRecord, ConflictStatus,
-    LatestAfter, ManualResolution, PushBatch, PushOutcome, Seq,
+    ManualResolution, PushBatch, PushOutcome, Seq,
 };
 
 /// Rows per multi-row INSERT statement (keeps each statement's arrays bounded).
@@ -446,15 +446,7 @@ impl ServerStore for PgStore {
     }
 
     async fn changes(&self, query: &ChangeQuery) -> Result<ChangePage> {
-        Ok(self.page(query, None).await?.0)
-    }
-
-    async fn changes_with_latest(
-        &self,
-        query: &ChangeQuery,
-        latest_after: Seq,
-    ) -> Result<(ChangePage, LatestAfter)> {
-        self.page(query, Some(latest_after)).await
+        self.page(query).await
     }
 
     async fn max_seq(&self) -> Result<Seq> {
