@@ -1,32 +1,46 @@
-//! The state digest kept up to date from the change feed: after a write the server re-hashes
-//! an in-memory index of every id's latest version instead of reading every latest row again.
+//! The state digest kept in memory: an index of every id's latest version, moved from one
+//! state of the store to a later one by the latest rows written in between, and re-hashed
+//! only when an entity changed, instead of reading every latest row again.
 //!
-//! The index follows the store's change feed by sequence number. That is sound because only
-//! newly inserted rows ever become latest (goodies-store `SEMANTICS.md`), so every change of
-//! an id's latest version shows up in the feed after the position the index covers. Writes
-//! made by other server processes on the same database are followed the same way.
+//! The index moves in exact steps. A page is read together with the store's head and,
+//! in the same state, the id and latest version of every entity whose latest row is
+//! numbered after the index's position (`ServerStore::changes_with_latest`). Only newly
+//! inserted rows ever become latest (goodies-store `SEMANTICS.md`), so those rows take the
+//! index from its position to exactly the page's state, and the digest answered with the
+//! page is the digest of that state. Writes made by other server processes on the same
+//! database are followed the same way.
+//!
+//! Requests read their pages concurrently, so the index may have moved past a request's
+//! state by the time it is answered. The digests of the last [`RECENT`] positions the
+//! index stood at are kept for those; a request whose state is not among them reads again
+//! from the index's new position, and the last attempt holds the index while it reads, so
+//! every answer's digest is exact.
 //!
 //! The digest is one value for every client, whatever capabilities its request declared
 //! (PROTOCOL §5.12): it covers entity ids and versions only, which every kind of page
 //! carries, so unlike pages read ahead (`crate::readahead`) it needs no key beyond the
 //! store position.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use goodies_store::{ChangeQuery, ChangeRecord, Seq, ServerStore, StoreError};
+use goodies_store::{
+    ChangePage, ChangeQuery, LatestAfter, Seq, ServerStore, StoreError, StoreHead,
+};
 use inbetweenies_conflict::DigestBuilder;
+use inbetweenies_proto::{EntityId, Version};
 
-/// Rows read per feed page while catching up.
-const FEED_PAGE: usize = 2_000;
+/// Positions (with their digests) the index stood at that are kept for requests whose
+/// page was read before the index moved on.
+pub(crate) const RECENT: usize = 64;
 
-/// Past this many sequence numbers behind, the index is rebuilt from `latest_versions`
-/// (id and version only) rather than followed through the feed (whole rows).
-const REBUILD_GAP: Seq = 20_000;
+/// Unlocked reads tried before a read that holds the index.
+const OPTIMISTIC: usize = 2;
 
 /// Ids the index holds at most, by default (`--digest-index-ids`).
 pub const DEFAULT_MAX_IDS: usize = 250_000;
 
-/// The digest index; build it lazily with [`DigestIndex::digest`].
+/// The digest index; built lazily by the first read.
 ///
 /// It holds at most `max_ids` ids (about 100–150 bytes each): a store with more ids is
 /// answered by the store's own digest (`ServerStore::state_digest`, cached by the store
@@ -35,12 +49,13 @@ pub const DEFAULT_MAX_IDS: usize = 250_000;
 #[derive(Debug)]
 pub(crate) struct DigestIndex {
     state: tokio::sync::Mutex<Option<Index>>,
-    rebuild_gap: Seq,
     max_ids: usize,
     /// Set once the store had more ids than `max_ids`: the store's digest answers.
-    too_big: std::sync::atomic::AtomicBool,
-    /// Builds from every latest row (`rebuilds`).
-    rebuilds: std::sync::atomic::AtomicU64,
+    too_big: AtomicBool,
+    /// Builds from every latest row.
+    rebuilds: AtomicU64,
+    /// Reads that had to be made again (the index had moved past their state).
+    rereads: AtomicU64,
 }
 
 impl Default for DigestIndex {
@@ -51,12 +66,26 @@ impl Default for DigestIndex {
 
 #[derive(Debug)]
 struct Index {
-    /// Every row with a sequence number up to this one is reflected.
+    /// The state the index is: every row numbered up to this one, and no later one.
     seq: Seq,
     /// Id → latest version, in id byte order (the digest's order).
     latest: BTreeMap<Box<str>, Box<str>>,
     /// The digest of `latest`.
     digest: String,
+    /// Earlier positions and their digests, oldest first (at most [`RECENT`]).
+    recent: VecDeque<(Seq, String)>,
+}
+
+/// A page and the digest of the state it was read from.
+#[derive(Debug)]
+pub(crate) struct PageDigest {
+    /// The page (its `head` is the state it was read from).
+    pub page: ChangePage,
+    /// The convergence digest.
+    pub digest: String,
+    /// The position the digest is the state at: the page's head, unless the store's
+    /// own digest answered (too many ids) and writes kept committing meanwhile.
+    pub digest_seq: Seq,
 }
 
 impl DigestIndex {
@@ -64,17 +93,23 @@ impl DigestIndex {
     pub(crate) fn new(max_ids: usize) -> DigestIndex {
         DigestIndex {
             state: tokio::sync::Mutex::new(None),
-            rebuild_gap: REBUILD_GAP,
             max_ids,
-            too_big: std::sync::atomic::AtomicBool::new(max_ids == 0),
-            rebuilds: Default::default(),
+            too_big: AtomicBool::new(max_ids == 0),
+            rebuilds: AtomicU64::new(0),
+            rereads: AtomicU64::new(0),
         }
     }
 
     /// How many times the index was built from every latest row.
     #[cfg(test)]
     pub(crate) fn rebuilds(&self) -> u64 {
-        self.rebuilds.load(std::sync::atomic::Ordering::Relaxed)
+        self.rebuilds.load(Ordering::Relaxed)
+    }
+
+    /// How many reads were made again because the index had moved past their state.
+    #[cfg(test)]
+    pub(crate) fn rereads(&self) -> u64 {
+        self.rereads.load(Ordering::Relaxed)
     }
 
     /// How many ids the index holds now.
@@ -88,75 +123,170 @@ impl DigestIndex {
 
     /// The convergence digest of the store's current state (PROTOCOL §4.7).
     pub(crate) async fn digest(&self, store: &dyn ServerStore) -> Result<String, StoreError> {
-        Ok(self.digest_with_seq(store).await?.1)
-    }
-
-    /// The digest and the highest committed sequence number read just before it.
-    ///
-    /// The digest reflects every row up to that number, and possibly rows committed while
-    /// it was computed: it is exactly the digest of the state at that number when the
-    /// store's highest sequence number is still the same afterwards (`crate::snapshot`).
-    pub(crate) async fn digest_with_seq(
-        &self,
-        store: &dyn ServerStore,
-    ) -> Result<(Seq, String), StoreError> {
-        // Read the position first: a row committed meanwhile is read again next time, and
-        // applying a row twice changes nothing.
-        let max = store.max_seq().await?;
-        self.digest_at(store, max).await
-    }
-
-    /// [`Self::digest_with_seq`] with the highest committed sequence number already read
-    /// (`max`, read before this call): the digest reflects every row up to the number
-    /// returned with it, which is `max` or, when the index was already past it, the
-    /// index's position.
-    pub(crate) async fn digest_at(
-        &self,
-        store: &dyn ServerStore,
-        max: Seq,
-    ) -> Result<(Seq, String), StoreError> {
-        use std::sync::atomic::Ordering;
-        if self.too_big.load(Ordering::Relaxed) {
-            // Read after `max`: the digest of that state or a later one, as following
-            // the feed would give (the caller checks the head again for exactness).
-            return Ok((max, store.state_digest().await?));
-        }
-        let mut state = self.state.lock().await;
-        // At or past the position asked (another request moved it on since the caller
-        // read its head): the index reflects every row up to its own position, which it
-        // answers with; the caller checks that against the head read after its page. A
-        // rebuild here would read every latest row and label a later state `max`.
-        if let Some(ix) = state.as_ref().filter(|ix| ix.seq >= max) {
-            return Ok((ix.seq, ix.digest.clone()));
-        }
-        // A restore of a backup replaces rows without the feed showing what went away:
-        // an index from before the restore's mark is rebuilt.
-        let restored_after = match state.as_ref() {
-            Some(ix) => store
-                .restore_mark()
-                .await?
-                .is_some_and(|mark| mark.seq > ix.seq),
-            None => false,
+        let nothing = ChangeQuery {
+            include_entities: false,
+            include_relationships: false,
+            limit: 1,
+            ..ChangeQuery::default()
         };
-        let mut ix = match state.take() {
-            Some(mut ix) if !restored_after && max > ix.seq && max - ix.seq <= self.rebuild_gap => {
-                if follow(&mut ix, store).await? {
-                    ix.digest = hash(&ix.latest)?;
+        Ok(self.read(store, &nothing, None).await?.digest)
+    }
+
+    /// The page `query` asks for and the digest of the state it was read from.
+    ///
+    /// `before` is a position read before this call (read here when `None` and needed);
+    /// it is used only when the store's own digest answers (more ids than the index may
+    /// hold): that digest is read after `before`, then the page, and it is the page's
+    /// state when the page's head is still `before` ([`PageDigest::digest_seq`]; read
+    /// again a few times otherwise).
+    pub(crate) async fn read(
+        &self,
+        store: &dyn ServerStore,
+        query: &ChangeQuery,
+        before: Option<Seq>,
+    ) -> Result<PageDigest, StoreError> {
+        if self.too_big.load(Ordering::Relaxed) {
+            return self.read_store_digest(store, query, before).await;
+        }
+        for _ in 0..OPTIMISTIC {
+            let Some(from) = self.position().await else {
+                // Built by one request at a time: every latest row is read once.
+                break;
+            };
+            let (page, rows) = store.changes_with_latest(query, from).await?;
+            let mut state = self.state.lock().await;
+            if let Some(digest) = self.settle(&mut state, Some(from), &page.head, rows)? {
+                let digest_seq = page.head.seq;
+                return Ok(PageDigest {
+                    page,
+                    digest,
+                    digest_seq,
+                });
+            }
+            drop(state);
+            self.rereads.fetch_add(1, Ordering::Relaxed);
+            if self.too_big.load(Ordering::Relaxed) {
+                return self.read_store_digest(store, query, before).await;
+            }
+        }
+        // Holding the index, nothing moves it past this read's state (and a build reads
+        // every latest row once, whatever the number of requests waiting). A second read
+        // only after a restore dropped the index (the first read's rows do not say what
+        // the restore took away): from nothing, it cannot be refused.
+        let mut state = self.state.lock().await;
+        for _ in 0..2 {
+            if self.too_big.load(Ordering::Relaxed) {
+                break;
+            }
+            let from = from_of(state.as_ref());
+            let (page, rows) = store.changes_with_latest(query, from.unwrap_or(0)).await?;
+            if let Some(digest) = self.settle(&mut state, from, &page.head, rows)? {
+                let digest_seq = page.head.seq;
+                return Ok(PageDigest {
+                    page,
+                    digest,
+                    digest_seq,
+                });
+            }
+            self.rereads.fetch_add(1, Ordering::Relaxed);
+        }
+        // The index was just dropped (too many ids): the store's digest answers.
+        drop(state);
+        self.read_store_digest(store, query, before).await
+    }
+
+    /// The position to ask latest rows after: the index's, or `None` when there is no
+    /// index to move (it is built from every latest row).
+    async fn position(&self) -> Option<Seq> {
+        from_of(self.state.lock().await.as_ref())
+    }
+
+    /// The digest of the state at `head`, given the latest rows after `from` in that
+    /// state (every latest row when `from` is `None`: the index was not built); moves the
+    /// index there when it is behind. `None` when the index has moved past that state and
+    /// no longer knows its digest.
+    fn settle(
+        &self,
+        state: &mut Option<Index>,
+        from: Option<Seq>,
+        head: &StoreHead,
+        latest: LatestAfter,
+    ) -> Result<Option<String>, StoreError> {
+        let at = head.seq;
+        // A restore of a backup replaces rows without the latest rows after a position
+        // showing what went away: an index from before the restore's mark is built again.
+        let restored_after = |seq: Seq| head.restore_mark.is_some_and(|m| m.seq > seq);
+        if from.is_some_and(restored_after) {
+            *state = None;
+            return Ok(None);
+        }
+        if let Some(ix) = state.as_ref() {
+            if ix.seq == at {
+                return Ok(Some(ix.digest.clone()));
+            }
+            if ix.seq > at {
+                return Ok(ix
+                    .recent
+                    .iter()
+                    .rev()
+                    .find(|(s, _)| *s == at)
+                    .map(|(_, d)| d.clone())
+                    .or_else(|| {
+                        // Every latest row of that state is at hand: its digest is.
+                        // (rows after position 0 are every latest row too).
+                        (from.unwrap_or(0) == 0)
+                            .then(|| hash_rows(&latest.rows))
+                            .flatten()
+                    }));
+            }
+            if from.is_some_and(|from| ix.seq < from) {
+                // Built again meanwhile, at an earlier state than the rows start from.
+                return Ok(None);
+            }
+        }
+        let ix = match (state.take(), from) {
+            (Some(mut ix), Some(_)) => {
+                let mut changed = false;
+                for (id, version) in latest.rows {
+                    changed = true;
+                    match ix.latest.get_mut(id.as_str()) {
+                        Some(v) => *v = Box::from(version.as_str()),
+                        None => {
+                            ix.latest
+                                .insert(Box::from(id.as_str()), Box::from(version.as_str()));
+                        }
+                    }
                 }
+                let digest = match changed {
+                    true => hash(&ix.latest)?,
+                    false => ix.digest.clone(),
+                };
+                let old = std::mem::replace(&mut ix.digest, digest);
+                ix.recent.push_back((ix.seq, old));
+                if ix.recent.len() > RECENT {
+                    ix.recent.pop_front();
+                }
+                ix.seq = at;
                 ix
             }
-            _ => {
+            (_, None) => {
                 self.rebuilds.fetch_add(1, Ordering::Relaxed);
-                let latest = rebuild(store).await?;
+                let latest: BTreeMap<Box<str>, Box<str>> = latest
+                    .rows
+                    .into_iter()
+                    .map(|(id, v)| (Box::from(id.as_str()), Box::from(v.as_str())))
+                    .collect();
                 let digest = hash(&latest)?;
                 Index {
-                    seq: max,
+                    seq: at,
                     latest,
                     digest,
+                    recent: VecDeque::new(),
                 }
             }
+            // Dropped meanwhile (a restore): read again from nothing.
+            (None, Some(_)) => return Ok(None),
         };
-        ix.seq = max;
         if ix.latest.len() > self.max_ids {
             self.too_big.store(true, Ordering::Relaxed);
             tracing::info!(
@@ -164,52 +294,53 @@ impl DigestIndex {
                 max = self.max_ids,
                 "more ids than --digest-index-ids: the store's digest answers from now on"
             );
-            return Ok((max, ix.digest));
+            return Ok(Some(ix.digest));
         }
-        Ok((max, state.insert(ix).digest.clone()))
+        Ok(Some(state.insert(ix).digest.clone()))
     }
-}
 
-/// Every id's latest version.
-async fn rebuild(store: &dyn ServerStore) -> Result<BTreeMap<Box<str>, Box<str>>, StoreError> {
-    Ok(store
-        .latest_versions()
-        .await?
-        .into_iter()
-        .map(|(id, v)| (Box::from(id.as_str()), Box::from(v.as_str())))
-        .collect())
-}
-
-/// Applies the latest rows received after the index's position; whether any entity changed.
-async fn follow(ix: &mut Index, store: &dyn ServerStore) -> Result<bool, StoreError> {
-    let mut changed = false;
-    let mut after = ix.seq;
-    loop {
-        let page = store
-            .changes(&ChangeQuery {
-                after_seq: Some(after),
-                include_relationships: false,
-                limit: FEED_PAGE,
-                ..ChangeQuery::default()
-            })
-            .await?;
-        for rec in &page.records {
-            if let ChangeRecord::Entity(se) = rec {
-                changed = true;
-                let (id, version) = (se.entity.id.as_str(), se.entity.version.as_str());
-                match ix.latest.get_mut(id) {
-                    Some(v) => *v = Box::from(version),
-                    None => {
-                        ix.latest.insert(Box::from(id), Box::from(version));
-                    }
+    /// The store's own digest (no index kept), read between `before` and the page.
+    async fn read_store_digest(
+        &self,
+        store: &dyn ServerStore,
+        query: &ChangeQuery,
+        before: Option<Seq>,
+    ) -> Result<PageDigest, StoreError> {
+        let mut before = match before {
+            Some(seq) => seq,
+            None => store.max_seq().await?,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let digest = store.state_digest().await?;
+            let page = store.changes(query).await?;
+            let at = page.head.seq;
+            if at == before || attempt >= STORE_DIGEST_ATTEMPTS {
+                if at != before {
+                    tracing::debug!(
+                        digest_seq = before,
+                        seq = at,
+                        "writes kept committing: page and digest from neighbouring states"
+                    );
                 }
+                return Ok(PageDigest {
+                    page,
+                    digest,
+                    digest_seq: before,
+                });
             }
-        }
-        match page.next_after_seq {
-            Some(next) => after = next,
-            None => return Ok(changed),
+            before = at;
         }
     }
+}
+
+/// Reads tried with the store's own digest before an inexact answer.
+const STORE_DIGEST_ATTEMPTS: usize = 4;
+
+/// Where latest rows are asked from for an index in this state (`None`: no index).
+fn from_of(ix: Option<&Index>) -> Option<Seq> {
+    ix.map(|ix| ix.seq)
 }
 
 /// The digest of an index, in id byte order.
@@ -221,6 +352,18 @@ fn hash(latest: &BTreeMap<Box<str>, Box<str>>) -> Result<String, StoreError> {
             .map_err(|e| StoreError::Corrupt(format!("digest index out of order: {e}")))?;
     }
     Ok(builder.finish())
+}
+
+/// The digest of every latest row of a state, in any order (`None` if it cannot be made).
+fn hash_rows(rows: &[(EntityId, Version)]) -> Option<String> {
+    let mut sorted: Vec<(&str, &str)> =
+        rows.iter().map(|(i, v)| (i.as_str(), v.as_str())).collect();
+    sorted.sort_unstable();
+    let mut builder = DigestBuilder::new();
+    for (id, version) in sorted {
+        builder.push(id, version).ok()?;
+    }
+    Some(builder.finish())
 }
 
 #[cfg(test)]
@@ -271,40 +414,117 @@ mod tests {
             .expect("push");
     }
 
-    /// A request that read its head before another one moved the index on is answered
-    /// from the index, with the index's own position (the caller checks it against the
-    /// head after its page), never by reading every latest row again.
+    /// A page read before another request moved the index on is answered with the
+    /// digest of its own state: from the positions the index passed, or, when the index
+    /// never stood there, by reading again; never by building the index from every
+    /// latest row again.
     #[tokio::test]
-    async fn a_position_behind_the_index_is_answered_without_a_rebuild() {
+    async fn a_page_read_before_the_index_moved_on_gets_the_digest_of_its_own_state() {
         let store = goodies_store::open_server_store("sqlite::memory:", StoreOptions::default())
             .await
             .expect("store");
         let index = DigestIndex::default();
         let id = |_| EntityId::new_random();
         let create = |i: &EntityId| change(i, &Version::now("tester"), &[], ChangeType::Create);
+        let nothing = ChangeQuery {
+            include_entities: false,
+            include_relationships: false,
+            ..ChangeQuery::default()
+        };
         push(&store, (0..5).map(id).map(|i| create(&i)).collect()).await;
-        let older = store.max_seq().await.expect("seq");
         index.digest(store.as_ref()).await.expect("first build");
         assert_eq!(index.rebuilds(), 1);
         push(&store, (0..3).map(id).map(|i| create(&i)).collect()).await;
-        let (now, digest) = index.digest_with_seq(store.as_ref()).await.expect("follow");
-        assert!(now > older);
-        assert_eq!(index.rebuilds(), 1, "followed through the feed");
-        let (seq, behind) = index
-            .digest_at(store.as_ref(), older)
+        let state_one = store.state_digest().await.expect("digest");
+        // Two requests read the same state; one of them moves the index there.
+        let from = index.position().await;
+        let (slow_page, slow_rows) = store
+            .changes_with_latest(&nothing, from.expect("built"))
             .await
-            .expect("behind");
+            .expect("read");
         assert_eq!(
-            (seq, &behind),
-            (now, &digest),
-            "the index's own position and digest"
+            index.digest(store.as_ref()).await.expect("moved"),
+            state_one
         );
-        assert_eq!(behind, store.state_digest().await.expect("store digest"));
+        // Another write, and the index moves past the slow request's state.
+        push(&store, vec![create(&EntityId::new_random())]).await;
+        let state_two = store.state_digest().await.expect("digest");
         assert_eq!(
-            index.rebuilds(),
-            1,
-            "no rebuild for a position behind the index"
+            index.digest(store.as_ref()).await.expect("moved"),
+            state_two
         );
+        let mut state = index.state.lock().await;
+        let answered = index
+            .settle(&mut state, from, &slow_page.head, slow_rows)
+            .expect("settle");
+        assert_eq!(
+            answered.as_deref(),
+            Some(state_one.as_str()),
+            "its own state"
+        );
+        drop(state);
+        // A request whose state the index never stood at reads again, and is exact.
+        let (lost_page, _) = store
+            .changes_with_latest(&nothing, index.position().await.expect("built"))
+            .await
+            .expect("read");
+        push(&store, vec![create(&EntityId::new_random())]).await;
+        push(&store, vec![create(&EntityId::new_random())]).await;
+        let state_four = store.state_digest().await.expect("digest");
+        let skipped = store.changes(&nothing).await.expect("head").head;
+        push(&store, vec![create(&EntityId::new_random())]).await;
+        let _ = index.digest(store.as_ref()).await.expect("moved");
+        let mut state = index.state.lock().await;
+        assert_eq!(
+            index
+                .settle(
+                    &mut state,
+                    Some(lost_page.head.seq),
+                    &skipped,
+                    Default::default()
+                )
+                .expect("settle"),
+            None,
+            "the index never stood at {}",
+            skipped.seq
+        );
+        drop(state);
+        let read = index
+            .read(store.as_ref(), &nothing, None)
+            .await
+            .expect("read");
+        assert_eq!(read.digest_seq, read.page.head.seq);
+        assert_eq!(read.digest, store.state_digest().await.expect("digest"));
+        assert_ne!(read.digest, state_four);
+        assert_eq!(index.rebuilds(), 1, "never built again");
+    }
+
+    /// An index built on an empty store (position 0) is moved by the next read, not built
+    /// again: position 0 is an index, not the absence of one.
+    #[tokio::test]
+    async fn an_index_built_on_an_empty_store_is_moved_not_built_again() {
+        let store = goodies_store::open_server_store("sqlite::memory:", StoreOptions::default())
+            .await
+            .expect("store");
+        let index = DigestIndex::default();
+        let empty = index.digest(store.as_ref()).await.expect("built empty");
+        assert_eq!(index.position().await, Some(0));
+        let created = EntityId::new_random();
+        push(
+            &store,
+            vec![change(
+                &created,
+                &Version::now("tester"),
+                &[],
+                ChangeType::Create,
+            )],
+        )
+        .await;
+        let moved = index.digest(store.as_ref()).await.expect("moved");
+        assert_ne!(moved, empty);
+        assert_eq!(moved, store.state_digest().await.expect("digest"));
+        assert_eq!(index.rebuilds(), 1, "built once, on the empty store");
+        assert_eq!(index.held().await, 1);
     }
 
     /// Creates, fast-forwards, conflicting pushes, tombstones and relationship-only writes,
@@ -315,10 +535,7 @@ mod tests {
         let store = goodies_store::open_server_store("sqlite::memory:", StoreOptions::default())
             .await
             .expect("store");
-        let index = DigestIndex {
-            rebuild_gap: 30,
-            ..DigestIndex::default()
-        };
+        let index = DigestIndex::default();
         let check = |what: &'static str| {
             let (store, index) = (store.clone(), &index);
             async move {
@@ -393,7 +610,7 @@ mod tests {
                 .collect(),
         )
         .await;
-        check("forty creates at once (rebuilt)").await;
+        check("forty creates at once").await;
         assert_eq!(
             index.state.lock().await.as_ref().map(|ix| ix.latest.len()),
             Some(60)

@@ -182,14 +182,14 @@ impl ReadAhead {
     }
 
     /// The page read ahead for exactly this device and spec, if there is one, it was
-    /// read without error as an exact snapshot, and nothing has been written since; with
-    /// the head read to check that (after the page), whose watermark the page carries.
+    /// read without error as an exact snapshot, and nothing has been written since; its
+    /// head and watermark are the ones read to check that (after the page).
     pub(crate) async fn take(
         &self,
         store: &dyn ServerStore,
         device: &str,
         spec: &PageSpec,
-    ) -> Option<(Snapshot, StoreHead)> {
+    ) -> Option<Snapshot> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             let at = slots
@@ -221,7 +221,8 @@ impl ReadAhead {
                 // one read with it did (nothing was written in between), and is current.
                 let mut snap = snap;
                 snap.page.server_time = snap.page.server_time.max(head.now);
-                Some((snap, head))
+                snap.page.head = head;
+                Some(snap)
             }
             Ok(head) => {
                 tracing::debug!(
@@ -288,6 +289,7 @@ impl ReadAhead {
                 next_after_seq: None,
                 // Never behind the request's own watermark (were the clock stepped back).
                 server_time: since.max(head.now),
+                head: *head,
             },
             digest: q.digest.clone(),
             digest_seq: q.seq,
@@ -403,11 +405,12 @@ mod tests {
             "another device with the same query"
         );
         let read_before = app.store.head().await.expect("head").now;
-        let (snap, head) = app
+        let snap = app
             .read_ahead
             .take(store, "c", &query())
             .await
             .expect("the page");
+        let head = snap.page.head;
         assert_eq!(head.seq, snap.seq);
         // It carries the watermark read when it was handed out, not when it was read.
         assert!(snap.page.server_time >= read_before && snap.page.server_time == head.now);
@@ -544,7 +547,7 @@ mod tests {
         );
         // Read again after the write: handed out, with the digest of the state it saw.
         app.read_ahead.start(&app, "c", query());
-        let (snap, _) = app
+        let snap = app
             .read_ahead
             .take(app.store.as_ref(), "c", &query())
             .await

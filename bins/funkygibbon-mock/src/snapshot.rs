@@ -1,25 +1,17 @@
 //! One answer's page, `server_time` and `state_digest`, read as of one state of the store.
 //!
-//! A page and the digest are two reads. They describe the same state when no write
-//! committed between them, and that is checked with the store's highest committed
-//! sequence number: every write of rows raises it, on every backend and from every
-//! server process sharing a database (commits happen in sequence order). The digest
-//! comes with the number it reflects: the number read just before it, or the digest
-//! index's position when another request has moved it past that
-//! ([`DigestIndex::digest_with_seq`]); the page is read next; the number is read again.
-//! When it has not moved, page, watermark and digest are the state at that number, and
-//! the snapshot is *exact*.
-//!
-//! Under a steady stream of writes the reads are retried a few times; after that the
-//! last attempt is answered as it is, marked inexact: its digest is then the state at
-//! a sequence number between the request's own push and the page, so a client that
-//! applied the page can find a mismatch that the next pull clears, but never a false
-//! match with a state that predates its own acknowledged writes. Only exact snapshots
-//! are kept for read-ahead (`crate::readahead`).
-//!
-//! [`DigestIndex::digest_with_seq`]: crate::digest::DigestIndex::digest_with_seq
+//! The page is read with the store's head and, in the same state, the latest rows the
+//! digest index needs to reach that state (`crate::digest`): page, watermark and digest
+//! are the state at the page's head, and the snapshot is *exact*. Only when the index
+//! is not kept (more ids than `--digest-index-ids`) does the store's own digest answer,
+//! read between a head and the page; under a steady stream of writes those reads are
+//! retried a few times and the last is answered as it is, marked inexact: its digest is
+//! then the state at a sequence number between the request's own push and the page, so
+//! a client that applied the page can find a mismatch that the next pull clears, but
+//! never a false match with a state that predates its own acknowledged writes. Only
+//! exact snapshots are kept for read-ahead (`crate::readahead`).
 
-use goodies_store::{ChangePage, ChangeQuery, Seq, StoreError, StoreHead};
+use goodies_store::{ChangePage, ChangeQuery, Seq, StoreError};
 use inbetweenies_proto::{capability, SyncFilters, SyncType};
 
 use crate::state::AppInner;
@@ -126,72 +118,51 @@ impl PageSpec {
     }
 }
 
-/// Reads tried before an inexact snapshot is answered.
-const ATTEMPTS: usize = 4;
-
 /// A page with the digest and watermark of the same store state.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
-    /// The page; its `server_time` is the watermark.
+    /// The page; its `server_time` is the watermark, its `head` the state it was read from.
     pub page: ChangePage,
     /// The convergence digest.
     pub digest: String,
-    /// The highest committed sequence number when the digest was read.
+    /// The highest committed sequence number of the state the digest is.
     pub digest_seq: Seq,
-    /// The highest committed sequence number after the page was read.
+    /// The highest committed sequence number of the state the page was read from.
     pub seq: Seq,
 }
 
 impl Snapshot {
-    /// Whether page and digest are the state at [`Snapshot::seq`] (nothing committed between).
+    /// Whether page and digest are the state at [`Snapshot::seq`].
     pub(crate) fn is_exact(&self) -> bool {
         self.digest_seq == self.seq
     }
 }
 
-/// Reads the page `query` asks for and the digest, as of one store state when the store
-/// lets it within a few attempts.
+/// Reads the page `spec` asks for and the digest of the same state.
 pub(crate) async fn read(app: &AppInner, spec: &PageSpec) -> Result<Snapshot, StoreError> {
-    let head = app.store.head().await?;
-    Ok(read_from(app, spec, head).await?.0)
+    read_from(app, spec, None).await
 }
 
-/// [`read`] starting from a head of the store read just before (its sequence number is
-/// the digest's position), and with the head read after the page: a sync answer checks
-/// its position against the restore mark and the history horizon of that later head
-/// (`crate::routes::backup::refuse_position_at`), so one read serves both.
+/// [`read`] with a position of the store read just before, if there is one (used only
+/// when the store's own digest answers, see the module docs). The page's head (`Snapshot::page`) is the
+/// state it was read from: a sync answer checks its position against that head's restore
+/// mark and history horizon (`crate::routes::backup::refuse_position_at`).
 pub(crate) async fn read_from(
     app: &AppInner,
     spec: &PageSpec,
-    head: StoreHead,
-) -> Result<(Snapshot, StoreHead), StoreError> {
-    let (store, query) = (app.store.as_ref(), &spec.query);
-    let mut attempt = 0;
-    let mut before = head.seq;
-    loop {
-        attempt += 1;
-        let (digest_seq, digest) = app.digest.digest_at(store, before).await?;
-        let page = store.changes(query).await?;
-        let after = store.head().await?;
-        let seq = after.seq;
-        before = seq;
-        let snap = Snapshot {
-            page,
-            digest,
-            digest_seq,
-            seq,
-        };
-        if snap.is_exact() || attempt >= ATTEMPTS {
-            if !snap.is_exact() {
-                tracing::debug!(
-                    digest_seq,
-                    seq,
-                    "writes kept committing: page and digest from neighbouring states"
-                );
-            }
-            return Ok((snap, after));
-        }
-    }
+    before: Option<Seq>,
+) -> Result<Snapshot, StoreError> {
+    let read = app
+        .digest
+        .read(app.store.as_ref(), &spec.query, before)
+        .await?;
+    let seq = read.page.head.seq;
+    Ok(Snapshot {
+        page: read.page,
+        digest: read.digest,
+        digest_seq: read.digest_seq,
+        seq,
+    })
 }
 
 #[cfg(test)]
@@ -275,10 +246,10 @@ mod tests {
         b.finish()
     }
 
-    /// While another task keeps writing, every exact snapshot's digest is the digest of
-    /// the state its page shows, and an inexact one says so.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_exact_snapshot_digest_is_the_digest_of_its_page() {
+    /// While another task keeps writing and several requests read at once, every
+    /// snapshot is exact and its digest is the digest of the state its page shows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn every_snapshot_digest_is_the_digest_of_its_page() {
         let dir = tempfile::tempdir().expect("dir");
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
         let (_router, handle) = crate::build_app(
@@ -318,22 +289,55 @@ mod tests {
             },
             caps: Capabilities::NONE,
         };
-        let (mut exact, mut reads) = (0, 0);
-        while !writer.is_finished() && reads < 5_000 {
-            reads += 1;
-            let snap = read(&app, &whole).await.expect("snapshot");
-            if snap.is_exact() {
-                exact += 1;
-                assert_eq!(snap.digest, digest_of(&snap.page), "read {reads}");
-            } else {
-                assert!(snap.digest_seq < snap.seq);
-            }
+        let readers: Vec<_> = (0..6)
+            .map(|r| {
+                let (app, whole) = (app.clone(), whole.clone());
+                let writer_done = writer.abort_handle();
+                tokio::spawn(async move {
+                    let (mut reads, mut seqs) = (0, std::collections::BTreeSet::new());
+                    while !writer_done.is_finished() && reads < 2_000 {
+                        reads += 1;
+                        let snap = read(&app, &whole).await.expect("snapshot");
+                        assert!(
+                            snap.is_exact(),
+                            "reader {r}, read {reads}: digest of {} with the page of {}",
+                            snap.digest_seq,
+                            snap.seq
+                        );
+                        assert_eq!(snap.seq, snap.page.head.seq);
+                        assert_eq!(
+                            snap.digest,
+                            digest_of(&snap.page),
+                            "reader {r}, read {reads}"
+                        );
+                        seqs.insert(snap.seq);
+                    }
+                    seqs.len()
+                })
+            })
+            .collect();
+        let mut states = 0;
+        for r in readers {
+            states += r.await.expect("reader");
         }
         writer.await.expect("writer");
         let snap = read(&app, &whole).await.expect("snapshot");
         assert!(snap.is_exact(), "nothing is written any more");
         assert_eq!(snap.digest, digest_of(&snap.page));
         assert_eq!(snap.digest, app.store.state_digest().await.expect("digest"));
-        eprintln!("{exact} exact snapshots of {reads} reads while writing");
+        assert!(
+            states > 20,
+            "the reads saw only {states} states: they did not meet the writes"
+        );
+        assert_eq!(
+            app.digest.rebuilds(),
+            1,
+            "every latest row read once, by one request"
+        );
+        eprintln!(
+            "{states} states read while writing; {} reads made again, {} builds",
+            app.digest.rereads(),
+            app.digest.rebuilds()
+        );
     }
 }

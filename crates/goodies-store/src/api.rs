@@ -85,6 +85,18 @@ pub trait ServerStore:
     /// One page of the change feed.
     async fn changes(&self, query: &ChangeQuery) -> Result<ChangePage>;
 
+    /// [`changes`](Self::changes), and read in the same state of the store (the page's
+    /// [`head`](ChangePage::head)) the id and latest version of every entity whose latest
+    /// row is numbered after `latest_after`: what an index of every id's latest version
+    /// kept at position `latest_after` needs to be the page's state exactly. With
+    /// `latest_after` 0 that is every id; rows numbered after the page's head are never
+    /// included.
+    async fn changes_with_latest(
+        &self,
+        query: &ChangeQuery,
+        latest_after: Seq,
+    ) -> Result<(ChangePage, LatestAfter)>;
+
     /// The highest sequence number assigned so far (0 for an empty store).
     async fn max_seq(&self) -> Result<Seq>;
 

@@ -211,6 +211,15 @@ impl<S: ServerStore + ?Sized + 'static> ServerStore for Detached<S> {
         run(async move { s.changes(&query).await }).await
     }
 
+    async fn changes_with_latest(
+        &self,
+        query: &ChangeQuery,
+        latest_after: Seq,
+    ) -> Result<(ChangePage, LatestAfter)> {
+        let (s, query) = (self.0.clone(), query.clone());
+        run(async move { s.changes_with_latest(&query, latest_after).await }).await
+    }
+
     async fn max_seq(&self) -> Result<Seq> {
         let s = self.0.clone();
         run(async move { s.max_seq().await }).await

@@ -105,6 +105,20 @@ pub struct ChangePage {
     /// A watermark safe to use as the next `since`: every row committed later is
     /// received strictly after it, and no row that could still commit is at or before it.
     pub server_time: Timestamp,
+    /// The head of the state the page was read from, read with it: the page holds
+    /// exactly the rows of the state at `head.seq` that the query selects (up to its
+    /// limit), and `head.now` is `server_time`.
+    pub head: crate::head::StoreHead,
+}
+
+/// What a digest kept in memory at one position needs to reach the state a change page
+/// was read from ([`ServerStore::changes_with_latest`](crate::ServerStore::changes_with_latest)).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LatestAfter {
+    /// `(id, latest version)` of every entity whose latest row in the page's state is
+    /// numbered after the position asked, in any order; empty when the page's head is at
+    /// that position.
+    pub rows: Vec<(EntityId, Version)>,
 }
 
 /// A pushed batch: one request's changes, applied in one transaction.

@@ -370,27 +370,22 @@ pub(crate) async fn sync(
         }
         _ => None,
     };
-    let (snap, head_after) = match (quiet, ahead) {
-        (Some(snap), _) => (snap, head),
-        (None, Some((snap, head_after))) => (snap, head_after),
+    let snap = match (quiet, ahead) {
+        (Some(snap), _) => snap,
+        (None, Some(snap)) => snap,
         (None, None) => {
             let read_at = Instant::now();
-            // After a push the head read first is behind: the digest starts from a new one.
-            let head = match req.changes.is_empty() {
-                true => head,
-                false => app.store.head().await?,
-            };
-            let read = crate::snapshot::read_from(&app, &spec, head).await?;
+            let read = crate::snapshot::read_from(&app, &spec, Some(head.seq)).await?;
             app.metrics.store_time("read_page", read_at);
-            app.read_ahead.remember_empty(&spec, &read.0);
+            app.read_ahead.remember_empty(&spec, &read);
             read
         }
     };
     app.metrics.page_served();
     let (page, state_digest) = (snap.page, snap.digest);
-    // Again after the page: a restore that committed before the page was read is seen
-    // here (the head was read after the page).
-    crate::routes::backup::refuse_position_at(&head_after, after_seq, since_asked)?;
+    // Again with the page's own head: a restore that committed before the page was read
+    // is seen here.
+    crate::routes::backup::refuse_position_at(&page.head, after_seq, since_asked)?;
     // Bookkeeping only: the push is committed already, so a failure here must not fail the answer.
     if let Err(e) = app.store.record_sync(&req.device_id).await {
         tracing::warn!(error = %crate::error::error_chain(&e), "cannot record the device's sync");

@@ -16,8 +16,8 @@ use super::{db, PgStore, WRITE_LOCK};
 use crate::api::GraphRead;
 use crate::error::{Result, StoreError};
 use crate::types::{
-    ChangePage, ChangeQuery, ChangeRecord, Direction, EntityQuery, GraphStats, Neighbour,
-    RelationshipQuery, Seq, StoredEntity,
+    ChangePage, ChangeQuery, ChangeRecord, Direction, EntityQuery, GraphStats, LatestAfter,
+    Neighbour, RelationshipQuery, Seq, StoredEntity,
 };
 
 /// A count or offset as PostgreSQL wants it.
@@ -36,13 +36,18 @@ fn type_strings(v: &[EntityType]) -> Vec<String> {
 
 impl PgStore {
     /// One page of the change feed (see the module docs for why it cannot skip a late commit).
-    pub(super) async fn page(&self, q: &ChangeQuery) -> Result<ChangePage> {
+    pub(super) async fn page(
+        &self,
+        q: &ChangeQuery,
+        latest_after: Option<Seq>,
+    ) -> Result<(ChangePage, LatestAfter)> {
         let limit = to_i64(q.limit.max(1));
         let after = seq_i64(q.after_seq.unwrap_or(0));
         let since = q.since.map(|t| t.unix_micros());
 
         let mut qb = QueryBuilder::<Postgres>::new(
-            "WITH clock AS MATERIALIZED (SELECT goodies_now_us() AS now_us), \
+            "WITH clock AS MATERIALIZED (SELECT goodies_now_us() AS now_us, m.last_seq, \
+             m.restored_seq, m.restored_at, m.horizon_at, m.horizon_seq FROM goodies_meta m), \
              lo AS MATERIALIZED (SELECT GREATEST(",
         );
         qb.push_bind(after);
@@ -100,7 +105,8 @@ impl PgStore {
         }
         qb.push(") u ORDER BY seq LIMIT ").push_bind(limit);
         qb.push(format!(
-            ") SELECT clock.now_us, page.kind, {}, {} FROM clock \
+            ") SELECT clock.now_us, clock.last_seq, clock.restored_seq, clock.restored_at, \
+             clock.horizon_at, clock.horizon_seq, page.kind, {}, {} FROM clock \
              LEFT JOIN page ON TRUE \
              LEFT JOIN entities e ON page.kind = 0 AND e.seq = page.seq \
              LEFT JOIN relationships r ON page.kind = 1 AND r.seq = page.seq \
@@ -124,32 +130,67 @@ impl PgStore {
         {
             let mut fetched = qb.build().fetch(&mut *tx);
             while let Some(row) = fetched.try_next().await.map_err(db)? {
-                let now: i64 = row.try_get(0).map_err(db)?;
-                clock = Some(now);
-                let kind: Option<i32> = row.try_get(1).map_err(db)?;
+                if clock.is_none() {
+                    let meta: [i64; 6] = [
+                        row.try_get(0).map_err(db)?,
+                        row.try_get(1).map_err(db)?,
+                        row.try_get(2).map_err(db)?,
+                        row.try_get(3).map_err(db)?,
+                        row.try_get(4).map_err(db)?,
+                        row.try_get(5).map_err(db)?,
+                    ];
+                    clock = Some(meta);
+                }
+                let kind: Option<i32> = row.try_get(6).map_err(db)?;
                 match kind {
                     None => {}
-                    Some(0) => records.push(ChangeRecord::Entity(rows::stored_entity_at(&row, 2)?)),
+                    Some(0) => records.push(ChangeRecord::Entity(rows::stored_entity_at(&row, 7)?)),
                     Some(_) => records.push(ChangeRecord::Relationship(
-                        rows::stored_relationship_at(&row, 2 + ENTITY_COLS)?,
+                        rows::stored_relationship_at(&row, 7 + ENTITY_COLS)?,
                     )),
                 }
             }
         }
-        tx.commit().await.map_err(db)?;
-
-        let clock =
+        let [clock, seq, restored_seq, restored_at, horizon_at, horizon_seq] =
             clock.ok_or_else(|| StoreError::Corrupt("change page without a clock".into()))?;
+        // Still under the shared lock, so in the page's state: nothing has committed since.
+        let mut latest = LatestAfter::default();
+        if let Some(after) = latest_after.map(seq_i64).filter(|after| seq > *after) {
+            let found: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, version FROM entities WHERE is_latest AND seq > $1")
+                    .bind(after)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            latest.rows = found
+                .into_iter()
+                .map(|(id, v)| (EntityId::new(id), Version::new(v)))
+                .collect();
+        }
+        tx.commit().await.map_err(db)?;
+        let server_time = rows::ts(clock - 1)?;
+        let head = crate::head::head_from(
+            seq,
+            restored_seq,
+            restored_at,
+            horizon_at,
+            horizon_seq,
+            server_time,
+        )?;
         let next_after_seq = if records.len() as i64 == limit {
             records.last().map(ChangeRecord::seq)
         } else {
             None
         };
-        Ok(ChangePage {
-            records,
-            next_after_seq,
-            server_time: rows::ts(clock - 1)?,
-        })
+        Ok((
+            ChangePage {
+                records,
+                next_after_seq,
+                server_time,
+                head,
+            },
+            latest,
+        ))
     }
 
     /// The highest committed sequence number.

@@ -13,7 +13,7 @@ use crate::error::{Result, StoreError};
 use crate::logic::{self, EntityRow, PushPlan, RelationshipRow, StoredLatest, StoredState};
 use crate::types::{
     BlobMeta, ChangePage, ChangeQuery, ClientSyncStatus, ConflictRecord, ConflictStatus,
-    ManualResolution, PushBatch, PushOutcome, Seq,
+    LatestAfter, ManualResolution, PushBatch, PushOutcome, Seq,
 };
 
 /// Rows per multi-row INSERT statement (keeps each statement's arrays bounded).
@@ -446,7 +446,15 @@ impl ServerStore for PgStore {
     }
 
     async fn changes(&self, query: &ChangeQuery) -> Result<ChangePage> {
-        self.page(query).await
+        Ok(self.page(query, None).await?.0)
+    }
+
+    async fn changes_with_latest(
+        &self,
+        query: &ChangeQuery,
+        latest_after: Seq,
+    ) -> Result<(ChangePage, LatestAfter)> {
+        self.page(query, Some(latest_after)).await
     }
 
     async fn max_seq(&self) -> Result<Seq> {

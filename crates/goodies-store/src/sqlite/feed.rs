@@ -8,6 +8,7 @@ use super::rows::*;
 use super::{parse_latest_versions, IdVersion, SqliteStore, LATEST_VERSIONS_JSON};
 use crate::error::{Result, StoreError};
 use crate::types::*;
+use inbetweenies_proto::{EntityId, Version};
 
 impl SqliteStore {
     /// The highest sequence number handed out.
@@ -18,13 +19,27 @@ impl SqliteStore {
             .map_err(StoreError::database)
     }
 
-    /// One page of the change feed (see `ServerStore::changes`).
-    pub(crate) async fn feed_page(&self, query: &ChangeQuery) -> Result<ChangePage> {
+    /// One page of the change feed (see `ServerStore::changes`), and with `latest_after`
+    /// the latest entity rows after it (`ServerStore::changes_with_latest`).
+    pub(crate) async fn feed_page(
+        &self,
+        query: &ChangeQuery,
+        latest_after: Option<Seq>,
+    ) -> Result<(ChangePage, LatestAfter)> {
         let limit = query.limit.max(1);
         let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
-        // No writer is between taking its sequence numbers and committing while we hold this.
+        // No writer is between taking its sequence numbers and committing while we hold
+        // this: the head read here, the page and the latest rows are one state.
         let _read = self.shared.lock.read().await;
         let mut conn = self.pool.acquire().await.map_err(StoreError::database)?;
+        let (seq, restored_seq, restored_at, horizon_at, horizon_seq) =
+            match self.direct_head.read() {
+                Some(row) => row,
+                None => sqlx::query_as(super::head::HEAD_SQL)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(StoreError::database)?,
+            };
 
         let mut after = query
             .after_seq
@@ -88,9 +103,34 @@ impl SqliteStore {
                 records.push(feed_record(&row)?);
             }
         }
+        let mut latest = LatestAfter::default();
+        if let Some(after) = latest_after.map(|a| i64::try_from(a).unwrap_or(i64::MAX)) {
+            if seq > after {
+                let json: String = sqlx::query_scalar(
+                    "SELECT json_group_array(json_array(id, version)) FROM entities \
+                     WHERE is_latest = 1 AND seq > ?",
+                )
+                .bind(after)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(StoreError::database)?;
+                latest.rows = parse_latest_versions(&json)?
+                    .into_iter()
+                    .map(|IdVersion(id, v)| (EntityId::new(id), Version::new(v)))
+                    .collect();
+            }
+        }
         let server_time = self.clock().saturating_add_micros(-1);
         drop(conn);
         drop(_read);
+        let head = crate::head::head_from(
+            seq,
+            restored_seq,
+            restored_at,
+            horizon_at,
+            horizon_seq,
+            server_time,
+        )?;
 
         debug_assert!(records.windows(2).all(|w| w[0].seq() < w[1].seq()));
         let next_after_seq = if records.len() == limit {
@@ -98,11 +138,15 @@ impl SqliteStore {
         } else {
             None
         };
-        Ok(ChangePage {
-            records,
-            next_after_seq,
-            server_time,
-        })
+        Ok((
+            ChangePage {
+                records,
+                next_after_seq,
+                server_time,
+                head,
+            },
+            latest,
+        ))
     }
 
     /// The digest over every id's latest row, recomputed only when the store changed.

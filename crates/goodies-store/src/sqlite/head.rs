@@ -27,7 +27,8 @@ use super::SqliteStore;
 use crate::error::{Result, StoreError};
 use crate::head::{head_from, StoreHead, StoreHeadRead};
 
-const HEAD_SQL: &str = "SELECT last_seq, restored_seq, restored_at, horizon_at, horizon_seq \
+pub(super) const HEAD_SQL: &str =
+    "SELECT last_seq, restored_seq, restored_at, horizon_at, horizon_seq \
                         FROM store_meta WHERE one = 1";
 
 /// Idle direct connections kept, at most (a few serve a multi-threaded runtime without
@@ -35,7 +36,7 @@ const HEAD_SQL: &str = "SELECT last_seq, restored_seq, restored_at, horizon_at, 
 const IDLE: usize = 4;
 
 /// The meta row's columns, as `head_from` takes them.
-type MetaRow = (i64, i64, i64, i64, i64);
+pub(super) type MetaRow = (i64, i64, i64, i64, i64);
 
 /// Direct, synchronous reads of the head of one database file (see the module doc).
 #[derive(Debug, Default)]
@@ -69,7 +70,7 @@ impl DirectHead {
     }
 
     /// The meta row, read now on this thread; `None` when it cannot be read at once.
-    fn read(&self) -> Option<MetaRow> {
+    pub(super) fn read(&self) -> Option<MetaRow> {
         let path = self.path.as_deref()?;
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match idle {

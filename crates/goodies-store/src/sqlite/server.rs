@@ -97,7 +97,15 @@ impl ServerStore for SqliteStore {
     }
 
     async fn changes(&self, query: &ChangeQuery) -> Result<ChangePage> {
-        self.feed_page(query).await
+        Ok(self.feed_page(query, None).await?.0)
+    }
+
+    async fn changes_with_latest(
+        &self,
+        query: &ChangeQuery,
+        latest_after: Seq,
+    ) -> Result<(ChangePage, LatestAfter)> {
+        self.feed_page(query, Some(latest_after)).await
     }
 
     async fn max_seq(&self) -> Result<Seq> {
