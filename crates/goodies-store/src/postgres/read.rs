@@ -34,6 +34,95 @@ fn type_strings(v: &[EntityType]) -> Vec<String> {
     v.iter().map(|t| t.as_str().to_owned()).collect()
 }
 
+/// The page statement: the store's clock and head (one row of `goodies_meta`)
+/// joined to at most `q.limit` change rows in sequence order.
+///
+/// `LIMIT 1` on the `clock` CTE is not decoration: without it the planner takes
+/// the one-row `goodies_meta` for hundreds of rows (it is never analyzed while
+/// small), multiplies the page by that, prices the statement above
+/// `jit_above_cost` and compiles it with JIT on every read - a few milliseconds
+/// of work became hundreds, and seconds under load. The test
+/// `the_page_statement_is_planned_as_one_page` holds the estimate to the page.
+///
+/// `prefix` goes before the statement (`EXPLAIN …` in the test; empty otherwise).
+fn page_statement(prefix: &str, q: &ChangeQuery) -> QueryBuilder<'static, Postgres> {
+    let limit = to_i64(q.limit.max(1));
+    let after = seq_i64(q.after_seq.unwrap_or(0));
+    let since = q.since.map(|t| t.unix_micros());
+
+    let mut qb = QueryBuilder::<Postgres>::new(prefix);
+    qb.push(
+        "WITH clock AS MATERIALIZED (SELECT goodies_now_us() AS now_us, m.last_seq, \
+         m.restored_seq, m.restored_at, m.horizon_at, m.horizon_seq FROM goodies_meta m \
+         LIMIT 1), lo AS MATERIALIZED (SELECT GREATEST(",
+    );
+    qb.push_bind(after);
+    if let Some(since) = since {
+        // received_at grows with seq, so `received_at > since` starts after the last
+        // row received at or before `since`: an index probe instead of a scan.
+        for table in ["entities", "relationships"] {
+            qb.push(format!(
+                ", COALESCE((SELECT seq FROM {table} WHERE received_at <= "
+            ));
+            qb.push_bind(since);
+            qb.push(" ORDER BY received_at DESC LIMIT 1), 0)");
+        }
+    }
+    qb.push(") AS v), page AS (SELECT kind, seq FROM (");
+    let mut parts = 0;
+    if q.include_entities {
+        qb.push(
+            "(SELECT 0 AS kind, seq FROM entities WHERE is_latest AND seq > (SELECT v FROM lo)",
+        );
+        if let Some(since) = since {
+            qb.push(" AND received_at > ").push_bind(since);
+        }
+        if let Some(types) = &q.entity_types {
+            qb.push(" AND entity_type = ANY(")
+                .push_bind(type_strings(types))
+                .push(")");
+        }
+        if let Some(users) = &q.modified_by {
+            qb.push(" AND user_id = ANY(")
+                .push_bind(users.clone())
+                .push(")");
+        }
+        qb.push(" ORDER BY seq LIMIT ").push_bind(limit).push(")");
+        parts += 1;
+    }
+    if q.include_relationships {
+        if parts > 0 {
+            qb.push(" UNION ALL ");
+        }
+        qb.push("(SELECT 1 AS kind, seq FROM relationships WHERE seq > (SELECT v FROM lo)");
+        if let Some(since) = since {
+            qb.push(" AND received_at > ").push_bind(since);
+        }
+        if let Some(users) = &q.modified_by {
+            qb.push(" AND user_id = ANY(")
+                .push_bind(users.clone())
+                .push(")");
+        }
+        qb.push(" ORDER BY seq LIMIT ").push_bind(limit).push(")");
+        parts += 1;
+    }
+    if parts == 0 {
+        qb.push("SELECT 0 AS kind, 0::BIGINT AS seq WHERE FALSE");
+    }
+    qb.push(") u ORDER BY seq LIMIT ").push_bind(limit);
+    qb.push(format!(
+        ") SELECT clock.now_us, clock.last_seq, clock.restored_seq, clock.restored_at, \
+         clock.horizon_at, clock.horizon_seq, page.kind, {}, {} FROM clock \
+         LEFT JOIN page ON TRUE \
+         LEFT JOIN entities e ON page.kind = 0 AND e.seq = page.seq \
+         LEFT JOIN relationships r ON page.kind = 1 AND r.seq = page.seq \
+         ORDER BY page.seq",
+        entity_cols("e"),
+        relationship_cols("r"),
+    ));
+    qb
+}
+
 impl PgStore {
     /// One page of the change feed (see the module docs for why it cannot skip a late commit).
     pub(super) async fn page(
@@ -42,78 +131,7 @@ impl PgStore {
         latest_after: Option<Seq>,
     ) -> Result<(ChangePage, LatestAfter)> {
         let limit = to_i64(q.limit.max(1));
-        let after = seq_i64(q.after_seq.unwrap_or(0));
-        let since = q.since.map(|t| t.unix_micros());
-
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "WITH clock AS MATERIALIZED (SELECT goodies_now_us() AS now_us, m.last_seq, \
-             m.restored_seq, m.restored_at, m.horizon_at, m.horizon_seq FROM goodies_meta m), \
-             lo AS MATERIALIZED (SELECT GREATEST(",
-        );
-        qb.push_bind(after);
-        if let Some(since) = since {
-            // received_at grows with seq, so `received_at > since` starts after the last
-            // row received at or before `since`: an index probe instead of a scan.
-            for table in ["entities", "relationships"] {
-                qb.push(format!(
-                    ", COALESCE((SELECT seq FROM {table} WHERE received_at <= "
-                ));
-                qb.push_bind(since);
-                qb.push(" ORDER BY received_at DESC LIMIT 1), 0)");
-            }
-        }
-        qb.push(") AS v), page AS (SELECT kind, seq FROM (");
-        let mut parts = 0;
-        if q.include_entities {
-            qb.push(
-                "(SELECT 0 AS kind, seq FROM entities WHERE is_latest AND seq > (SELECT v FROM lo)",
-            );
-            if let Some(since) = since {
-                qb.push(" AND received_at > ").push_bind(since);
-            }
-            if let Some(types) = &q.entity_types {
-                qb.push(" AND entity_type = ANY(")
-                    .push_bind(type_strings(types))
-                    .push(")");
-            }
-            if let Some(users) = &q.modified_by {
-                qb.push(" AND user_id = ANY(")
-                    .push_bind(users.clone())
-                    .push(")");
-            }
-            qb.push(" ORDER BY seq LIMIT ").push_bind(limit).push(")");
-            parts += 1;
-        }
-        if q.include_relationships {
-            if parts > 0 {
-                qb.push(" UNION ALL ");
-            }
-            qb.push("(SELECT 1 AS kind, seq FROM relationships WHERE seq > (SELECT v FROM lo)");
-            if let Some(since) = since {
-                qb.push(" AND received_at > ").push_bind(since);
-            }
-            if let Some(users) = &q.modified_by {
-                qb.push(" AND user_id = ANY(")
-                    .push_bind(users.clone())
-                    .push(")");
-            }
-            qb.push(" ORDER BY seq LIMIT ").push_bind(limit).push(")");
-            parts += 1;
-        }
-        if parts == 0 {
-            qb.push("SELECT 0 AS kind, 0::BIGINT AS seq WHERE FALSE");
-        }
-        qb.push(") u ORDER BY seq LIMIT ").push_bind(limit);
-        qb.push(format!(
-            ") SELECT clock.now_us, clock.last_seq, clock.restored_seq, clock.restored_at, \
-             clock.horizon_at, clock.horizon_seq, page.kind, {}, {} FROM clock \
-             LEFT JOIN page ON TRUE \
-             LEFT JOIN entities e ON page.kind = 0 AND e.seq = page.seq \
-             LEFT JOIN relationships r ON page.kind = 1 AND r.seq = page.seq \
-             ORDER BY page.seq",
-            entity_cols("e"),
-            relationship_cols("r"),
-        ));
+        let mut qb = page_statement("", q);
 
         // READ COMMITTED: the shared lock first (its own statement), then one
         // statement whose snapshot is taken while no writer can be mid-commit.
@@ -549,5 +567,134 @@ impl GraphRead for PgStore {
             .into_iter()
             .map(|(id, v)| (EntityId::new(id), Version::new(v)))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::postgres::PgConnectOptions;
+    use sqlx::{Connection as _, PgConnection};
+
+    use super::*;
+
+    /// A fresh, migrated database on the server named by `GOODIES_TEST_POSTGRES_URL`,
+    /// with its name (to drop); `None`, said aloud, when that is not set or not
+    /// reachable - a failure instead when `GOODIES_REQUIRE_POSTGRES=1`.
+    async fn fresh_database() -> Option<(PgConnectOptions, String)> {
+        let skip = |why: String| -> Option<(PgConnectOptions, String)> {
+            if std::env::var("GOODIES_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("PostgreSQL is required (GOODIES_REQUIRE_POSTGRES=1) but {why}");
+            }
+            eprintln!("skipping: PostgreSQL not reachable (set GOODIES_TEST_POSTGRES_URL): {why}");
+            None
+        };
+        let url = match std::env::var("GOODIES_TEST_POSTGRES_URL") {
+            Ok(u) if !u.trim().is_empty() => u,
+            _ => return skip("GOODIES_TEST_POSTGRES_URL is not set".into()),
+        };
+        let admin: PgConnectOptions = url.parse().expect("a PostgreSQL URL");
+        let mut conn = match PgConnection::connect_with(&admin).await {
+            Ok(c) => c,
+            Err(e) => return skip(format!("cannot connect: {e}")),
+        };
+        let name = format!("goodies_plan_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let _ = conn.close().await;
+        let opts = admin.clone().database(&name);
+        super::super::migrate(&opts).await.expect("migrate");
+        Some((admin, name))
+    }
+
+    /// The top plan node's estimated rows and total cost.
+    async fn estimate(conn: &mut PgConnection, q: &ChangeQuery) -> (f64, f64) {
+        let mut explain = page_statement("EXPLAIN (FORMAT JSON) ", q);
+        let plan: serde_json::Value = explain
+            .build_query_scalar()
+            .fetch_one(&mut *conn)
+            .await
+            .expect("explain the page statement");
+        let top = &plan[0]["Plan"];
+        (
+            top["Plan Rows"].as_f64().expect("Plan Rows"),
+            top["Total Cost"].as_f64().expect("Total Cost"),
+        )
+    }
+
+    /// The page statement is priced as the page it reads (a few hundred rows),
+    /// on a store of thousands that was never analyzed - the state of every
+    /// store that has just grown. Priced as more it crosses `jit_above_cost`
+    /// and is compiled on every read (hundreds of milliseconds each, seconds
+    /// under load: what made the server's crash test time out).
+    #[tokio::test]
+    async fn the_page_statement_is_planned_as_one_page() {
+        let Some((admin, name)) = fresh_database().await else {
+            return;
+        };
+        let mut conn = PgConnection::connect_with(&admin.clone().database(&name))
+            .await
+            .expect("connect");
+        sqlx::query(
+            "INSERT INTO entities SELECT 'e' || g, 'v' || g, 'device', 'n' || g, '{}'::json, \
+             'manual', 'u', '[]'::json, g, g, g, g, TRUE, TRUE, FALSE \
+             FROM generate_series(1, 20000) g",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("fill entities");
+        sqlx::query(
+            "INSERT INTO relationships SELECT 'r' || g, 'e1', 'v1', 'e2', 'v2', 'located_in', \
+             '{}'::json, 'u', g, g, 20000 + g, 20000 + g FROM generate_series(1, 5000) g",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("fill relationships");
+        sqlx::query("UPDATE goodies_meta SET last_seq = 25000")
+            .execute(&mut conn)
+            .await
+            .expect("meta");
+        let jit_above: f64 = sqlx::query_scalar("SELECT current_setting('jit_above_cost')::float8")
+            .fetch_one(&mut conn)
+            .await
+            .expect("jit_above_cost");
+
+        let shapes = [
+            ChangeQuery::default(),
+            ChangeQuery {
+                after_seq: Some(10_000),
+                limit: 1000,
+                ..ChangeQuery::default()
+            },
+            ChangeQuery {
+                since: Some(Timestamp::from_unix_micros(15_000).expect("time")),
+                ..ChangeQuery::default()
+            },
+            ChangeQuery {
+                entity_types: Some(vec![EntityType::Device]),
+                include_relationships: false,
+                limit: 100,
+                ..ChangeQuery::default()
+            },
+        ];
+        for q in &shapes {
+            let (rows, cost) = estimate(&mut conn, q).await;
+            let page = q.limit.max(1) as f64;
+            assert!(
+                rows <= page,
+                "the page statement is planned for {rows} rows, more than its page of {page}: {q:?}"
+            );
+            assert!(
+                cost < jit_above,
+                "the page statement is priced at {cost}, above jit_above_cost {jit_above}: {q:?}"
+            );
+        }
+        let _ = conn.close().await;
+        if let Ok(mut admin) = PgConnection::connect_with(&admin).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut admin)
+                .await;
+        }
     }
 }
