@@ -345,3 +345,56 @@ async fn since_is_exclusive_at_every_row_boundary() {
         }
     }
 }
+
+/// Connections the database dropped while they sat idle in the pool (a restart, an
+/// idle-session timeout, an operator's `pg_terminate_backend`) are found out before
+/// they are handed out: the next calls succeed on new connections, none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_dropped_while_idle_are_replaced_not_handed_out() {
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    let store = PgStore::connect(&h.url, StoreOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("connect: {}", error_chain(&e)));
+    // Several connections into the pool: concurrent reads.
+    let reads = (0..4).map(|_| store.stats());
+    for r in futures::future::join_all(reads).await {
+        r.unwrap_or_else(|e| panic!("read: {}", error_chain(&e)));
+    }
+    let mut admin = sqlx::PgConnection::connect(&h.url).await.expect("connect");
+    // Idle long enough to count as idle (`goodies_store::postgres` pings those).
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("terminate the store's connections");
+    assert!(!killed.is_empty(), "the store held no connection to drop");
+    assert!(killed.iter().all(|k| *k));
+
+    for i in 0..8 {
+        store
+            .stats()
+            .await
+            .unwrap_or_else(|e| panic!("call {i} after the drop failed: {}", error_chain(&e)));
+    }
+    let v = ver(0, 1, "alice");
+    store
+        .apply_push(batch(
+            "d",
+            "alice",
+            vec![create(ent(
+                "e1",
+                &v,
+                &[],
+                EntityType::Room,
+                "Hall",
+                serde_json::json!({}),
+            ))],
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("push after the drop: {}", error_chain(&e)));
+}

@@ -124,6 +124,10 @@ const BEGIN_SNAPSHOT_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ O
 const SESSION_READ_COMMITTED: &str =
     "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED";
 
+/// A pooled connection idle at least this long is pinged before it is used (test
+/// `connections_dropped_while_idle_are_replaced_not_handed_out`).
+const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Default pool size when the options name none.
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
@@ -168,6 +172,19 @@ impl PgStore {
                 Box::pin(async move {
                     sqlx::query(SESSION_READ_COMMITTED).execute(conn).await?;
                     Ok(())
+                })
+            })
+            // sqlx pings every connection as it goes back to the pool (a broken one is
+            // closed there) and, by default, again as it is taken out: a round trip to
+            // the database before every statement. Only a connection that sat idle
+            // long enough to have been dropped meanwhile is pinged before use.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
                 })
             })
             .connect_with(connect_opts)
