@@ -506,7 +506,8 @@ pub struct SyncState {
 pub struct StoreOptions {
     /// How the server resolves conflicts (strategies per entity type, skew allowance).
     pub resolver: Arc<ResolverConfig>,
-    /// Maximum connections in the pool (None: backend default).
+    /// Maximum connections in the pool (None: backend default). A PostgreSQL store
+    /// opens one more, outside the pool, for its head reads.
     pub max_connections: Option<u32>,
     /// Directory for blob bytes (SQLite; default: beside the database file).
     pub blob_dir: Option<std::path::PathBuf>,

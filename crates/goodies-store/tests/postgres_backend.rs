@@ -398,3 +398,117 @@ async fn connections_dropped_while_idle_are_replaced_not_handed_out() {
         .await
         .unwrap_or_else(|e| panic!("push after the drop: {}", error_chain(&e)));
 }
+
+/// The key of the store's write lock (`goodies_store::postgres`, `b"goodiesW"`).
+const WRITE_LOCK: i64 = 0x676f_6f64_6965_7357;
+
+/// A head read given up while its statement waits in the database (here for the write
+/// lock, held by another session) leaves nothing behind: the next head read is answered
+/// by its own statement, after a write made meanwhile, not with the abandoned
+/// statement's row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_read_given_up_mid_statement_leaves_the_next_one_current() {
+    use goodies_store::StoreHeadRead;
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    let store = PgStore::connect(&h.url, StoreOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("connect: {}", error_chain(&e)));
+    let before = store.head().await.expect("head").seq;
+    let mut locker = sqlx::PgConnection::connect(&h.url).await.expect("connect");
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(WRITE_LOCK)
+        .execute(&mut locker)
+        .await
+        .expect("take the write lock");
+    for _ in 0..3 {
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(300), store.head()).await;
+        assert!(
+            waited.is_err(),
+            "a head read did not wait for the write lock"
+        );
+    }
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(WRITE_LOCK)
+        .execute(&mut locker)
+        .await
+        .expect("release the write lock");
+    let v = ver(0, 1, "alice");
+    store
+        .apply_push(batch(
+            "d",
+            "alice",
+            vec![create(ent(
+                "e1",
+                &v,
+                &[],
+                EntityType::Room,
+                "Hall",
+                serde_json::json!({}),
+            ))],
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("push: {}", error_chain(&e)));
+    let after = store.head().await.expect("head after the given-up reads");
+    assert_eq!(
+        after.seq,
+        before + 1,
+        "the head read after the push is stale"
+    );
+    assert_eq!(after.seq, store.max_seq().await.expect("max_seq"));
+}
+
+/// Every connection of the store dropped by the database (a restart, an operator's
+/// `pg_terminate_backend`), including the one head reads use, just after it was used:
+/// the next head read succeeds on a new connection and sees a write made meanwhile
+/// through another store (a new one each round, so its own connections are fresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_reads_survive_their_connection_being_dropped() {
+    use goodies_store::StoreHeadRead;
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    let store = PgStore::connect(&h.url, StoreOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("connect: {}", error_chain(&e)));
+    let before = store.head().await.expect("head").seq;
+    let mut admin = sqlx::PgConnection::connect(&h.url).await.expect("connect");
+    for round in 0..3 {
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate the stores' connections");
+        assert!(!killed.is_empty(), "the stores held no connection to drop");
+        // Give the terminated sessions time to end.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let other = PgStore::connect(&h.url, StoreOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("connect: {}", error_chain(&e)));
+        let v = ver(0, round + 1, "alice");
+        other
+            .apply_push(batch(
+                "d",
+                "alice",
+                vec![create(ent(
+                    &format!("e{round}"),
+                    &v,
+                    &[],
+                    EntityType::Room,
+                    "Hall",
+                    serde_json::json!({}),
+                ))],
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("push after the drop: {}", error_chain(&e)));
+        let head = store
+            .head()
+            .await
+            .unwrap_or_else(|e| panic!("head after drop {round}: {}", error_chain(&e)));
+        assert_eq!(head.seq, before + round as u64 + 1, "round {round}");
+    }
+}

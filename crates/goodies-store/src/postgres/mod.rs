@@ -147,6 +147,8 @@ pub struct PgStore {
     seen: crate::seen::SeenBuffer,
     /// Head reads shared by the requests waiting for one (`head`).
     head_reads: crate::batch::Batched<crate::head::StoreHead>,
+    /// The connection head reads use, outside the pool (`head::HeadConnection`).
+    head_connection: head::HeadConnection,
 }
 
 /// Wraps a sqlx error as a database error (sqlx stays the source, never the type).
@@ -162,6 +164,7 @@ impl PgStore {
             .parse()
             .map_err(|e: sqlx::Error| StoreError::Connect(Box::new(e)))?;
         migrate(&connect_opts).await?;
+        let head_connection = head::HeadConnection::new(connect_opts.clone());
         let pool = PgPoolOptions::new()
             .max_connections(
                 opts.max_connections
@@ -198,12 +201,15 @@ impl PgStore {
             listening: tokio::sync::Mutex::new(None),
             seen: Default::default(),
             head_reads: Default::default(),
+            head_connection,
         })
     }
 
-    /// Closes the pool (waits for connections in use to come back).
+    /// Closes the pool (waits for connections in use to come back) and the connection
+    /// head reads use.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.head_connection.close().await;
     }
 
     /// Starts a READ COMMITTED transaction, whatever the database's default level.
