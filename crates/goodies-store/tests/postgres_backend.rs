@@ -381,13 +381,24 @@ async fn connections_dropped_while_idle_are_replaced_not_handed_out() {
             .await
             .unwrap_or_else(|e| panic!("call {i} after the drop failed: {}", error_chain(&e)));
     }
-    let v = ver(0, 1, "alice");
+    push_room(&store, "e1", 1)
+        .await
+        .unwrap_or_else(|e| panic!("push after the drop: {}", error_chain(&e)));
+}
+
+/// Pushes a new room `id` (version counter `counter`) from device `d`.
+async fn push_room(
+    store: &PgStore,
+    id: &str,
+    counter: u32,
+) -> goodies_store::Result<goodies_store::PushOutcome> {
+    let v = ver(0, counter, "alice");
     store
         .apply_push(batch(
             "d",
             "alice",
             vec![create(ent(
-                "e1",
+                id,
                 &v,
                 &[],
                 EntityType::Room,
@@ -396,7 +407,28 @@ async fn connections_dropped_while_idle_are_replaced_not_handed_out() {
             ))],
         ))
         .await
-        .unwrap_or_else(|e| panic!("push after the drop: {}", error_chain(&e)));
+}
+
+/// Waits (at most 10 s) until no session but `admin`'s is connected to its database.
+async fn wait_for_no_other_sessions(admin: &mut sqlx::PgConnection) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut *admin)
+        .await
+        .expect("count the sessions");
+        if others == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{others} terminated sessions still connected after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// The key of the store's write lock (`goodies_store::postgres`, `b"goodiesW"`).
@@ -435,20 +467,7 @@ async fn a_head_read_given_up_mid_statement_leaves_the_next_one_current() {
         .execute(&mut locker)
         .await
         .expect("release the write lock");
-    let v = ver(0, 1, "alice");
-    store
-        .apply_push(batch(
-            "d",
-            "alice",
-            vec![create(ent(
-                "e1",
-                &v,
-                &[],
-                EntityType::Room,
-                "Hall",
-                serde_json::json!({}),
-            ))],
-        ))
+    push_room(&store, "e1", 1)
         .await
         .unwrap_or_else(|e| panic!("push: {}", error_chain(&e)));
     let after = store.head().await.expect("head after the given-up reads");
@@ -484,25 +503,13 @@ async fn head_reads_survive_their_connection_being_dropped() {
         .await
         .expect("terminate the stores' connections");
         assert!(!killed.is_empty(), "the stores held no connection to drop");
-        // Give the terminated sessions time to end.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // The terminated sessions gone, so the store's head connection is dead when
+        // the read below is handed it (not still alive for a moment).
+        wait_for_no_other_sessions(&mut admin).await;
         let other = PgStore::connect(&h.url, StoreOptions::default())
             .await
             .unwrap_or_else(|e| panic!("connect: {}", error_chain(&e)));
-        let v = ver(0, round + 1, "alice");
-        other
-            .apply_push(batch(
-                "d",
-                "alice",
-                vec![create(ent(
-                    &format!("e{round}"),
-                    &v,
-                    &[],
-                    EntityType::Room,
-                    "Hall",
-                    serde_json::json!({}),
-                ))],
-            ))
+        push_room(&other, &format!("e{round}"), round + 1)
             .await
             .unwrap_or_else(|e| panic!("push after the drop: {}", error_chain(&e)));
         let head = store

@@ -238,7 +238,7 @@ async fn admit_with_json_errors(state: State<AppState>, req: Request, next: Next
     json_errors(crate::admission::admit(state, req, next).await).await
 }
 
-/// [`count_in_flight`] around [`crate::faults::inject`], as one layer.
+/// The in-flight count ([`InFlight`]) around [`crate::faults::inject`], as one layer.
 async fn count_in_flight_and_inject(
     State(state): State<AppState>,
     req: Request,
