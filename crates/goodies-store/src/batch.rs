@@ -107,10 +107,15 @@ impl<T: Clone> Batched<T> {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        // The turn is handed on however this caller ends, from here on.
         let mut lead = Lead {
             batch: self,
-            served: self.lock().waiting.drain(..).collect(),
+            served: Vec::new(),
         };
+        // Other tasks ready to run first, and requests that arrived meanwhile: those
+        // that ask now wait for this read rather than the next one.
+        tokio::task::yield_now().await;
+        lead.served = self.lock().waiting.drain(..).collect();
         #[cfg(test)]
         self.reads.fetch_add(1, Ordering::Relaxed);
         let read = read().await.map_err(Arc::new);
@@ -261,6 +266,21 @@ mod tests {
                 "read {v} started before the caller asked"
             );
         }
+    }
+
+    /// Callers ready to run together (requests that arrived together) share one read:
+    /// the first lets the others ask before its read starts.
+    #[tokio::test(flavor = "current_thread")]
+    async fn callers_ready_together_share_one_read() {
+        let batch = Arc::new(Batched::<u64>::default());
+        let source = Arc::new(Source::default());
+        let callers: Vec<_> = (0..5).map(|_| spawn_read(&batch, &source)).collect();
+        for c in callers {
+            assert_eq!(c.await.expect("task").expect("read"), 1);
+        }
+        assert_eq!(batch.reads(), 1, "five callers ready together, one read");
+        // Alone, a caller still reads (and from a read started after it asked).
+        assert_eq!(batch.read(|| source.read()).await.expect("read"), 2);
     }
 
     /// A caller dropped while it reads for others hands the turn on: the others are

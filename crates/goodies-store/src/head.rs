@@ -47,6 +47,16 @@ pub trait StoreHeadRead: Send + Sync {
     fn head_now(&self) -> Option<Result<StoreHead>> {
         None
     }
+
+    /// Whether [`head`](Self::head) leaves nothing half-done when its future is dropped
+    /// at any `.await`: no transaction left open, no lock held, no turn left unpassed,
+    /// and the next read as current as ever. [`Detached`] then runs it on the caller's
+    /// task, without handing it to a task of its own.
+    ///
+    /// A backend keeps the default, `false`, unless a test drops its reads half-way.
+    fn head_cancel_safe(&self) -> bool {
+        false
+    }
 }
 
 /// Decodes the meta row's columns (0 means none, as the backends store them).
@@ -106,11 +116,18 @@ impl<S: StoreHeadRead + ?Sized + 'static> StoreHeadRead for Detached<S> {
         if let Some(head) = self.0.head_now() {
             return head;
         }
+        if self.0.head_cancel_safe() {
+            return self.0.head().await;
+        }
         let s: Arc<S> = self.0.clone();
         run(async move { s.head().await }).await
     }
 
     fn head_now(&self) -> Option<Result<StoreHead>> {
         self.0.head_now()
+    }
+
+    fn head_cancel_safe(&self) -> bool {
+        self.0.head_cancel_safe()
     }
 }

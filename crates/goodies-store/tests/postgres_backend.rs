@@ -437,46 +437,58 @@ const WRITE_LOCK: i64 = 0x676f_6f64_6965_7357;
 /// A head read given up while its statement waits in the database (here for the write
 /// lock, held by another session) leaves nothing behind: the next head read is answered
 /// by its own statement, after a write made meanwhile, not with the abandoned
-/// statement's row.
+/// statement's row. Both on the store itself and through [`goodies_store::Detached`]
+/// (what `open_server_store` returns), which runs this backend's head reads on the
+/// caller's task (`StoreHeadRead::head_cancel_safe`), so the caller's drop reaches the
+/// read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_read_given_up_mid_statement_leaves_the_next_one_current() {
-    use goodies_store::StoreHeadRead;
+    use goodies_store::{Detached, StoreHeadRead};
     let Some(h) = Harness::postgres().await else {
         return;
     };
-    let store = PgStore::connect(&h.url, StoreOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("connect: {}", error_chain(&e)));
-    let before = store.head().await.expect("head").seq;
-    let mut locker = sqlx::PgConnection::connect(&h.url).await.expect("connect");
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(WRITE_LOCK)
-        .execute(&mut locker)
-        .await
-        .expect("take the write lock");
-    for _ in 0..3 {
-        let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(300), store.head()).await;
-        assert!(
-            waited.is_err(),
-            "a head read did not wait for the write lock"
-        );
-    }
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(WRITE_LOCK)
-        .execute(&mut locker)
-        .await
-        .expect("release the write lock");
-    push_room(&store, "e1", 1)
-        .await
-        .unwrap_or_else(|e| panic!("push: {}", error_chain(&e)));
-    let after = store.head().await.expect("head after the given-up reads");
-    assert_eq!(
-        after.seq,
-        before + 1,
-        "the head read after the push is stale"
+    let store = Arc::new(
+        PgStore::connect(&h.url, StoreOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("connect: {}", error_chain(&e))),
     );
-    assert_eq!(after.seq, store.max_seq().await.expect("max_seq"));
+    let detached = Detached(store.clone());
+    assert!(detached.head_cancel_safe(), "read on the caller's task");
+    let mut locker = sqlx::PgConnection::connect(&h.url).await.expect("connect");
+    for (round, reader) in [&*store as &dyn StoreHeadRead, &detached]
+        .into_iter()
+        .enumerate()
+    {
+        let before = reader.head().await.expect("head").seq;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut locker)
+            .await
+            .expect("take the write lock");
+        for _ in 0..3 {
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_millis(300), reader.head()).await;
+            assert!(
+                waited.is_err(),
+                "a head read did not wait for the write lock"
+            );
+        }
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut locker)
+            .await
+            .expect("release the write lock");
+        push_room(&store, &format!("e{round}"), 1)
+            .await
+            .unwrap_or_else(|e| panic!("push: {}", error_chain(&e)));
+        let after = reader.head().await.expect("head after the given-up reads");
+        assert_eq!(
+            after.seq,
+            before + 1,
+            "the head read after the push is stale (round {round})"
+        );
+        assert_eq!(after.seq, store.max_seq().await.expect("max_seq"));
+    }
 }
 
 /// Every connection of the store dropped by the database (a restart, an operator's

@@ -100,6 +100,15 @@ impl StoreHeadRead for PgStore {
         // under many clients one statement answers many syncs (`crate::batch`).
         self.head_reads.read(|| self.read_head()).await
     }
+
+    /// A read dropped at any `.await` leaves the connection's answer to be read off by
+    /// the next read and hands its turn on (tests
+    /// `a_head_read_given_up_mid_statement_leaves_the_next_one_current` and
+    /// `crate::batch`'s `a_reader_dropped_mid_read_hands_the_turn_on`); the statement
+    /// runs in its own transaction, which ends with it whoever waits for the answer.
+    fn head_cancel_safe(&self) -> bool {
+        true
+    }
 }
 
 impl PgStore {
