@@ -4,8 +4,10 @@
 //! read that *starts* after a caller asked does, whoever asked for it. So callers that
 //! ask while a read is already under way wait for it to end and are all answered by the
 //! next read, which starts after every one of them asked; a caller that asks while no
-//! read is under way reads at once. Under many concurrent callers one statement answers
-//! many of them, and none is answered from a read that started before it asked.
+//! read is under way reads, after letting the tasks ready to run go first (requests
+//! that arrived with it), so those that ask meanwhile share its read. Under many
+//! concurrent callers one statement answers many of them, and none is answered from a
+//! read that started before it asked.
 //!
 //! A caller whose future is dropped while it reads for others hands the turn to the next
 //! caller waiting; the callers it was reading for ask again.
