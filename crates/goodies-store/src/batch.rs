@@ -285,6 +285,34 @@ mod tests {
         assert_eq!(batch.read(|| source.read()).await.expect("read"), 2);
     }
 
+    /// A caller dropped while it lets the others ask (before its read starts) hands the
+    /// turn on as one dropped mid-read does: the caller waiting reads, nobody is left
+    /// waiting for a read that never comes.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reader_dropped_before_its_read_starts_hands_the_turn_on() {
+        let batch = Arc::new(Batched::<u64>::default());
+        let source = Arc::new(Source::default());
+        let leader = spawn_read(&batch, &source);
+        let waiting = spawn_read(&batch, &source);
+        // The leader runs to its yield, the other caller starts waiting for it; this
+        // task is resumed before the leader is polled again.
+        tokio::task::yield_now().await;
+        leader.abort();
+        assert_eq!(
+            source.started.load(Ordering::SeqCst),
+            0,
+            "the leader was dropped before its read started"
+        );
+        assert!(leader.await.expect_err("aborted").is_cancelled());
+        let v = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting caller was answered")
+            .expect("task")
+            .expect("read");
+        assert_eq!(v, 1);
+        assert_eq!(batch.read(|| source.read()).await.expect("read"), 2);
+    }
+
     /// A caller dropped while it reads for others hands the turn on: the others are
     /// answered by a read that started after they asked.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
