@@ -111,13 +111,15 @@ where
 #[async_trait]
 impl<S: StoreHeadRead + ?Sized + 'static> StoreHeadRead for Detached<S> {
     async fn head(&self) -> Result<StoreHead> {
-        // A read on this thread with nothing awaited runs to completion where it is: no
-        // task to hand it to (that hand-off is most of a caught-up client's sync).
-        if let Some(head) = self.0.head_now() {
-            return head;
-        }
+        // A read that leaves nothing half-done when dropped runs on the caller's task
+        // (and may be shared with the callers asking with it); so does one on this
+        // thread with nothing awaited: no task to hand it to (that hand-off is most of a
+        // caught-up client's sync).
         if self.0.head_cancel_safe() {
             return self.0.head().await;
+        }
+        if let Some(head) = self.0.head_now() {
+            return head;
         }
         let s: Arc<S> = self.0.clone();
         run(async move { s.head().await }).await

@@ -18,7 +18,7 @@
 #![warn(missing_docs)]
 
 mod api;
-#[cfg(any(feature = "postgres", test))]
+#[cfg(any(feature = "postgres", feature = "sqlite", test))]
 mod batch;
 pub mod blob_upload;
 mod detached;

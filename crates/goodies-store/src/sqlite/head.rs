@@ -14,7 +14,11 @@
 //! only if it is free at once (no write holds it or waits for it), the connection's busy
 //! timeout is zero, and whenever it cannot answer at once (guard taken, busy, any error,
 //! or an in-memory database, which no second connection can open) `head` reads through
-//! the pool as before.
+//! the pool as before, on a task of its own.
+//!
+//! `head` is shared by the callers that ask together (`crate::batch`): one read answers
+//! every caller that asked before it started, so under many clients one read answers
+//! many syncs and none is answered from a read that started before it asked.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,16 +121,14 @@ impl DirectHead {
 impl SqliteStore {
     /// The head through the pool (the worker thread of a pooled connection), under the
     /// read guard, waiting for it.
+    #[cfg(test)]
     async fn pooled_head(&self) -> Result<StoreHead> {
-        let _read = self.shared.lock.read().await;
-        let (seq, restored_seq, restored_at, horizon_at, horizon_seq): MetaRow =
-            sqlx::query_as(HEAD_SQL)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(StoreError::database)?;
-        let now = self.clock().saturating_add_micros(-1);
-        drop(_read);
-        head_from(seq, restored_seq, restored_at, horizon_at, horizon_seq, now)
+        pooled_head(
+            self.pool.clone(),
+            self.shared.clone(),
+            self.opts.clock_offset,
+        )
+        .await
     }
 
     /// The head read on this thread, if the guard is free and the file answers at once.
@@ -158,19 +160,63 @@ impl SqliteStore {
             now,
         ))
     }
+
+    /// One read of the head: directly when it can be, else through the pool on a task of
+    /// its own, which runs to its end whoever waits for it (a pooled statement given up
+    /// half-way is not left to the next one).
+    async fn read_head(&self) -> Result<StoreHead> {
+        if let Some(head) = self.direct_head() {
+            return head;
+        }
+        let read = pooled_head(
+            self.pool.clone(),
+            self.shared.clone(),
+            self.opts.clock_offset,
+        );
+        match tokio::spawn(read).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(StoreError::Database(Box::new(e))),
+        }
+    }
+}
+
+/// The head through `pool`, under the read guard of `shared`, waiting for it; the clock
+/// is the system's plus `offset` (`SqliteStore::clock`).
+async fn pooled_head(
+    pool: sqlx::SqlitePool,
+    shared: std::sync::Arc<super::Shared>,
+    offset: time::Duration,
+) -> Result<StoreHead> {
+    let _read = shared.lock.read().await;
+    let (seq, restored_seq, restored_at, horizon_at, horizon_seq): MetaRow =
+        sqlx::query_as(HEAD_SQL)
+            .fetch_one(&pool)
+            .await
+            .map_err(StoreError::database)?;
+    let now = super::clock_at(offset).saturating_add_micros(-1);
+    drop(_read);
+    head_from(seq, restored_seq, restored_at, horizon_at, horizon_seq, now)
 }
 
 #[async_trait]
 impl StoreHeadRead for SqliteStore {
+    /// Shared by the callers that ask together (`crate::batch`): the read starts after
+    /// every caller it answers asked, so it is as current as their own would be, and
+    /// under many clients one read answers many syncs.
     async fn head(&self) -> Result<StoreHead> {
-        match self.direct_head() {
-            Some(head) => head,
-            None => self.pooled_head().await,
-        }
+        self.head_reads.read(|| self.read_head()).await
     }
 
     fn head_now(&self) -> Option<Result<StoreHead>> {
         self.direct_head()
+    }
+
+    /// The direct read awaits nothing; the pooled one runs on a task of its own; the
+    /// shared turn is handed on by a caller dropped while it waits or reads (tests
+    /// `a_head_read_given_up_at_any_point_leaves_the_next_one_current` and `crate::batch`).
+    fn head_cancel_safe(&self) -> bool {
+        true
     }
 }
 
@@ -260,5 +306,63 @@ mod tests {
         assert!(s.head_now().is_none());
         push(&s).await;
         assert_eq!(s.head().await.expect("head").seq, 1);
+    }
+    /// Heads asked for together are read once, directly, and each is as current as a
+    /// read of its own: a push committed before they ask is in the one read.
+    #[tokio::test(flavor = "current_thread")]
+    async fn heads_asked_for_together_share_one_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let a = SqliteStore::connect(
+            dir.path().join("s.db").to_str().unwrap(),
+            StoreOptions::default(),
+        )
+        .await
+        .expect("a");
+        push(&a).await;
+        let heads = futures::future::join_all((0..5).map(|_| a.head())).await;
+        for h in heads {
+            assert_eq!(h.expect("head").seq, 1);
+        }
+        assert_eq!(a.direct_head.counts(), (1, 0), "one read for the five");
+        push(&a).await;
+        let (x, y) = tokio::join!(a.head(), a.head());
+        assert_eq!((x.expect("x").seq, y.expect("y").seq), (2, 2));
+        assert_eq!(a.direct_head.counts(), (2, 0));
+    }
+
+    /// A head read given up at any point (waiting for its turn, or reading through the
+    /// pool behind a write) leaves the next read current and its turn handed on; the
+    /// store then reads through the store's `Detached` wrapper on the caller's task.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_head_read_given_up_at_any_point_leaves_the_next_one_current() {
+        let dir = tempfile::tempdir().expect("dir");
+        let a = std::sync::Arc::new(
+            SqliteStore::connect(
+                dir.path().join("s.db").to_str().unwrap(),
+                StoreOptions::default(),
+            )
+            .await
+            .expect("a"),
+        );
+        let wait = std::time::Duration::from_millis(50);
+        let write = a.shared.lock.write().await;
+        // The first reads through the pool (the guard is taken), the second waits for
+        // it; both are given up.
+        let (r1, r2) = tokio::join!(
+            tokio::time::timeout(wait, a.head()),
+            tokio::time::timeout(wait, a.head())
+        );
+        assert!(r1.is_err() && r2.is_err(), "both wait for the write");
+        drop(write);
+        push(&a).await;
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), a.head())
+            .await
+            .expect("the turn was handed on")
+            .expect("head");
+        assert_eq!(next.seq, 1, "the next read sees the push");
+        let detached = crate::Detached(a.clone());
+        assert!(detached.head_cancel_safe(), "read on the caller's task");
+        push(&a).await;
+        assert_eq!(detached.head().await.expect("head").seq, 2);
     }
 }

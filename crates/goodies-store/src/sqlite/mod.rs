@@ -128,6 +128,15 @@ pub struct SqliteStore {
     seen: crate::seen::SeenBuffer,
     /// The head read on the caller's thread (`head`).
     direct_head: head::DirectHead,
+    /// Head reads shared by the callers that ask together (`head`).
+    head_reads: crate::batch::Batched<crate::head::StoreHead>,
+}
+
+/// The system clock plus `offset`.
+fn clock_at(offset: time::Duration) -> Timestamp {
+    let offset = offset.whole_microseconds();
+    let offset = i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX });
+    Timestamp::now().saturating_add_micros(offset)
 }
 
 /// Where a SQLite URL points.
@@ -247,6 +256,7 @@ impl SqliteStore {
         let blobs = blobs::BlobDir::new(opts.blob_dir.clone(), path.as_deref())?;
         Ok(SqliteStore {
             direct_head: head::DirectHead::new(path.as_deref()),
+            head_reads: Default::default(),
             shared: shared_for(path.as_deref()),
             pool,
             opts,
@@ -259,9 +269,7 @@ impl SqliteStore {
 
     /// This store's clock: the system clock plus [`StoreOptions::clock_offset`].
     fn clock(&self) -> Timestamp {
-        let offset = self.opts.clock_offset.whole_microseconds();
-        let offset = i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX });
-        Timestamp::now().saturating_add_micros(offset)
+        clock_at(self.opts.clock_offset)
     }
 
     /// Starts a write transaction: takes the write guard, then `BEGIN IMMEDIATE`.
