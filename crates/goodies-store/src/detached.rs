@@ -31,7 +31,7 @@ use crate::types::*;
 pub struct Detached<S: ?Sized>(pub Arc<S>);
 
 /// Runs `call` on its own task and waits for it; a panic in the task is re-raised here.
-async fn run<T, F>(call: F) -> Result<T>
+pub(crate) async fn run<T, F>(call: F) -> Result<T>
 where
     T: Send + 'static,
     F: Future<Output = Result<T>> + Send + 'static,

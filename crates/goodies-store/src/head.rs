@@ -3,12 +3,11 @@
 //! position against the first three before and after reading its page, and may hand out
 //! the watermark with an answer that reads nothing newer (PROTOCOL §6.3).
 
-use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::detached::Detached;
+use crate::detached::{run, Detached};
 use crate::error::{Result, StoreError};
 use crate::horizon::HistoryHorizon;
 use crate::snapshot::RestoreMark;
@@ -93,19 +92,6 @@ pub(crate) fn head_from(
             }),
         },
     })
-}
-
-/// Runs `call` on its own task, as every [`Detached`] call does.
-async fn run<T, F>(call: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: Future<Output = Result<T>> + Send + 'static,
-{
-    match tokio::spawn(call).await {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(StoreError::Database(Box::new(e))),
-    }
 }
 
 #[async_trait]

@@ -120,15 +120,13 @@ impl DirectHead {
 
 impl SqliteStore {
     /// The head through the pool (the worker thread of a pooled connection), under the
-    /// read guard, waiting for it.
-    #[cfg(test)]
-    async fn pooled_head(&self) -> Result<StoreHead> {
+    /// read guard, waiting for it; owns what it uses, so it can run on a task of its own.
+    fn pooled_head(&self) -> impl std::future::Future<Output = Result<StoreHead>> + Send + 'static {
         pooled_head(
             self.pool.clone(),
             self.shared.clone(),
             self.opts.clock_offset,
         )
-        .await
     }
 
     /// The head read on this thread, if the guard is free and the file answers at once.
@@ -168,16 +166,7 @@ impl SqliteStore {
         if let Some(head) = self.direct_head() {
             return head;
         }
-        let read = pooled_head(
-            self.pool.clone(),
-            self.shared.clone(),
-            self.opts.clock_offset,
-        );
-        match tokio::spawn(read).await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(StoreError::Database(Box::new(e))),
-        }
+        crate::detached::run(self.pooled_head()).await
     }
 }
 
@@ -226,6 +215,16 @@ mod tests {
     use crate::sqlite::group::tests::{batch, create};
     use crate::types::StoreOptions;
     use crate::ServerStore;
+
+    /// A store on a new file in `dir`.
+    async fn file_store(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::connect(
+            dir.path().join("s.db").to_str().unwrap(),
+            StoreOptions::default(),
+        )
+        .await
+        .expect("store")
+    }
 
     async fn push(store: &SqliteStore) {
         store
@@ -283,12 +282,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_in_progress_sends_the_read_to_the_pool() {
         let dir = tempfile::tempdir().expect("dir");
-        let a = SqliteStore::connect(
-            dir.path().join("s.db").to_str().unwrap(),
-            StoreOptions::default(),
-        )
-        .await
-        .expect("a");
+        let a = file_store(&dir).await;
         let guard = a.shared.lock.write().await;
         assert!(a.head_now().is_none(), "no direct read under a write");
         assert_eq!(a.direct_head.counts(), (0, 1));
@@ -307,17 +301,13 @@ mod tests {
         push(&s).await;
         assert_eq!(s.head().await.expect("head").seq, 1);
     }
+
     /// Heads asked for together are read once, directly, and each is as current as a
     /// read of its own: a push committed before they ask is in the one read.
     #[tokio::test(flavor = "current_thread")]
     async fn heads_asked_for_together_share_one_read() {
         let dir = tempfile::tempdir().expect("dir");
-        let a = SqliteStore::connect(
-            dir.path().join("s.db").to_str().unwrap(),
-            StoreOptions::default(),
-        )
-        .await
-        .expect("a");
+        let a = file_store(&dir).await;
         push(&a).await;
         let heads = futures::future::join_all((0..5).map(|_| a.head())).await;
         for h in heads {
@@ -336,14 +326,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_head_read_given_up_at_any_point_leaves_the_next_one_current() {
         let dir = tempfile::tempdir().expect("dir");
-        let a = std::sync::Arc::new(
-            SqliteStore::connect(
-                dir.path().join("s.db").to_str().unwrap(),
-                StoreOptions::default(),
-            )
-            .await
-            .expect("a"),
-        );
+        let a = std::sync::Arc::new(file_store(&dir).await);
         let wait = std::time::Duration::from_millis(50);
         let write = a.shared.lock.write().await;
         // The first reads through the pool (the guard is taken), the second waits for
