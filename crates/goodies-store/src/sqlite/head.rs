@@ -51,6 +51,8 @@ pub(super) struct DirectHead {
     /// Heads read here, and reads that fell back to the pool.
     direct: AtomicU64,
     fell_back: AtomicU64,
+    /// Reads through the pool that ran to their end (read by tests only).
+    pooled: std::sync::Arc<AtomicU64>,
 }
 
 impl DirectHead {
@@ -122,11 +124,17 @@ impl SqliteStore {
     /// The head through the pool (the worker thread of a pooled connection), under the
     /// read guard, waiting for it; owns what it uses, so it can run on a task of its own.
     fn pooled_head(&self) -> impl std::future::Future<Output = Result<StoreHead>> + Send + 'static {
-        pooled_head(
+        let read = pooled_head(
             self.pool.clone(),
             self.shared.clone(),
             self.opts.clock_offset,
-        )
+        );
+        let pooled = self.direct_head.pooled.clone();
+        async move {
+            let head = read.await;
+            pooled.fetch_add(1, Ordering::Relaxed);
+            head
+        }
     }
 
     /// The head read on this thread, if the guard is free and the file answers at once.
@@ -336,7 +344,16 @@ mod tests {
             tokio::time::timeout(wait, a.head())
         );
         assert!(r1.is_err() && r2.is_err(), "both wait for the write");
+        assert_eq!(a.direct_head.pooled.load(Ordering::Relaxed), 0);
         drop(write);
+        // The pooled read runs to its end on its own task, though no one waits for it.
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while a.direct_head.pooled.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the given-up pooled read ran to its end");
         push(&a).await;
         let next = tokio::time::timeout(std::time::Duration::from_secs(10), a.head())
             .await
